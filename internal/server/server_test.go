@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func newTestServer(t *testing.T, cfg Config, live, ready []Check) *Server {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	s, err := New(cfg, slog.New(slog.DiscardHandler), NewRegistry("v1.2.3", "abc123"), live, ready)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.ln.Close() })
+	return s
+}
+
+func get(t *testing.T, s *Server, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	s.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec.Code, rec.Body.String()
+}
+
+func TestMetrics(t *testing.T) {
+	s := newTestServer(t, Config{}, nil, nil)
+	code, body := get(t, s, "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("status %d", code)
+	}
+	for _, want := range []string{
+		`edgebridge_build_info{goversion="go`,
+		`revision="abc123",version="v1.2.3"} 1`,
+		"go_goroutines ",
+		"process_resident_memory_bytes ",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+// A pod whose Kafka is unreachable is doing its job (buffering): /healthz
+// must stay 200, or Kubernetes would restart it and drop its MQTT session.
+// Only the checks the daemon registers for liveness count.
+func TestHealthzIgnoresReadiness(t *testing.T) {
+	var loopDead atomic.Bool
+	live := []Check{{Name: "loops", Fn: func(context.Context) error {
+		if loopDead.Load() {
+			return errors.New("forward loop exited")
+		}
+		return nil
+	}}}
+	ready := []Check{{Name: "mqtt", Fn: func(context.Context) error { return errors.New("session down") }}}
+	s := newTestServer(t, Config{}, live, ready)
+
+	if code, body := get(t, s, "/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/healthz with mqtt down = %d %q, want 200 ok", code, body)
+	}
+	if code, body := get(t, s, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "[-] mqtt: session down") {
+		t.Errorf("/readyz = %d %q, want 503 naming mqtt", code, body)
+	}
+	loopDead.Store(true)
+	if code, body := get(t, s, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "forward loop exited") {
+		t.Errorf("/healthz with a dead loop = %d %q, want 503", code, body)
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	var bufferFull atomic.Bool
+	ready := []Check{
+		{Name: "mqtt", Fn: func(context.Context) error { return nil }},
+		{Name: "buffer", Fn: func(context.Context) error {
+			if bufferFull.Load() {
+				return errors.New("full")
+			}
+			return nil
+		}},
+	}
+	s := newTestServer(t, Config{}, nil, ready)
+	if code, body := get(t, s, "/readyz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/readyz = %d %q", code, body)
+	}
+	if code, body := get(t, s, "/readyz?verbose"); code != http.StatusOK || !strings.Contains(body, "[+] buffer ok") {
+		t.Errorf("/readyz?verbose = %d %q", code, body)
+	}
+	bufferFull.Store(true)
+	code, body := get(t, s, "/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "[-] buffer: full") || !strings.Contains(body, "[+] mqtt ok") {
+		t.Errorf("/readyz with full buffer = %d %q", code, body)
+	}
+	bufferFull.Store(false)
+	s.SetStopping()
+	if code, body := get(t, s, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "shutting down") {
+		t.Errorf("/readyz while stopping = %d %q", code, body)
+	}
+	if code, _ := get(t, s, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz while stopping = %d, want 200", code)
+	}
+}
+
+// A check that hangs is cut off by CheckTimeout instead of hanging the probe.
+func TestCheckTimeout(t *testing.T) {
+	ready := []Check{{Name: "slow", Fn: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }}}
+	s := newTestServer(t, Config{CheckTimeout: 10 * time.Millisecond}, nil, ready)
+	if code, body := get(t, s, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "deadline exceeded") {
+		t.Errorf("/readyz = %d %q", code, body)
+	}
+}
+
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	off := newTestServer(t, Config{}, nil, nil)
+	if code, _ := get(t, off, "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("pprof off: status %d, want 404", code)
+	}
+	on := newTestServer(t, Config{Pprof: true}, nil, nil)
+	if code, body := get(t, on, "/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof on: status %d", code)
+	}
+}
+
+func TestListenError(t *testing.T) {
+	s := newTestServer(t, Config{}, nil, nil)
+	_, err := New(Config{Listen: s.Addr().String()}, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "http.listen") {
+		t.Fatalf("second listen on the same port: %v", err)
+	}
+}
+
+func TestRunServesAndStops(t *testing.T) {
+	s := newTestServer(t, Config{}, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	resp, err := http.Get("http://" + s.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
+		t.Fatalf("GET /healthz = %d %q", resp.StatusCode, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if _, err := http.Get("http://" + s.Addr().String() + "/healthz"); err == nil {
+		t.Error("server still answers after Run returned")
+	}
+}
