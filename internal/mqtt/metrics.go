@@ -1,0 +1,76 @@
+package mqtt
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	received      prometheus.Counter
+	acked         prometheus.Counter
+	rejected      *prometheus.CounterVec
+	dropped       *prometheus.CounterVec
+	batchSize     prometheus.Histogram
+	commitSeconds prometheus.Histogram
+	commitErrors  prometheus.Counter
+	up            prometheus.Gauge
+	connects      prometheus.Counter
+	connLost      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_mqtt_received_total",
+			Help: "Messages received from the broker (redeliveries included).",
+		}),
+		acked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_mqtt_acked_total",
+			Help: "QoS 1/2 messages acknowledged to the broker after their record was committed.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgebridge_mqtt_rejected_total",
+			Help: "Messages stored as dead letters instead of being forwarded, by reason.",
+		}, []string{"reason"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgebridge_mqtt_dropped_total",
+			Help: "QoS 0 messages received while stopping and not stored (the broker does not redeliver QoS 0), by reason.",
+		}, []string{"reason"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "edgebridge_mqtt_batch_size_messages",
+			Help:    "Messages per buffer commit.",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000},
+		}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "edgebridge_mqtt_commit_duration_seconds",
+			Help:    "Time from handing a batch to the buffer to its commit (fsync) returning.",
+			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16),
+		}),
+		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_mqtt_commit_errors_total",
+			Help: "Failed buffer commits; the batch is retried and not acknowledged meanwhile.",
+		}),
+		up: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edgebridge_mqtt_up",
+			Help: "1 when connected to the broker and subscribed, else 0.",
+		}),
+		connects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_mqtt_connects_total",
+			Help: "Successful connections to the broker.",
+		}),
+		connLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_mqtt_connection_lost_total",
+			Help: "Connections to the broker lost.",
+		}),
+	}
+	for _, r := range rejectReasons {
+		m.rejected.WithLabelValues(r)
+	}
+	m.dropped.WithLabelValues("stopping")
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.received, m.acked, m.rejected, m.dropped, m.batchSize, m.commitSeconds, m.commitErrors, m.up, m.connects, m.connLost} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

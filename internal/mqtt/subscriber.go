@@ -1,0 +1,642 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/edgebridge/edgebridge/internal/buffer"
+	edgebridgev1 "github.com/edgebridge/edgebridge/proto/edgebridge/v1"
+)
+
+// Sink stores the records of received messages. *buffer.Queue satisfies it.
+//
+// Rules for implementations:
+//   - The Subscriber calls Append from one goroutine at a time, never
+//     concurrently, with the records in the order the broker delivered the
+//     messages; the next call starts only after the previous returned.
+//   - Append returns nil only once every record of recs is durable: right
+//     after, the Subscriber acknowledges the messages and the broker
+//     forgets them. On error the Subscriber acknowledges none of them.
+//   - Records with Reason != "" are messages the intake rejected; the sink
+//     keeps them as dead letters with that reason.
+//   - recs and the Key and Value slices of its records belong to the
+//     Subscriber and are reused once Append returns: the sink copies what
+//     it keeps. The sink may write recs[i].Seq and recs[i].Time.
+//   - Append returns soon after ctx is done (the Subscriber is stopping).
+type Sink interface {
+	Append(ctx context.Context, recs []buffer.Record) error
+}
+
+// Subscriber takes messages from the broker and appends them to a Sink,
+// acknowledging each only after its record was committed.
+type Subscriber struct {
+	cfg     Config
+	log     *slog.Logger
+	sink    Sink
+	routes  *routeTable
+	filters map[string]byte
+	tls     *tls.Config
+	m       *metrics
+	rejects *rateLog
+
+	// in carries messages from paho's handler to the collector.
+	in chan inbound
+
+	// stop is closed when Run begins to stop. stopMu orders the handler's
+	// sends on in before the collector's final drain: the handler holds
+	// the read lock from its check of stopped to the end of its send, and
+	// stopIntake sets stopped under the write lock, so once it returns no
+	// handler can put anything on in.
+	stopMu   sync.RWMutex
+	stopped  bool
+	stop     chan struct{}
+	stopOnce sync.Once
+
+	// stateMu guards gen and the ready flag. gen changes with each
+	// connection and each loss, so a subscription that completes after its
+	// connection was lost does not mark the Subscriber ready.
+	stateMu   sync.Mutex
+	gen       uint64
+	ready     bool
+	connected chan uint64 // OnConnect -> subscribe loop, newest generation
+
+	started atomic.Bool
+
+	// Owned by the collector goroutine.
+	env   edgebridgev1.Envelope
+	ts    timestamppb.Timestamp
+	attrs map[string]string
+}
+
+type inbound struct {
+	msg paho.Message
+	at  time.Time
+}
+
+// batch is the unit of commit and acknowledgement. recs[i] is the record
+// of msgs[i]; their Key and Value slices point into arena.
+type batch struct {
+	msgs  []paho.Message
+	recs  []buffer.Record
+	arena []byte
+}
+
+func (b *batch) reset() {
+	clear(b.msgs) // let the payloads go
+	b.msgs = b.msgs[:0]
+	clear(b.recs)
+	b.recs = b.recs[:0]
+	b.arena = b.arena[:0]
+}
+
+// pipelineBatches is the number of batches in circulation: one filling,
+// one committing, one being acknowledged.
+const pipelineBatches = 3
+
+// New checks cfg, loads its TLS files and registers the metrics. It does
+// not connect: Run does.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, sink Sink) (*Subscriber, error) {
+	if log == nil {
+		return nil, errors.New("mqtt: nil logger")
+	}
+	if sink == nil {
+		return nil, errors.New("mqtt: nil sink")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	routes, err := newRouteTable(cfg.Routes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	s := &Subscriber{
+		cfg:       cfg,
+		log:       log.With("component", "mqtt"),
+		sink:      sink,
+		routes:    routes,
+		filters:   map[string]byte{},
+		in:        make(chan inbound, cfg.QueueSize),
+		stop:      make(chan struct{}),
+		connected: make(chan uint64, 1),
+		attrs:     map[string]string{},
+	}
+	for _, r := range routes.routes {
+		s.filters[r.filter] = r.qos
+	}
+	u, _ := url.Parse(cfg.Broker) // Validate parsed it
+	if isTLSScheme(u.Scheme) {
+		if s.tls, err = loadTLS(cfg.TLS); err != nil {
+			return nil, err
+		}
+	}
+	if s.m, err = newMetrics(reg); err != nil {
+		return nil, fmt.Errorf("register mqtt metrics: %w", err)
+	}
+	s.rejects = newRateLog(s.log, cfg.RejectLogInterval)
+	pahoLogger.Store(s.log.With("lib", "paho"))
+	return s, nil
+}
+
+// Ready reports whether the Subscriber is connected to the broker and
+// subscribed to every route: messages flow. For the daemon's /readyz.
+func (s *Subscriber) Ready() bool {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	return s.ready
+}
+
+func (s *Subscriber) clientOptions() *paho.ClientOptions {
+	c := s.cfg
+	o := paho.NewClientOptions().
+		AddBroker(c.Broker).
+		SetClientID(c.ClientID).
+		SetUsername(c.Username).
+		SetPassword(c.Password).
+		SetProtocolVersion(4). // MQTT 3.1.1
+		SetCleanSession(false).
+		SetOrderMatters(true). // one handler call at a time, in receipt order
+		SetAutoAckDisabled(true).
+		SetStore(paho.NewMemoryStore()). // FileStore panics on I/O errors
+		SetKeepAlive(c.KeepAlive).
+		SetConnectTimeout(c.ConnectTimeout).
+		SetWriteTimeout(c.WriteTimeout).
+		SetAutoReconnect(true).
+		SetMaxReconnectInterval(c.MaxReconnectInterval).
+		// Run retries the first connection itself, with a wait it can cut
+		// short when asked to stop; paho's ConnectRetry sleeps in a
+		// goroutine that outlives Disconnect.
+		SetConnectRetry(false).
+		// Messages of the persistent session can arrive before SUBSCRIBE
+		// is even sent: the default handler must exist before Connect.
+		SetDefaultPublishHandler(s.onMessage).
+		SetOnConnectHandler(s.onConnect).
+		SetConnectionLostHandler(s.onConnectionLost)
+	if s.tls != nil {
+		o.SetTLSConfig(s.tls)
+	}
+	return o
+}
+
+// Run connects, subscribes and moves messages to the sink until ctx is
+// done. Then it stops taking messages, spends up to mqtt.drain_timeout
+// committing and acknowledging those it already has, disconnects and
+// returns nil. It returns an error wrapping ErrSink when the sink fails
+// for good. Run may be called once.
+func (s *Subscriber) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("mqtt: Run called twice")
+	}
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	// Commits outlive ctx by up to drain_timeout: what was received when
+	// the stop came is committed and acknowledged if the sink allows.
+	commitCtx, cancelCommit := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelCommit()
+
+	var fatalErr error
+	var fatalOnce sync.Once
+	fatal := func(err error) {
+		fatalOnce.Do(func() {
+			fatalErr = err
+			cancelRun()
+		})
+	}
+
+	free := make(chan *batch, pipelineBatches)
+	for range pipelineBatches {
+		free <- &batch{}
+	}
+	handoff := make(chan *batch)
+	acks := make(chan *batch, pipelineBatches)
+
+	var pipeline sync.WaitGroup
+	pipeline.Go(func() { s.collect(free, handoff) })
+	pipeline.Go(func() { s.commit(commitCtx, handoff, acks, free, fatal) })
+	pipeline.Go(func() { s.ack(acks, free) })
+
+	client := paho.NewClient(s.clientOptions())
+	var loops sync.WaitGroup
+	loops.Go(func() { s.subscribeLoop(runCtx, client) })
+
+	s.log.Info("connecting", "broker", s.cfg.Broker, "client_id", s.cfg.ClientID, "routes", len(s.filters))
+	s.connect(runCtx, client)
+	<-runCtx.Done()
+
+	s.log.Info("stopping intake")
+	s.stopIntake()
+	pipelineDone := make(chan struct{})
+	loops.Go(func() {
+		t := time.NewTimer(s.cfg.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancelCommit()
+		case <-pipelineDone:
+		}
+	})
+	pipeline.Wait()
+	close(pipelineDone)
+	// The acknowledgements were handed to paho in order before DISCONNECT
+	// is queued, and paho writes them first.
+	quiesce := min(s.cfg.WriteTimeout, time.Second)
+	client.Disconnect(uint(quiesce / time.Millisecond))
+	s.setState(func() { s.ready = false })
+	loops.Wait()
+	s.log.Info("intake stopped")
+	return fatalErr
+}
+
+// connect makes the first connection, retrying with capped, jittered
+// exponential backoff until it succeeds or ctx is done. Later losses are
+// paho's auto-reconnect's business.
+func (s *Subscriber) connect(ctx context.Context, client paho.Client) {
+	wait := s.cfg.ConnectRetryInterval
+	for {
+		tok := client.Connect()
+		// Bounded by mqtt.connect_timeout; waiting it out even when ctx
+		// is done leaves no connection attempt running after Run.
+		<-tok.Done()
+		err := tok.Error()
+		if err == nil {
+			return
+		}
+		d := jitter(wait)
+		s.log.Warn("connect failed", "broker", s.cfg.Broker, "err", err, "retry_in", d)
+		if !sleep(ctx, d) {
+			return
+		}
+		wait = min(2*wait, s.cfg.MaxReconnectInterval)
+	}
+}
+
+func (s *Subscriber) onConnect(paho.Client) {
+	s.m.connects.Inc()
+	var gen uint64
+	s.setState(func() { s.gen++; gen = s.gen })
+	s.log.Info("connected", "broker", s.cfg.Broker)
+	// Keep only the newest generation: an older one is stale.
+	select {
+	case <-s.connected:
+	default:
+	}
+	s.connected <- gen
+}
+
+func (s *Subscriber) onConnectionLost(_ paho.Client, err error) {
+	s.m.connLost.Inc()
+	s.setState(func() { s.gen++; s.ready = false })
+	s.log.Warn("connection lost", "broker", s.cfg.Broker, "err", err)
+}
+
+func (s *Subscriber) setState(f func()) {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	f()
+	if s.ready {
+		s.m.up.Set(1)
+	} else {
+		s.m.up.Set(0)
+	}
+}
+
+// subscribeLoop subscribes to every route after each connection. The
+// broker keeps the subscriptions of the persistent session, but a new
+// session, or one the broker expired, has none.
+func (s *Subscriber) subscribeLoop(ctx context.Context, client paho.Client) {
+	for {
+		var gen uint64
+		select {
+		case <-ctx.Done():
+			return
+		case gen = <-s.connected:
+		}
+		wait := s.cfg.ConnectRetryInterval
+		for {
+			err := s.subscribe(ctx, client)
+			if err == nil {
+				ok := false
+				s.setState(func() {
+					if s.gen == gen {
+						s.ready, ok = true, true
+					}
+				})
+				if ok {
+					s.log.Info("subscribed", "filters", len(s.filters))
+				}
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Error("subscribe failed", "err", err)
+			if !client.IsConnectionOpen() {
+				break // the next connection subscribes again
+			}
+			if !sleep(ctx, jitter(wait)) {
+				return
+			}
+			wait = min(2*wait, s.cfg.MaxReconnectInterval)
+		}
+	}
+}
+
+func (s *Subscriber) subscribe(ctx context.Context, client paho.Client) error {
+	tok := client.SubscribeMultiple(s.filters, nil) // nil: the default handler
+	t := time.NewTimer(s.cfg.ConnectTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("no SUBACK within mqtt.connect_timeout (%s)", s.cfg.ConnectTimeout)
+	}
+	if err := tok.Error(); err != nil {
+		return err
+	}
+	var refused []string
+	if st, ok := tok.(*paho.SubscribeToken); ok {
+		for f, code := range st.Result() {
+			if code == 0x80 {
+				refused = append(refused, f)
+			}
+		}
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("broker refused filters %q (check its ACL)", refused)
+	}
+	return nil
+}
+
+// onMessage is paho's handler. It only queues the message.
+func (s *Subscriber) onMessage(_ paho.Client, m paho.Message) {
+	in := inbound{msg: m, at: time.Now()}
+	s.stopMu.RLock()
+	defer s.stopMu.RUnlock()
+	if !s.stopped {
+		select {
+		case s.in <- in:
+			return
+		case <-s.stop:
+		}
+	}
+	// Stopping. A QoS 1/2 message is not acknowledged, so the broker keeps
+	// it and sends it again on the next connection; QoS 0 is gone.
+	if m.Qos() == 0 {
+		s.m.dropped.WithLabelValues("stopping").Inc()
+	}
+}
+
+func (s *Subscriber) stopIntake() {
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.stopMu.Lock()
+		s.stopped = true
+		s.stopMu.Unlock()
+	})
+}
+
+// collect fills batches from s.in and hands them to the committer, in
+// receipt order. While the committer is busy the current batch keeps
+// growing, so batches are as large as the commit latency makes them.
+func (s *Subscriber) collect(free <-chan *batch, handoff chan<- *batch) {
+	defer close(handoff)
+	b := <-free
+	for {
+		s.fill(b)
+		in := s.in
+		if s.full(b) {
+			in = nil
+		}
+		var out chan<- *batch
+		if len(b.msgs) > 0 {
+			out = handoff
+		}
+		select {
+		case m := <-in:
+			s.add(b, m)
+		case out <- b:
+			b = <-free
+		case <-s.stop:
+			// stop is closed before stopIntake waits out the handlers;
+			// calling it here returns only once they are gone, so nothing
+			// arrives on s.in after the drain below.
+			s.stopIntake()
+			for {
+				s.fill(b)
+				if len(b.msgs) == 0 {
+					return
+				}
+				handoff <- b
+				b = <-free
+			}
+		}
+	}
+}
+
+// fill takes what is available on s.in without waiting.
+func (s *Subscriber) fill(b *batch) {
+	for !s.full(b) {
+		select {
+		case m := <-s.in:
+			s.add(b, m)
+		default:
+			return
+		}
+	}
+}
+
+func (s *Subscriber) full(b *batch) bool {
+	return len(b.msgs) >= s.cfg.MaxBatch || len(b.arena) >= s.cfg.MaxBatchBytes
+}
+
+// add encodes the envelope of in into b.
+func (s *Subscriber) add(b *batch, in inbound) {
+	m := in.msg
+	topic, payload := m.Topic(), m.Payload()
+	s.m.received.Inc()
+
+	var reason, device, kafkaTopic string
+	clear(s.attrs)
+	r := s.routes.match(topic)
+	switch {
+	case !utf8.ValidString(topic):
+		// A broker must refuse it (MQTT 3.1.1 §1.5.3); protobuf strings
+		// must be UTF-8. Keep the bytes in an attribute.
+		reason = ReasonInvalidTopic
+		s.attrs["mqtt_topic_raw"] = strconv.Quote(topic)
+		topic = strings.ToValidUTF8(topic, "\uFFFD")
+	case r == nil:
+		reason = ReasonNoRoute
+	default:
+		kafkaTopic = r.kafkaTopic
+		device = r.deviceID(topic)
+		if device == "" {
+			reason = ReasonNoDeviceID
+		}
+	}
+	if len(payload) > s.cfg.MaxPayloadBytes {
+		if reason == "" {
+			reason = ReasonPayloadTooLarge
+		}
+		s.attrs["payload_bytes"] = strconv.Itoa(len(payload))
+		payload = payload[:s.cfg.MaxPayloadBytes]
+	}
+
+	s.ts.Seconds, s.ts.Nanos = in.at.Unix(), int32(in.at.Nanosecond())
+	s.env = edgebridgev1.Envelope{
+		NodeId:     s.cfg.NodeID,
+		DeviceId:   device,
+		MqttTopic:  topic,
+		Payload:    payload,
+		Qos:        uint32(m.Qos()),
+		Retained:   m.Retained(),
+		ReceivedAt: &s.ts,
+	}
+	if len(s.attrs) > 0 {
+		s.env.Attributes = s.attrs
+	}
+	start := len(b.arena)
+	var err error
+	b.arena, err = proto.MarshalOptions{}.MarshalAppend(b.arena, &s.env)
+	if err != nil {
+		// Every string was made valid UTF-8 above, so this is a bug; the
+		// message is still kept, as a dead letter holding its payload.
+		s.log.Error("encode envelope", "err", err, "topic", topic)
+		b.arena = append(b.arena[:start], payload...)
+		reason = ReasonEncodeFailed
+	}
+	value := b.arena[start:len(b.arena):len(b.arena)]
+	ks := len(b.arena)
+	b.arena = append(b.arena, device...)
+	key := b.arena[ks:len(b.arena):len(b.arena)]
+
+	b.msgs = append(b.msgs, m)
+	b.recs = append(b.recs, buffer.Record{Topic: kafkaTopic, Key: key, Value: value, Reason: reason})
+	if reason != "" {
+		s.m.rejected.WithLabelValues(reason).Inc()
+		if ok, skipped := s.rejects.allow(reason, in.at); ok {
+			s.log.Warn("message rejected", "reason", reason, "topic", topic, "payload_bytes", len(m.Payload()), "suppressed", skipped)
+		}
+	}
+}
+
+// commit appends each batch to the sink, retrying what may succeed later,
+// and passes committed batches on to be acknowledged. After a batch fails
+// for good no later batch is committed: acknowledging a later message
+// while an earlier one stays unacknowledged would let the broker deliver
+// the earlier one again after the later ones, out of order.
+func (s *Subscriber) commit(ctx context.Context, handoff <-chan *batch, acks chan<- *batch, free chan<- *batch, fatal func(error)) {
+	defer close(acks)
+	var abandoned int
+	failed := false
+	for b := range handoff {
+		if !failed {
+			err := s.appendRetry(ctx, b)
+			if err == nil {
+				acks <- b
+				continue
+			}
+			failed = true
+			if errors.Is(err, ErrSink) {
+				s.log.Error("sink failed, stopping intake", "err", err)
+				fatal(err)
+			}
+		}
+		abandoned += len(b.msgs)
+		b.reset()
+		free <- b
+	}
+	if abandoned > 0 {
+		s.log.Warn("messages not committed, left to the broker to redeliver", "messages", abandoned)
+	}
+}
+
+// appendRetry appends b until it succeeds, fails for good (ErrSink) or
+// ctx is done.
+func (s *Subscriber) appendRetry(ctx context.Context, b *batch) error {
+	s.m.batchSize.Observe(float64(len(b.recs)))
+	wait := 50 * time.Millisecond
+	failing := false
+	for {
+		start := time.Now()
+		err := s.sink.Append(ctx, b.recs)
+		if err == nil {
+			s.m.commitSeconds.Observe(time.Since(start).Seconds())
+			if failing {
+				s.log.Info("sink recovered")
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("append %d records: %w", len(b.recs), err)
+		}
+		if permanent(err) {
+			return fmt.Errorf("%w: append %d records: %w", ErrSink, len(b.recs), err)
+		}
+		s.m.commitErrors.Inc()
+		if !failing {
+			s.log.Warn("sink append failed, retrying", "err", err)
+			failing = true
+		}
+		if !sleep(ctx, jitter(wait)) {
+			return fmt.Errorf("append %d records: %w", len(b.recs), err)
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// permanent decides which sink errors no retry can fix.
+func permanent(err error) bool {
+	return errors.Is(err, buffer.ErrClosed) || errors.Is(err, buffer.ErrCorrupt) || errors.Is(err, buffer.ErrTooLarge)
+}
+
+// ack acknowledges the messages of each committed batch in receipt order.
+func (s *Subscriber) ack(acks <-chan *batch, free chan<- *batch) {
+	for b := range acks {
+		n := 0
+		for _, m := range b.msgs {
+			m.Ack() // a no-op for QoS 0
+			if m.Qos() > 0 {
+				n++
+			}
+		}
+		s.m.acked.Add(float64(n))
+		b.reset()
+		free <- b
+	}
+}
+
+// jitter returns d ± 20%.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()-0.5)*0.4*float64(d))
+}
+
+// sleep waits d or until ctx is done; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
