@@ -1,0 +1,166 @@
+package devstack
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	edgebridgev1 "github.com/edgebridge/edgebridge/proto/edgebridge/v1"
+)
+
+func envelope(t *testing.T, dev string, n int) []byte {
+	t.Helper()
+	b, err := proto.Marshal(&edgebridgev1.Envelope{
+		NodeId: "node", Sequence: uint64(n), DeviceId: dev, MqttTopic: DeviceTopic(dev),
+		Payload: payload(t, dev, n),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func payload(t *testing.T, dev string, n int) []byte {
+	t.Helper()
+	b, err := json.Marshal(Payload{Device: dev, N: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The verifier must catch each way a pipeline can fail, or the e2e test
+// proves nothing.
+func TestVerifier(t *testing.T) {
+	d0, d1 := DeviceID(0), DeviceID(1)
+	tests := []struct {
+		name   string
+		feed   [][2]any // device, counter
+		wantOK bool
+		want   string
+		dups   int64
+	}{
+		{"complete and in order", [][2]any{{d0, 1}, {d1, 1}, {d0, 2}, {d1, 2}}, true, "", 0},
+		{"redelivered tail after a crash is a duplicate, not disorder", [][2]any{{d0, 1}, {d0, 2}, {d1, 1}, {d0, 1}, {d0, 2}, {d1, 2}}, true, "", 2},
+		{"a lost message", [][2]any{{d0, 1}, {d0, 2}, {d1, 1}}, false, "dev-001 has 1/2", 0},
+		{"swapped order", [][2]any{{d0, 2}, {d0, 1}, {d1, 1}, {d1, 2}}, false, "out of order", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := NewVerifier()
+			for _, f := range tt.feed {
+				v.Add(envelope(t, f[0].(string), f[1].(int)))
+			}
+			err := v.Check(2, 2)
+			if (err == nil) != tt.wantOK || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("Check = %v, want ok=%v containing %q", err, tt.wantOK, tt.want)
+			}
+			if c := v.Counts(); c.Duplicates != tt.dups {
+				t.Errorf("duplicates = %d, want %d", c.Duplicates, tt.dups)
+			}
+		})
+	}
+	v := NewVerifier()
+	v.Add([]byte{0xff, 0xff})
+	if err := v.Check(0, 0); err == nil || !strings.Contains(err.Error(), "bad records") {
+		t.Errorf("garbage record not reported: %v", err)
+	}
+}
+
+// Stop and Start behave like an outage: same address, same records.
+func TestKafkaSurvivesRestart(t *testing.T) {
+	k, err := StartKafka(t.TempDir(), "t", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Stop()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Addr()), kgo.DefaultProduceTopic("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: envelope(t, DeviceID(0), 1)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	k.Stop()
+	if k.Up() {
+		t.Fatal("up after Stop")
+	}
+	if err := k.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: envelope(t, DeviceID(0), 2)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	v := NewVerifier()
+	cctx, ccancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- v.Consume(cctx, []string{k.Addr()}, "t") }()
+	for v.Counts().Unique < 2 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ccancel()
+	<-done
+	if err := v.Check(1, 2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Simulated devices publish in counter order and count broker PUBACKs.
+func TestDevicesOnMochi(t *testing.T) {
+	b, err := StartMochi(slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	var got atomic.Int64
+	var last [3]atomic.Int64
+	var disorder atomic.Bool
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("sub").SetOrderMatters(true))
+	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer sub.Disconnect(0)
+	tok := sub.Subscribe("devices/+/telemetry", 1, func(_ paho.Client, m paho.Message) {
+		var p Payload
+		if err := json.Unmarshal(m.Payload(), &p); err != nil {
+			t.Error(err)
+			return
+		}
+		i := int(p.Device[len(p.Device)-1] - '0')
+		if int64(p.N) != last[i].Load()+1 {
+			disorder.Store(true)
+		}
+		last[i].Store(int64(p.N))
+		got.Add(1)
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	d := &Devices{BrokerURL: b.URL(), N: 3, Messages: 200}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d.Published.Load() != 600 {
+		t.Fatalf("published = %d", d.Published.Load())
+	}
+	for got.Load() < 600 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got.Load() != 600 || disorder.Load() {
+		t.Fatalf("subscriber got %d, disorder %v", got.Load(), disorder.Load())
+	}
+}
