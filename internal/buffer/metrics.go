@@ -1,0 +1,111 @@
+package buffer
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Drop reasons, the values of the reason label of
+// edgebridge_buffer_dropped_records_total.
+const (
+	// DropOverflow: deleted by drop_oldest to make room.
+	DropOverflow = "overflow"
+	// DropMaxAge: older than max_age.
+	DropMaxAge = "max_age"
+	// DropCorrupt: failed its checksum when read; it cannot be sent.
+	DropCorrupt = "corrupt"
+)
+
+type metrics struct {
+	appended    prometheus.Counter
+	acked       prometheus.Counter
+	dropped     *prometheus.CounterVec
+	deadLetters prometheus.Counter
+	requeued    prometheus.Counter
+	commits     prometheus.Histogram
+	fsyncs      prometheus.Counter
+	commitErrs  prometheus.Counter
+	quarantined prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
+	m := &metrics{
+		appended: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_buffer_appended_records_total",
+			Help: "Records committed to the buffer, dead letters included.",
+		}),
+		acked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_buffer_acked_records_total",
+			Help: "Records deleted from the buffer after Kafka acknowledged them.",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgebridge_buffer_dropped_records_total",
+			Help: "Records deleted without being delivered, by reason (overflow, max_age, corrupt).",
+		}, []string{"reason"}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_buffer_dead_lettered_records_total",
+			Help: "Records stored as or moved to dead letters.",
+		}),
+		requeued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_buffer_requeued_records_total",
+			Help: "Dead letters moved back into the queue.",
+		}),
+		commits: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "edgebridge_buffer_commit_duration_seconds",
+			Help:    "Duration of committed (fsynced) buffer transactions.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+		}),
+		fsyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_buffer_fsyncs_total",
+			Help: "Committed write transactions; each fsyncs its file.",
+		}),
+		commitErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_buffer_commit_errors_total",
+			Help: "Write transactions that failed (full disk, I/O error) and were rolled back to be retried.",
+		}),
+		quarantined: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_buffer_quarantined_files_total",
+			Help: "Damaged buffer files moved aside to the quarantine directory.",
+		}),
+	}
+	for _, r := range []string{DropOverflow, DropMaxAge, DropCorrupt} {
+		m.dropped.WithLabelValues(r)
+	}
+	if reg == nil {
+		return m
+	}
+	gauge := func(name, help string, f func(Stats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(q.Stats()) })
+	}
+	reg.MustRegister(
+		m.appended, m.acked, m.dropped, m.deadLetters, m.requeued, m.commits, m.fsyncs, m.commitErrs, m.quarantined,
+		gauge("edgebridge_buffer_records", "Records waiting in the buffer (dead letters excluded).",
+			func(s Stats) float64 { return float64(s.Records) }),
+		gauge("edgebridge_buffer_bytes", "Logical size of what the buffer holds, dead letters included; compared with max_bytes.",
+			func(s Stats) float64 { return float64(s.Bytes + s.DeadLetterBytes) }),
+		gauge("edgebridge_buffer_max_bytes", "The configured buffer.max_bytes.",
+			func(s Stats) float64 { return float64(q.cfg.MaxBytes) }),
+		gauge("edgebridge_buffer_dead_letter_records", "Dead letters held in the buffer.",
+			func(s Stats) float64 { return float64(s.DeadLetters) }),
+		gauge("edgebridge_buffer_oldest_record_age_seconds", "Age of the oldest record waiting in the buffer, 0 when empty.",
+			func(s Stats) float64 {
+				if s.Oldest.IsZero() {
+					return 0
+				}
+				return time.Since(s.Oldest).Seconds()
+			}),
+		gauge("edgebridge_buffer_segments", "Segment files in the buffer directory.",
+			func(s Stats) float64 { return float64(s.Segments) }),
+		gauge("edgebridge_buffer_disk_bytes", "Size of the buffer's files on disk.",
+			func(s Stats) float64 { return float64(s.DiskBytes) }),
+		gauge("edgebridge_buffer_blocked", "1 while appends wait for room (full, below min_free_disk, or failing writes).",
+			func(s Stats) float64 {
+				if s.Blocked {
+					return 1
+				}
+				return 0
+			}),
+	)
+	return m
+}

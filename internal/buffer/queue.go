@@ -1,0 +1,628 @@
+package buffer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// Queue is the durable buffer. All methods are safe for concurrent use.
+//
+// One writer goroutine owns every write transaction: it takes all the
+// requests that arrived while it was committing and commits them together,
+// so concurrent appends and acks share one fsync (group commit). Readers
+// use short read transactions of their own.
+type Queue struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+
+	reqs    chan *request // unbuffered: a request handed over is always answered
+	kick    chan struct{} // wakes the writer when a waiting append is cancelled
+	closing chan struct{}
+	done    chan struct{}
+	once    sync.Once
+
+	// mu guards the fields below. The writer takes it briefly to publish
+	// a commit; readers hold it shared around their read transactions, so
+	// a segment is never closed under a reader. It is never held while
+	// waiting for the writer.
+	mu       sync.RWMutex
+	segs     []*segment // ordered by first; the last one is the head
+	dead     *segment   // dead letters; count and bytes are theirs
+	nextSeq  uint64
+	reserved uint64        // sequences below this may have been handed out
+	notify   chan struct{} // closed and replaced when records are appended
+	closed   bool
+	blocked  bool  // appends are waiting for room
+	writeErr error // the last failed commit, nil once one succeeds
+
+	// Writer state, touched only by the writer goroutine.
+	appends    []*request // waiting appends, FIFO
+	acks       []*request
+	ops        []*request // dead letter, requeue, corrupt drops: one at a time
+	retryAt    time.Time  // after a failed commit, when to try again
+	retryDelay time.Duration
+	dropLog    dropLog
+}
+
+// Stats is a snapshot of the buffer's state.
+type Stats struct {
+	Records         int       // records waiting to be sent
+	Bytes           int64     // their logical size
+	DeadLetters     int       // dead letters held
+	DeadLetterBytes int64     // their logical size
+	Oldest          time.Time // append time of the oldest waiting record; zero if none
+	NextSeq         uint64    // the sequence the next record gets
+	Segments        int       // segment files
+	DiskBytes       int64     // size of all files
+	Blocked         bool      // appends are waiting for room
+}
+
+type opKind int
+
+const (
+	opAppend opKind = iota
+	opAck
+	opDeadLetter
+	opRequeue
+	opDropCorrupt
+)
+
+type request struct {
+	kind opKind
+	done chan error // buffered; written once, by the writer
+
+	// append
+	recs       []Record
+	values     [][]byte // encoded bodies, sealed by the writer
+	bytes      int64
+	deadDone   bool        // its dead letters are committed (a retry skips them)
+	cancelled  atomic.Bool // the caller gave up waiting for room
+	waitedRoom bool
+
+	// ack, dead letter, requeue, corrupt drop
+	seqs   []uint64
+	reason string
+}
+
+const (
+	// maxBatchBytes bounds one group commit, and so the writer's memory.
+	maxBatchBytes = 16 << 20
+	// reserveStep is how many sequences are reserved at a time in
+	// dead.db, so a damaged head segment cannot make sequences repeat.
+	reserveStep = 1 << 20
+	// maxRetryDelay caps the wait between attempts after a failed commit.
+	maxRetryDelay = 5 * time.Second
+	// expireChunk bounds the records one max_age pass deletes.
+	expireChunk = 50000
+)
+
+// Open opens (creating if needed) the buffer in cfg.Dir. Damaged files are
+// quarantined and their readable records salvaged; Open fails only when the
+// directory cannot be used at all (permissions, another process holding
+// the files).
+func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	q := &Queue{
+		cfg:     cfg,
+		log:     log.With("component", "buffer"),
+		reqs:    make(chan *request),
+		kick:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+		notify:  make(chan struct{}),
+	}
+	q.dropLog.interval = cfg.DropLogInterval
+	q.m = newMetrics(nil, q)
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
+	}
+	if err := q.load(); err != nil {
+		q.closeFiles()
+		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
+	}
+	q.m = newMetrics(reg, q)
+	q.m.quarantined.Add(float64(q.dropLog.quarantined))
+	st := q.Stats()
+	q.log.Info("buffer opened", "dir", cfg.Dir, "records", st.Records, "bytes", st.Bytes,
+		"dead_letters", st.DeadLetters, "segments", st.Segments, "next_seq", st.NextSeq)
+	go q.run()
+	return q, nil
+}
+
+// load opens every file of the directory, checks it and recovers the
+// sequence counter.
+func (q *Queue) load() error {
+	entries, err := os.ReadDir(q.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	var firsts []uint64
+	for _, e := range entries {
+		if first, ok := parseSegmentName(e.Name()); ok && e.Type().IsRegular() {
+			firsts = append(firsts, first)
+		}
+	}
+	slices.Sort(firsts)
+
+	quarantined := false
+	var hint uint64 // the highest sequence a damaged file may have used
+
+	dead, deadHint, dq, err := q.openChecked(filepath.Join(q.cfg.Dir, deadFileName), false)
+	if err != nil {
+		return err
+	}
+	q.dead = dead
+	quarantined = quarantined || dq
+	hint = max(hint, deadHint)
+	if err := q.dead.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyReserved); len(v) == 8 {
+			q.reserved = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read %s: %w", deadFileName, err)
+	}
+
+	for i, first := range firsts {
+		path := filepath.Join(q.cfg.Dir, segmentName(first))
+		seg, h, sq, err := q.openChecked(path, i == len(firsts)-1)
+		if err != nil {
+			return err
+		}
+		quarantined = quarantined || sq
+		hint = max(hint, h, first)
+		if seg.count == 0 && i != len(firsts)-1 {
+			// Fully acked before the last run ended: reclaim now.
+			if err := q.removeSegment(seg); err != nil {
+				return err
+			}
+			continue
+		}
+		q.segs = append(q.segs, seg)
+	}
+
+	q.nextSeq = max(1, hint)
+	if quarantined {
+		// A damaged file may have held sequences nobody can read any
+		// more: continue above everything that may have been handed out.
+		q.nextSeq = max(q.nextSeq, q.reserved)
+	}
+	if len(q.segs) == 0 {
+		return q.roll()
+	}
+	return nil
+}
+
+// openChecked opens a bbolt file and verifies it completely. A damaged file
+// is quarantined and what can be read from it is written to a fresh file
+// at the same path. It returns the highest sequence the file may have used.
+func (q *Queue) openChecked(path string, head bool) (seg *segment, hint uint64, quarantined bool, err error) {
+	first, _ := parseSegmentName(filepath.Base(path))
+	seg = &segment{path: path, first: first}
+	seg.db, err = openBolt(path, boltOptions(q.cfg, head))
+	var res scanResult
+	if err == nil {
+		res, err = scanSegment(seg.db)
+		if err == nil {
+			err = ensureBuckets(seg.db)
+		}
+	}
+	switch {
+	case err == nil:
+		seg.count, seg.bytes = res.count, res.bytes
+		seg.size = fileSize(path)
+		return seg, max(res.nextSeq, res.last+1), false, nil
+	case isLockTimeout(err):
+		return nil, 0, false, fmt.Errorf("%s is locked by another process (waited %s): %w", path, q.cfg.LockTimeout, err)
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrNotExist):
+		return nil, 0, false, fmt.Errorf("open %s: %w", path, err)
+	}
+	if seg.db != nil {
+		seg.db.Close()
+	}
+
+	// Damaged: move it aside, never delete it, and salvage.
+	moved, qerr := quarantine(q.cfg.Dir, path, time.Now())
+	if qerr != nil {
+		return nil, 0, false, fmt.Errorf("%s is damaged (%v) and cannot be moved aside: %w", path, err, qerr)
+	}
+	q.dropLog.quarantined++
+	recs, salvagedNext := salvage(moved, q.cfg)
+	q.log.Error("buffer file damaged: moved to quarantine, salvaging readable records",
+		"file", path, "quarantined_as", moved, "salvaged_records", len(recs), "err", err)
+
+	seg = &segment{path: path, first: first}
+	if seg.db, err = openBolt(path, boltOptions(q.cfg, head)); err != nil {
+		return nil, 0, true, fmt.Errorf("create %s after quarantine: %w", path, err)
+	}
+	if err := ensureBuckets(seg.db); err != nil {
+		seg.db.Close()
+		return nil, 0, true, err
+	}
+	hint = salvagedNext
+	if len(recs) > 0 {
+		err := seg.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketRecords)
+			for _, r := range recs {
+				if err := b.Put(seqKey(r.seq), r.value); err != nil {
+					return err
+				}
+				seg.count++
+				seg.bytes += storedSize(r.value)
+				hint = max(hint, r.seq+1)
+			}
+			return nil
+		})
+		if err != nil {
+			seg.db.Close()
+			return nil, 0, true, fmt.Errorf("write salvaged records to %s: %w", path, err)
+		}
+	}
+	seg.size = fileSize(path)
+	return seg, hint, true, nil
+}
+
+func ensureBuckets(db *bolt.DB) error {
+	if db.IsReadOnly() {
+		return nil
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketRecords) != nil && tx.Bucket(bucketMeta) != nil {
+			return nil
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketRecords); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(bucketMeta)
+		return err
+	})
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+func (q *Queue) head() *segment { return q.segs[len(q.segs)-1] }
+
+// roll starts a new head segment at nextSeq. The new file records nextSeq
+// and is synced, with its directory, before anything relies on it.
+func (q *Queue) roll() error {
+	path := filepath.Join(q.cfg.Dir, segmentName(q.nextSeq))
+	db, err := openBolt(path, boltOptions(q.cfg, true))
+	if err != nil {
+		return fmt.Errorf("create segment %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketRecords); err != nil {
+			return err
+		}
+		m, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		return m.Put(keyNextSeq, seqKey(q.nextSeq))
+	})
+	if err == nil {
+		err = syncDir(q.cfg.Dir)
+	}
+	if err != nil {
+		db.Close()
+		os.Remove(path)
+		return fmt.Errorf("create segment %s: %w", path, err)
+	}
+	seg := &segment{path: path, first: q.nextSeq, db: db, size: fileSize(path)}
+	q.mu.Lock()
+	q.segs = append(q.segs, seg)
+	q.mu.Unlock()
+	return nil
+}
+
+// removeSegment closes and deletes an empty segment file.
+func (q *Queue) removeSegment(seg *segment) error {
+	q.mu.Lock()
+	q.segs = slices.DeleteFunc(q.segs, func(s *segment) bool { return s == seg })
+	q.mu.Unlock()
+	if err := seg.db.Close(); err != nil {
+		return fmt.Errorf("close segment %s: %w", seg.path, err)
+	}
+	if err := os.Remove(seg.path); err != nil {
+		return fmt.Errorf("remove segment %s: %w", seg.path, err)
+	}
+	return nil
+}
+
+// Append commits recs and sets each one's Seq and Time. It returns only
+// after the records are fsynced, in one transaction shared with concurrent
+// callers. Records with Reason set are stored as dead letters.
+//
+// When the buffer has no room and the policy is block (and always on a full
+// disk or below min_free_disk), Append waits; if ctx ends first it returns
+// an error matching ErrFull and stores nothing. Records bigger than the
+// whole buffer fail with ErrTooLarge.
+func (q *Queue) Append(ctx context.Context, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	now := time.Now()
+	r := &request{kind: opAppend, recs: recs, values: make([][]byte, len(recs)), done: make(chan error, 1)}
+	for i := range recs {
+		recs[i].Time = now
+		r.values[i] = encodeBody(&recs[i], now)
+		r.bytes += storedSize(r.values[i])
+	}
+	if r.bytes > q.cfg.MaxBytes {
+		return fmt.Errorf("append %d records of %d bytes (buffer.max_bytes %d): %w", len(recs), r.bytes, q.cfg.MaxBytes, ErrTooLarge)
+	}
+	return q.submit(ctx, r)
+}
+
+// Ack deletes the records with these sequences: they reached Kafka. Order
+// does not matter and sequences the buffer no longer holds are ignored. It
+// returns after the deletion is fsynced.
+func (q *Queue) Ack(ctx context.Context, seqs []uint64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	return q.submit(ctx, &request{kind: opAck, seqs: slices.Clone(seqs), done: make(chan error, 1)})
+}
+
+// DeadLetter moves the waiting record seq to the dead letters with reason.
+func (q *Queue) DeadLetter(ctx context.Context, seq uint64, reason string) error {
+	return q.submit(ctx, &request{kind: opDeadLetter, seqs: []uint64{seq}, reason: reason, done: make(chan error, 1)})
+}
+
+// Requeue moves dead letters back into the queue as new records, with new
+// sequences, after everything already waiting.
+func (q *Queue) Requeue(ctx context.Context, seqs []uint64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	return q.submit(ctx, &request{kind: opRequeue, seqs: slices.Clone(seqs), done: make(chan error, 1)})
+}
+
+func (q *Queue) submit(ctx context.Context, r *request) error {
+	select {
+	case q.reqs <- r:
+	case <-q.closing:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+	}
+	if r.kind != opAppend {
+		// Acks and moves are short; an abandoned one still completes.
+		return ctx.Err()
+	}
+	// Only the writer answers: it either committed the append already or
+	// answers the cancellation. Waiting here is bounded by one commit.
+	r.cancelled.Store(true)
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+	if err := <-r.done; err != errCancelled {
+		return err
+	}
+	if r.waitedRoom {
+		return fmt.Errorf("%w: %w", ErrFull, ctx.Err())
+	}
+	return ctx.Err()
+}
+
+// Read returns up to maxRecords waiting records with sequences above after,
+// in sequence order, stopping once maxBytes of values are gathered (but
+// always returning at least one). It waits until there is one or ctx ends.
+// Reading deletes nothing. The caller owns the returned records.
+func (q *Queue) Read(ctx context.Context, after uint64, maxRecords, maxBytes int) ([]Record, error) {
+	if maxRecords <= 0 {
+		maxRecords = 1
+	}
+	for {
+		q.mu.RLock()
+		if q.closed {
+			q.mu.RUnlock()
+			return nil, ErrClosed
+		}
+		recs, corrupt, err := q.readLocked(after, maxRecords, maxBytes)
+		notify := q.notify
+		q.mu.RUnlock()
+		if len(corrupt) > 0 {
+			// Dropping them counts and logs them; the reader moves on.
+			derr := q.submit(ctx, &request{kind: opDropCorrupt, seqs: corrupt, done: make(chan error, 1)})
+			if derr != nil && len(recs) == 0 {
+				return nil, derr
+			}
+			after = max(after, slices.Max(corrupt))
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(recs) > 0 {
+			return recs, nil
+		}
+		if len(corrupt) > 0 {
+			continue
+		}
+		select {
+		case <-notify:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-q.closing:
+			return nil, ErrClosed
+		}
+	}
+}
+
+func (q *Queue) readLocked(after uint64, maxRecords, maxBytes int) (recs []Record, corrupt []uint64, err error) {
+	i := q.segmentIndex(after + 1)
+	size := 0
+	for ; i < len(q.segs) && len(recs) < maxRecords && (size < maxBytes || len(recs) == 0); i++ {
+		err = withFaults(func() error {
+			return q.segs[i].db.View(func(tx *bolt.Tx) error {
+				c := tx.Bucket(bucketRecords).Cursor()
+				for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
+					if len(recs) >= maxRecords || (size >= maxBytes && len(recs) > 0) {
+						return nil
+					}
+					seq := binary.BigEndian.Uint64(k)
+					rec, err := decodeRecord(seq, v)
+					if err != nil {
+						corrupt = append(corrupt, seq)
+						continue
+					}
+					size += len(rec.Value)
+					recs = append(recs, rec)
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return recs, corrupt, fmt.Errorf("read segment %s: %w", q.segs[i].path, err)
+		}
+	}
+	return recs, corrupt, nil
+}
+
+// segmentIndex returns the index of the segment that holds seq, or of the
+// first segment after it. Callers hold mu.
+func (q *Queue) segmentIndex(seq uint64) int {
+	i := sort.Search(len(q.segs), func(i int) bool { return q.segs[i].first > seq })
+	return max(i-1, 0)
+}
+
+// DeadLetters returns up to max dead letters with sequences above after,
+// each with the reason it was stored and, as Time, when.
+func (q *Queue) DeadLetters(after uint64, max int) ([]Record, error) {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.closed {
+		return nil, ErrClosed
+	}
+	var recs []Record
+	err := withFaults(func() error {
+		return q.dead.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketRecords).Cursor()
+			for k, v := c.Seek(seqKey(after + 1)); k != nil && len(recs) < max; k, v = c.Next() {
+				rec, err := decodeRecord(binary.BigEndian.Uint64(k), v)
+				if err != nil {
+					return err
+				}
+				recs = append(recs, rec)
+			}
+			return nil
+		})
+	})
+	return recs, err
+}
+
+// Stats returns a snapshot of the buffer's state.
+func (q *Queue) Stats() Stats {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	s := Stats{NextSeq: q.nextSeq, Segments: len(q.segs), Blocked: q.blocked}
+	if q.dead != nil {
+		s.DeadLetters, s.DeadLetterBytes, s.DiskBytes = q.dead.count, q.dead.bytes, q.dead.size
+	}
+	oldest := -1
+	for i, seg := range q.segs {
+		s.Records += seg.count
+		s.Bytes += seg.bytes
+		s.DiskBytes += seg.size
+		if oldest < 0 && seg.count > 0 {
+			oldest = i
+		}
+	}
+	if oldest >= 0 && !q.closed {
+		_ = withFaults(func() error {
+			return q.segs[oldest].db.View(func(tx *bolt.Tx) error {
+				if _, v := tx.Bucket(bucketRecords).Cursor().First(); v != nil {
+					s.Oldest, _ = recordTime(v)
+				}
+				return nil
+			})
+		})
+	}
+	return s
+}
+
+// Writable reports why appends cannot commit now, or nil if they can.
+func (q *Queue) Writable() error {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	switch {
+	case q.closed:
+		return ErrClosed
+	case q.writeErr != nil:
+		return fmt.Errorf("buffer writes failing: %w", q.writeErr)
+	case q.blocked:
+		return ErrFull
+	}
+	return nil
+}
+
+// Close stops the writer, answers every waiting call with ErrClosed and
+// closes the files. Everything committed stays for the next Open.
+func (q *Queue) Close() error {
+	var err error
+	q.once.Do(func() {
+		close(q.closing)
+		<-q.done
+		q.mu.Lock()
+		q.closed = true
+		q.mu.Unlock()
+		err = q.closeFiles()
+		st := q.Stats()
+		q.log.Info("buffer closed", "records", st.Records, "bytes", st.Bytes, "dead_letters", st.DeadLetters)
+	})
+	return err
+}
+
+func (q *Queue) closeFiles() error {
+	var errs []error
+	for _, s := range q.segs {
+		errs = append(errs, s.db.Close())
+	}
+	if q.dead != nil {
+		errs = append(errs, q.dead.db.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// freeDisk returns the bytes available to us on the buffer's filesystem.
+func freeDisk(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}

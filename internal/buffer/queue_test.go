@@ -1,0 +1,200 @@
+package buffer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	bolt "go.etcd.io/bbolt"
+)
+
+// openTest opens a queue in dir and, when the test ends, closes it and runs
+// bbolt's consistency check on every file it left.
+func openTest(t testing.TB, cfg Config) (*Queue, *prometheus.Registry) {
+	t.Helper()
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	if cfg.MinFreeDisk == 0 {
+		cfg.MinFreeDisk = -1
+	}
+	reg := prometheus.NewRegistry()
+	q, err := Open(cfg, testLogger(t), reg)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := q.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		checkFiles(t, cfg.Dir)
+	})
+	return q, reg
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// checkFiles runs tx.Check on every bbolt file of a closed buffer.
+func checkFiles(t testing.TB, dir string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.db"))
+	for _, f := range files {
+		db, err := bolt.Open(f, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+		if err != nil {
+			t.Errorf("consistency check: open %s: %v", f, err)
+			continue
+		}
+		_ = db.View(func(tx *bolt.Tx) error {
+			for err := range tx.Check() {
+				t.Errorf("consistency check %s: %v", f, err)
+			}
+			return nil
+		})
+		db.Close()
+	}
+}
+
+func rec(key string, i int) Record {
+	return Record{Topic: "iot.telemetry", Key: []byte(key), Value: fmt.Appendf(nil, "%s-%06d-%s", key, i, strings.Repeat("x", 200))}
+}
+
+func readAll(t testing.TB, q *Queue, after uint64) []Record {
+	t.Helper()
+	var out []Record
+	for {
+		if q.Stats().Records == 0 && len(out) == 0 {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		recs, err := q.Read(ctx, after, 1000, 1<<20)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		out = append(out, recs...)
+		after = recs[len(recs)-1].Seq
+	}
+}
+
+func seqsOf(recs []Record) []uint64 {
+	s := make([]uint64, len(recs))
+	for i, r := range recs {
+		s[i] = r.Seq
+	}
+	return s
+}
+
+// Contract 1 and 5: an append returns with its sequence, sequences are
+// unique and increasing, and everything appended is read back in order.
+func TestAppendReadAck(t *testing.T) {
+	q, reg := openTest(t, Config{})
+	ctx := context.Background()
+	const writers, perWriter = 8, 250
+	var mu sync.Mutex
+	got := map[uint64]Record{}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := 0; i < perWriter; i += 5 {
+				batch := []Record{rec(fmt.Sprint("dev", w), i), rec(fmt.Sprint("dev", w), i+1), rec(fmt.Sprint("dev", w), i+2), rec(fmt.Sprint("dev", w), i+3), rec(fmt.Sprint("dev", w), i+4)}
+				if err := q.Append(ctx, batch); err != nil {
+					t.Errorf("append: %v", err)
+					return
+				}
+				mu.Lock()
+				for j, r := range batch {
+					if j > 0 && r.Seq != batch[j-1].Seq+1 {
+						t.Errorf("records of one append not consecutive: %d after %d", r.Seq, batch[j-1].Seq)
+					}
+					if r.Time.IsZero() {
+						t.Errorf("record %d has no time", r.Seq)
+					}
+					got[r.Seq] = r
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(got) != writers*perWriter {
+		t.Fatalf("got %d distinct sequences, want %d", len(got), writers*perWriter)
+	}
+	recs := readAll(t, q, 0)
+	if len(recs) != writers*perWriter {
+		t.Fatalf("read %d records, want %d", len(recs), writers*perWriter)
+	}
+	for i, r := range recs {
+		if i > 0 && r.Seq <= recs[i-1].Seq {
+			t.Fatalf("read out of order: %d after %d", r.Seq, recs[i-1].Seq)
+		}
+		want := got[r.Seq]
+		if r.Topic != want.Topic || !bytes.Equal(r.Key, want.Key) || !bytes.Equal(r.Value, want.Value) || !r.Time.Equal(want.Time) {
+			t.Fatalf("record %d read back as %+v, appended %+v", r.Seq, r, want)
+		}
+	}
+	// Contract 2: reading deleted nothing.
+	if st := q.Stats(); st.Records != len(recs) {
+		t.Fatalf("after read: %d records, want %d", st.Records, len(recs))
+	}
+	seqs := seqsOf(recs)
+	slices.Reverse(seqs) // acks may come in any order
+	if err := q.Ack(ctx, seqs); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.Records != 0 || st.Bytes != 0 {
+		t.Fatalf("after ack: %+v, want empty", st)
+	}
+	if got := metricValue(t, reg, "edgebridge_buffer_acked_records_total"); got != float64(len(recs)) {
+		t.Fatalf("acked counter %v, want %d", got, len(recs))
+	}
+}
+
+// metricValue returns the value of the counter or gauge name whose labels
+// include the given name/value pairs.
+func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool {
+					return lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
+				}) {
+					continue metrics
+				}
+			}
+			if m.Counter != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("metric %s%v not found", name, labels)
+	return 0
+}

@@ -1,0 +1,234 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+var (
+	bucketRecords = []byte("records")
+	bucketMeta    = []byte("meta")
+	keyNextSeq    = []byte("next_seq")
+	keyReserved   = []byte("reserved_seq")
+)
+
+const (
+	segmentPrefix  = "seg-"
+	segmentSuffix  = ".db"
+	deadFileName   = "dead.db"
+	quarantineDir  = "quarantine"
+	segmentNameLen = len(segmentPrefix) + 20 + len(segmentSuffix)
+)
+
+// segment is one bbolt file of the chain. Its records have sequences from
+// first up to the next segment's first.
+//
+// The writer goroutine owns count, bytes and size; readers see them under
+// Queue.mu.
+type segment struct {
+	path  string
+	first uint64
+	db    *bolt.DB
+	count int   // live records
+	bytes int64 // their logical size
+	size  int64 // file size at the last commit
+}
+
+func segmentName(first uint64) string {
+	return fmt.Sprintf("%s%020d%s", segmentPrefix, first, segmentSuffix)
+}
+
+// parseSegmentName returns the first sequence of a segment file name.
+func parseSegmentName(name string) (uint64, bool) {
+	if len(name) != segmentNameLen || !strings.HasPrefix(name, segmentPrefix) || !strings.HasSuffix(name, segmentSuffix) {
+		return 0, false
+	}
+	first, err := strconv.ParseUint(name[len(segmentPrefix):len(segmentPrefix)+20], 10, 64)
+	return first, err == nil
+}
+
+func boltOptions(cfg Config, head bool) *bolt.Options {
+	o := &bolt.Options{
+		Timeout: cfg.LockTimeout,
+		// The freelist is rebuilt by scanning on open instead of being
+		// written at every commit: fewer pages written per commit, and a
+		// map freelist stays fast after a large drain frees many pages.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	}
+	if head {
+		// Map the whole segment up front so the writer never remaps
+		// (a remap waits for every open read transaction).
+		o.InitialMmapSize = int(2 * cfg.SegmentBytes)
+	}
+	return o
+}
+
+// openBolt opens a bbolt file, turning the panics bbolt raises on some
+// damaged files into errors.
+func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
+	defer recoverCorrupt(&err)
+	return bolt.Open(path, 0o600, o)
+}
+
+// recoverCorrupt converts a panic or memory fault (bbolt reading a damaged
+// page) into ErrCorrupt. It must be deferred directly.
+func recoverCorrupt(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+	}
+}
+
+// withFaults runs f with memory faults turned into panics, so a damaged
+// mmap'd page surfaces as an error instead of killing the process.
+func withFaults(f func() error) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer recoverCorrupt(&err)
+	return f()
+}
+
+// isLockTimeout reports whether err means another process holds the file.
+func isLockTimeout(err error) bool { return errors.Is(err, bolterrors.ErrTimeout) }
+
+// scanResult is what a full check of a segment found.
+type scanResult struct {
+	count   int
+	bytes   int64
+	nextSeq uint64 // from the meta bucket, 0 if absent
+	last    uint64 // highest record sequence, 0 if none
+}
+
+// scanSegment runs bbolt's consistency check and verifies every record's
+// checksum. Any error means the file must be quarantined.
+func scanSegment(db *bolt.DB) (res scanResult, err error) {
+	err = withFaults(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			// Drain the whole channel: Check's goroutine blocks on
+			// every error it finds until someone reads it.
+			var first error
+			for cerr := range tx.Check() {
+				if first == nil {
+					first = fmt.Errorf("%w: %v", ErrCorrupt, cerr)
+				}
+			}
+			if first != nil {
+				return first
+			}
+			if m := tx.Bucket(bucketMeta); m != nil {
+				if v := m.Get(keyNextSeq); len(v) == 8 {
+					res.nextSeq = binary.BigEndian.Uint64(v)
+				}
+			}
+			b := tx.Bucket(bucketRecords)
+			if b == nil {
+				return nil
+			}
+			return b.ForEach(func(k, v []byte) error {
+				if len(k) != 8 {
+					return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
+				}
+				seq := binary.BigEndian.Uint64(k)
+				if err := verify(seq, v); err != nil {
+					return err
+				}
+				res.count++
+				res.bytes += storedSize(v)
+				res.last = seq
+				return nil
+			})
+		})
+	})
+	return res, err
+}
+
+// verify checks a stored value's checksum without decoding it.
+func verify(seq uint64, v []byte) error {
+	if len(v) < recordHeaderLen || v[0] != recordVersion {
+		return fmt.Errorf("record %d: %w: bad header", seq, ErrCorrupt)
+	}
+	if checksum(seq, v[recordHeaderLen:]) != binary.BigEndian.Uint32(v[1:5]) {
+		return fmt.Errorf("record %d: %w: checksum mismatch", seq, ErrCorrupt)
+	}
+	return nil
+}
+
+// quarantine moves a damaged file aside, never deleting it, and returns
+// its new path.
+func quarantine(dir, path string, now time.Time) (string, error) {
+	qdir := filepath.Join(dir, quarantineDir)
+	if err := os.MkdirAll(qdir, 0o700); err != nil {
+		return "", fmt.Errorf("create quarantine directory: %w", err)
+	}
+	dst := filepath.Join(qdir, fmt.Sprintf("%s.%s", filepath.Base(path), now.UTC().Format("20060102T150405.000000000Z")))
+	if err := os.Rename(path, dst); err != nil {
+		return "", fmt.Errorf("quarantine %q: %w", path, err)
+	}
+	return dst, syncDir(dir)
+}
+
+// salvage reads whatever records of a quarantined file still pass their
+// checksum. It stops at the first damage it cannot step over and returns
+// what it got so far; it never fails.
+func salvage(path string, cfg Config) (recs []salvaged, nextSeq uint64) {
+	o := boltOptions(cfg, false)
+	o.ReadOnly = true
+	db, err := openBolt(path, o)
+	if err != nil {
+		return nil, 0
+	}
+	defer db.Close()
+	_ = withFaults(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			if m := tx.Bucket(bucketMeta); m != nil {
+				if v := m.Get(keyNextSeq); len(v) == 8 {
+					nextSeq = binary.BigEndian.Uint64(v)
+				}
+				if v := m.Get(keyReserved); len(v) == 8 {
+					nextSeq = max(nextSeq, binary.BigEndian.Uint64(v))
+				}
+			}
+			b := tx.Bucket(bucketRecords)
+			if b == nil {
+				return nil
+			}
+			c := b.Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if len(k) != 8 {
+					continue
+				}
+				seq := binary.BigEndian.Uint64(k)
+				if verify(seq, v) != nil {
+					continue
+				}
+				recs = append(recs, salvaged{seq: seq, value: append([]byte(nil), v...)})
+			}
+			return nil
+		})
+	})
+	return recs, nextSeq
+}
+
+type salvaged struct {
+	seq   uint64
+	value []byte
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
