@@ -352,7 +352,9 @@ func TestClose(t *testing.T) {
 		appendN(t, q, "d", i, 1)
 	}
 	appendErr := make(chan error, 1)
-	go func() { appendErr <- q.Append(context.Background(), []Record{{Topic: "t", Value: make([]byte, 20<<10)}}) }()
+	go func() {
+		appendErr <- q.Append(context.Background(), []Record{{Topic: "t", Value: make([]byte, 20<<10)}})
+	}()
 	waitFor(t, "append to block", func() bool { return q.Stats().Blocked })
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
