@@ -1,0 +1,300 @@
+package forward
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config configures the Producer. The YAML key of each field is in its
+// comment; everything under kafka. except node_id and shutdown_timeout,
+// which are top-level keys the daemon copies in. A zero value means the
+// default (see DefaultConfig), except for booleans.
+type Config struct {
+	// NodeID names this edge node: it goes into every record as the
+	// edgebridge-node header and into the default client id. yaml: node_id.
+	NodeID string
+	// Brokers are the seed brokers, host:port. yaml: kafka.brokers.
+	Brokers []string
+	// ClientID is sent with every request so that broker logs, quotas and
+	// metrics can tell this node apart. yaml: kafka.client_id.
+	// Default edgebridge-<node_id>.
+	ClientID string
+	// Acks is the acknowledgement the broker must give before a record
+	// leaves the buffer. Only "all" is accepted: anything less deletes
+	// records a leader failover can still lose. yaml: kafka.acks.
+	// Default all.
+	Acks string
+	// Compression of record batches: zstd, lz4, snappy or none.
+	// yaml: kafka.compression. Default zstd.
+	Compression string
+	// Linger is how long a partition waits for more records before its
+	// batch is sent. yaml: kafka.linger. Default 5ms.
+	Linger time.Duration
+	// BatchMaxBytes caps one record batch before compression. Keep it at or
+	// below the topic's max.message.bytes: a record larger than this is
+	// rejected without being sent and goes to dead letters.
+	// yaml: kafka.batch_max_bytes. Default 1000012 (Kafka's default).
+	BatchMaxBytes int
+	// MaxBufferedRecords is the read window: records read from the buffer
+	// and not yet acknowledged by Kafka, at most. When it is full the
+	// forwarder stops reading; the backlog stays on disk.
+	// yaml: kafka.max_buffered_records. Default 10000.
+	MaxBufferedRecords int
+	// MaxBufferedBytes is the read window in bytes (key, value and headers
+	// of the records in flight). yaml: kafka.max_buffered_bytes.
+	// Default 16 MiB; at least kafka.batch_max_bytes.
+	MaxBufferedBytes int
+	// ReadBatch is the most records taken from the buffer in one read.
+	// yaml: kafka.read_batch. Default 1000.
+	ReadBatch int
+	// DialTimeout bounds opening a connection (TCP, TLS and SASL).
+	// yaml: kafka.dial_timeout. Default 10s.
+	DialTimeout time.Duration
+	// RequestTimeoutOverhead is added to a request's own timeout to give up
+	// on a broker that does not answer. yaml: kafka.request_timeout_overhead.
+	// Default 10s.
+	RequestTimeoutOverhead time.Duration
+	// ProduceRequestTimeout is how long a broker may take to answer a
+	// produce request (acks=all waits for the in-sync replicas).
+	// yaml: kafka.produce_request_timeout. Default 10s.
+	ProduceRequestTimeout time.Duration
+	// MetadataMinAge is the least time between metadata refreshes. It is
+	// also how long one stalled partition may hold up the others before the
+	// forwarder sets it aside. yaml: kafka.metadata_min_age. Default 1s.
+	MetadataMinAge time.Duration
+	// MetadataMaxAge is the most time between metadata refreshes, so that
+	// moved leaders and new partitions are found. yaml:
+	// kafka.metadata_max_age. Default 60s; at most 60s.
+	MetadataMaxAge time.Duration
+	// Backoff paces retries: of client requests, of records Kafka failed,
+	// and of buffer operations that failed.
+	Backoff Backoff
+	// ShutdownTimeout bounds the flush of records in flight when Run's
+	// context ends; what is not acknowledged by then stays in the buffer.
+	// yaml: shutdown_timeout. Default 10s.
+	ShutdownTimeout time.Duration
+	// TLS to the brokers.
+	TLS TLS
+	// SASL authentication to the brokers.
+	SASL SASL
+}
+
+// Backoff is a jittered exponential backoff with a cap.
+type Backoff struct {
+	// Initial is the first wait. yaml: kafka.backoff.initial. Default 100ms.
+	Initial time.Duration
+	// Max caps the wait. yaml: kafka.backoff.max. Default 10s.
+	Max time.Duration
+}
+
+// TLS configures TLS and mutual TLS to the brokers. The files are read by
+// New, so a missing or bad file fails at start, not at the first dial.
+type TLS struct {
+	// Enabled turns TLS on. Setting any file below turns it on as well.
+	// yaml: kafka.tls.enabled.
+	Enabled bool
+	// CAFile is a PEM bundle of the CAs to trust instead of the system
+	// roots. yaml: kafka.tls.ca_file.
+	CAFile string
+	// CertFile and KeyFile are the PEM client certificate and key for mutual
+	// TLS; both or neither. yaml: kafka.tls.cert_file, kafka.tls.key_file.
+	CertFile string
+	KeyFile  string
+	// ServerName overrides the name checked in the broker certificates;
+	// by default the host of the broker being dialed.
+	// yaml: kafka.tls.server_name.
+	ServerName string
+	// InsecureSkipVerify turns off the check of broker certificates. For
+	// tests only. yaml: kafka.tls.insecure_skip_verify.
+	InsecureSkipVerify bool
+}
+
+// SASL configures SASL authentication. The password arrives resolved (from
+// the config file, a file or the environment) and is never logged.
+type SASL struct {
+	// Mechanism: "" (none), plain, scram-sha-256 or scram-sha-512.
+	// yaml: kafka.sasl.mechanism.
+	Mechanism string
+	// Username. yaml: kafka.sasl.username.
+	Username string
+	// Password. yaml: kafka.sasl.password or kafka.sasl.password_file.
+	Password string
+}
+
+// Defaults of DefaultConfig.
+const (
+	DefaultAcks                   = "all"
+	DefaultCompression            = "zstd"
+	DefaultLinger                 = 5 * time.Millisecond
+	DefaultBatchMaxBytes          = 1000012
+	DefaultMaxBufferedRecords     = 10000
+	DefaultMaxBufferedBytes       = 16 << 20
+	DefaultReadBatch              = 1000
+	DefaultDialTimeout            = 10 * time.Second
+	DefaultRequestTimeoutOverhead = 10 * time.Second
+	DefaultProduceRequestTimeout  = 10 * time.Second
+	DefaultMetadataMinAge         = time.Second
+	DefaultMetadataMaxAge         = 60 * time.Second
+	DefaultBackoffInitial         = 100 * time.Millisecond
+	DefaultBackoffMax             = 10 * time.Second
+	DefaultShutdownTimeout        = 10 * time.Second
+
+	// maxMetadataMaxAge keeps metadata from going stale: a client that
+	// keeps a dead leader for minutes sends into the void.
+	maxMetadataMaxAge = 60 * time.Second
+)
+
+// DefaultConfig returns the defaults; NodeID and Brokers have none.
+func DefaultConfig() Config {
+	return Config{
+		Acks:                   DefaultAcks,
+		Compression:            DefaultCompression,
+		Linger:                 DefaultLinger,
+		BatchMaxBytes:          DefaultBatchMaxBytes,
+		MaxBufferedRecords:     DefaultMaxBufferedRecords,
+		MaxBufferedBytes:       DefaultMaxBufferedBytes,
+		ReadBatch:              DefaultReadBatch,
+		DialTimeout:            DefaultDialTimeout,
+		RequestTimeoutOverhead: DefaultRequestTimeoutOverhead,
+		ProduceRequestTimeout:  DefaultProduceRequestTimeout,
+		MetadataMinAge:         DefaultMetadataMinAge,
+		MetadataMaxAge:         DefaultMetadataMaxAge,
+		Backoff:                Backoff{Initial: DefaultBackoffInitial, Max: DefaultBackoffMax},
+		ShutdownTimeout:        DefaultShutdownTimeout,
+	}
+}
+
+// withDefaults fills the zero fields from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	setStr := func(v *string, def string) {
+		if *v == "" {
+			*v = def
+		}
+	}
+	setInt := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setDur := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	if c.ClientID == "" && c.NodeID != "" {
+		c.ClientID = "edgebridge-" + c.NodeID
+	}
+	setStr(&c.Acks, d.Acks)
+	setStr(&c.Compression, d.Compression)
+	setDur(&c.Linger, d.Linger)
+	setInt(&c.BatchMaxBytes, d.BatchMaxBytes)
+	setInt(&c.MaxBufferedRecords, d.MaxBufferedRecords)
+	setInt(&c.MaxBufferedBytes, d.MaxBufferedBytes)
+	setInt(&c.ReadBatch, d.ReadBatch)
+	setDur(&c.DialTimeout, d.DialTimeout)
+	setDur(&c.RequestTimeoutOverhead, d.RequestTimeoutOverhead)
+	setDur(&c.ProduceRequestTimeout, d.ProduceRequestTimeout)
+	setDur(&c.MetadataMinAge, d.MetadataMinAge)
+	setDur(&c.MetadataMaxAge, d.MetadataMaxAge)
+	setDur(&c.Backoff.Initial, d.Backoff.Initial)
+	setDur(&c.Backoff.Max, d.Backoff.Max)
+	setDur(&c.ShutdownTimeout, d.ShutdownTimeout)
+	c.Compression = strings.ToLower(c.Compression)
+	c.Acks = strings.ToLower(c.Acks)
+	c.SASL.Mechanism = strings.ToLower(c.SASL.Mechanism)
+	return c
+}
+
+// Validate checks the configuration after defaults are applied and names
+// the first bad field by its YAML key. Errors match ErrInvalidConfig.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	switch {
+	case strings.TrimSpace(c.NodeID) == "":
+		return bad("node_id must be set")
+	case len(c.Brokers) == 0:
+		return bad("kafka.brokers must list at least one broker (there is no default: a client that falls back to localhost:9092 sends nowhere)")
+	}
+	for i, b := range c.Brokers {
+		if strings.TrimSpace(b) == "" {
+			return bad("kafka.brokers[%d] is empty", i)
+		}
+	}
+	if len(c.ClientID) > 255 {
+		return bad("kafka.client_id is longer than 255 bytes")
+	}
+	if c.Acks != "all" && c.Acks != "-1" {
+		return bad("kafka.acks must be \"all\", not %q: a record leaves the buffer only once every in-sync replica has it", c.Acks)
+	}
+	if _, ok := compressionCodecs[c.Compression]; !ok {
+		return bad("kafka.compression must be one of zstd, lz4, snappy, none, not %q", c.Compression)
+	}
+	durs := []struct {
+		key      string
+		v        time.Duration
+		min, max time.Duration
+	}{
+		{"kafka.linger", c.Linger, 0, time.Minute},
+		{"kafka.dial_timeout", c.DialTimeout, 100 * time.Millisecond, 5 * time.Minute},
+		{"kafka.request_timeout_overhead", c.RequestTimeoutOverhead, 100 * time.Millisecond, 15 * time.Minute},
+		{"kafka.produce_request_timeout", c.ProduceRequestTimeout, 100 * time.Millisecond, 15 * time.Minute},
+		{"kafka.metadata_min_age", c.MetadataMinAge, 10 * time.Millisecond, maxMetadataMaxAge},
+		{"kafka.metadata_max_age", c.MetadataMaxAge, 10 * time.Millisecond, maxMetadataMaxAge},
+		{"kafka.backoff.initial", c.Backoff.Initial, time.Millisecond, time.Hour},
+		{"kafka.backoff.max", c.Backoff.Max, time.Millisecond, time.Hour},
+		{"shutdown_timeout", c.ShutdownTimeout, 0, time.Hour},
+	}
+	for _, d := range durs {
+		if d.v < d.min || d.v > d.max {
+			return bad("%s must be between %v and %v, not %v", d.key, d.min, d.max, d.v)
+		}
+	}
+	if c.MetadataMaxAge < c.MetadataMinAge {
+		return bad("kafka.metadata_max_age must be >= kafka.metadata_min_age")
+	}
+	if c.Backoff.Max < c.Backoff.Initial {
+		return bad("kafka.backoff.max must be >= kafka.backoff.initial")
+	}
+	if c.BatchMaxBytes < 512 || c.BatchMaxBytes > 1<<30 {
+		return bad("kafka.batch_max_bytes must be between 512 and 1GiB, not %d", c.BatchMaxBytes)
+	}
+	if c.MaxBufferedRecords < 1 {
+		return bad("kafka.max_buffered_records must be >= 1, not %d", c.MaxBufferedRecords)
+	}
+	if c.MaxBufferedBytes < c.BatchMaxBytes {
+		return bad("kafka.max_buffered_bytes must be >= kafka.batch_max_bytes")
+	}
+	if c.ReadBatch < 1 {
+		return bad("kafka.read_batch must be >= 1, not %d", c.ReadBatch)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return bad("kafka.tls.cert_file and kafka.tls.key_file must be set together")
+	}
+	switch c.SASL.Mechanism {
+	case "":
+		if c.SASL.Username != "" || c.SASL.Password != "" {
+			return bad("kafka.sasl.mechanism must be set when kafka.sasl.username or password is")
+		}
+	case "plain", "scram-sha-256", "scram-sha-512":
+		if c.SASL.Username == "" {
+			return bad("kafka.sasl.username must be set for mechanism %s", c.SASL.Mechanism)
+		}
+		if c.SASL.Password == "" {
+			return bad("kafka.sasl.password must be set for mechanism %s", c.SASL.Mechanism)
+		}
+	default:
+		return bad("kafka.sasl.mechanism must be one of plain, scram-sha-256, scram-sha-512, not %q", c.SASL.Mechanism)
+	}
+	return nil
+}
+
+// tlsEnabled reports whether any TLS setting asks for TLS.
+func (t TLS) tlsEnabled() bool {
+	return t.Enabled || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" ||
+		t.ServerName != "" || t.InsecureSkipVerify
+}

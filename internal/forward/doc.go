@@ -1,0 +1,61 @@
+// Package forward drains the durable buffer into Kafka with franz-go.
+//
+// # Guarantee
+//
+// A record leaves the buffer (Source.Ack) only after Kafka acknowledged it
+// with acks=all; the idempotent producer keeps partition order across its
+// own retries (at most 5 requests in flight per broker). Records are keyed by
+// device id, so one device's records share a partition and arrive in buffer
+// order. Every record carries the node id and its sequence in headers and in
+// the envelope, so consumers can drop the duplicates a crash leaves behind.
+//
+// # Flow
+//
+// Run's goroutine reads the buffer from a cursor and produces each record
+// with a context that is never cancelled (cancelling fails buffered records
+// and, with idempotence, cannot take back what is on the wire). Promises do
+// nothing but hand the record to the ack goroutine on a channel that has room
+// for the whole window, so they never block franz-go's promise goroutine. The
+// ack goroutine batches the acknowledged sequences into one Source.Ack.
+//
+// # Window and memory
+//
+// At most kafka.max_buffered_records records and kafka.max_buffered_bytes
+// bytes are read and not yet settled; franz-go gets the same limits, so its
+// Produce never blocks. When Kafka is slow or gone the window fills and
+// reading stops: the backlog stays on disk and memory stays flat, whatever
+// its size.
+//
+// # Lanes: failures and stalls without head-of-line blocking
+//
+// The reader knows each record's partition before producing it (Kafka's
+// murmur2 key hash over the partition count franz-go last saw). Per
+// partition ("lane") it tracks what is in flight. A lane is set aside
+// (parked) when:
+//   - Kafka failed one of its records. franz-go then fails every record
+//     buffered for that partition, so the lane produces nothing more until
+//     all its records in flight are settled; then the read cursor is rewound
+//     to the lowest failed sequence and the lane's records are sent again, in
+//     order, after a backoff for retriable errors.
+//   - it holds half of the window and has made no progress for
+//     kafka.metadata_min_age (its leader is gone, say). Its later records are
+//     skipped and stay in the buffer while the other partitions keep flowing;
+//     once it drains, the cursor is rewound to its first skipped record.
+//
+// Skipped and failed records are never acked, so a rewind finds exactly them
+// (acked ones are deleted; those still in flight are recognised and skipped).
+//
+// # Permanent errors
+//
+// classify decides. Topic-wide errors (authorization, unknown topic) send the
+// record to dead letters at once. A rejected batch (MESSAGE_TOO_LARGE,
+// INVALID_RECORD, ...) fails the whole partition in franz-go without saying
+// which record was bad, so each failed record is sent again alone and goes to
+// dead letters only if it fails alone; the others flow on.
+//
+// # Shutdown
+//
+// When Run's context ends the reader stops, franz-go is flushed for at most
+// shutdown_timeout, then closed; what was not acknowledged stays in the
+// buffer and is sent after the next start.
+package forward

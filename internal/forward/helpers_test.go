@@ -1,0 +1,360 @@
+package forward
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgebridge/edgebridge/internal/buffer"
+)
+
+const testTopic = "telemetry"
+
+// memSource is an in-memory Source: records by sequence, deleted on Ack.
+type memSource struct {
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when records are added
+	recs    []buffer.Record
+	live    []bool
+	nLive   int
+	dead    map[uint64]string
+	acked   map[uint64]int
+	ackGate chan struct{} // when set, Ack waits for it to be closed
+	reads   int
+}
+
+func newMemSource() *memSource {
+	return &memSource{changed: make(chan struct{}), dead: make(map[uint64]string), acked: make(map[uint64]int)}
+}
+
+// add appends a record and returns its sequence.
+func (s *memSource) add(topic string, key, value []byte) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seq := uint64(len(s.recs) + 1)
+	s.recs = append(s.recs, buffer.Record{Seq: seq, Time: time.Now(), Topic: topic, Key: key, Value: value})
+	s.live = append(s.live, true)
+	s.nLive++
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return seq
+}
+
+// fill appends n records for keys dev-0..dev-(keys-1), round robin.
+func (s *memSource) fill(n, keys, valueSize int) {
+	for i := range n {
+		s.add(testTopic, []byte("dev-"+strconv.Itoa(i%keys)), bytes.Repeat([]byte{'v'}, valueSize))
+	}
+}
+
+func (s *memSource) Read(ctx context.Context, after uint64, maxRecords, maxBytes int) ([]buffer.Record, error) {
+	for {
+		s.mu.Lock()
+		s.reads++
+		var out []buffer.Record
+		size := 0
+		for i := int(after); i < len(s.recs) && len(out) < maxRecords; i++ {
+			if !s.live[i] {
+				continue
+			}
+			r := s.recs[i]
+			rs := len(r.Key) + len(r.Value)
+			if len(out) > 0 && size+rs > maxBytes {
+				break
+			}
+			size += rs
+			r.Key = bytes.Clone(r.Key)
+			r.Value = bytes.Clone(r.Value)
+			out = append(out, r)
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		if len(out) > 0 {
+			return out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read: %w", ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+func (s *memSource) Ack(ctx context.Context, seqs []uint64) error {
+	s.mu.Lock()
+	gate := s.ackGate
+	s.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, seq := range seqs {
+		s.acked[seq]++
+		if i := seq - 1; i < uint64(len(s.live)) && s.live[i] {
+			s.live[i] = false
+			s.nLive--
+		}
+	}
+	return nil
+}
+
+func (s *memSource) DeadLetter(_ context.Context, seq uint64, reason string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := seq - 1
+	if i >= uint64(len(s.live)) || !s.live[i] {
+		return errors.New("dead letter: no such record")
+	}
+	s.live[i] = false
+	s.nLive--
+	s.dead[seq] = reason
+	return nil
+}
+
+func (s *memSource) remaining() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nLive
+}
+
+func (s *memSource) deadLetters() map[uint64]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[uint64]string, len(s.dead))
+	for k, v := range s.dead {
+		out[k] = v
+	}
+	return out
+}
+
+// testConfig is a config for kfake: short timeouts so that failures show
+// quickly.
+func testConfig(addrs []string) Config {
+	c := DefaultConfig()
+	c.NodeID = "node-1"
+	c.Brokers = addrs
+	c.Compression = "none"
+	c.Linger = time.Millisecond
+	c.MaxBufferedRecords = 2000
+	c.MaxBufferedBytes = 4 << 20
+	c.BatchMaxBytes = 1 << 20
+	c.DialTimeout = time.Second
+	c.RequestTimeoutOverhead = time.Second
+	c.ProduceRequestTimeout = time.Second
+	c.MetadataMinAge = 100 * time.Millisecond
+	c.MetadataMaxAge = time.Second
+	c.Backoff = Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}
+	c.ShutdownTimeout = 5 * time.Second
+	return c
+}
+
+func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	opts = append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(4, testTopic)}, opts...)
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		t.Fatalf("kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// testLogger returns a logger that writes to the test log at debug level,
+// and a buffer that keeps everything logged.
+type logSink struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *logSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *logSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+func testLogger(t testing.TB) (*slog.Logger, *logSink) {
+	sink := &logSink{}
+	return slog.New(slog.NewJSONHandler(sink, &slog.HandlerOptions{Level: slog.LevelInfo})), sink
+}
+
+type running struct {
+	p      *Producer
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start creates a Producer on a fresh registry and runs it until stop or
+// the end of the test.
+func start(t testing.TB, cfg Config, src Source) *running {
+	t.Helper()
+	log, _ := testLogger(t)
+	return startWith(t, cfg, src, log)
+}
+
+func startWith(t testing.TB, cfg Config, src Source, log *slog.Logger) *running {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	p, err := New(cfg, log, reg, src)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{p: p, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- p.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// stop cancels Run and waits for it to return.
+func (r *running) stop(t testing.TB) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if ok && err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if ok {
+			close(r.done)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of its context ending")
+	}
+}
+
+// value returns the sum of the values of a collector's metrics (counter,
+// gauge, or a histogram's count).
+func value(t testing.TB, c prometheus.Collector) float64 {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 64)
+	go func() { c.Collect(ch); close(ch) }()
+	var sum float64
+	for m := range ch {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case d.Counter != nil:
+			sum += d.Counter.GetValue()
+		case d.Gauge != nil:
+			sum += d.Gauge.GetValue()
+		case d.Histogram != nil:
+			sum += float64(d.Histogram.GetSampleCount())
+		}
+	}
+	return sum
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// got is one record read back from Kafka.
+type got struct {
+	seq       uint64
+	key       string
+	partition int32
+	offset    int64
+	headers   map[string]string
+	value     []byte
+}
+
+// consumer reads a topic from the start.
+type consumer struct {
+	cl  *kgo.Client
+	all []got
+}
+
+func newConsumer(t testing.TB, addrs []string, topics ...string) *consumer {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond),
+		kgo.MetadataMinAge(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return &consumer{cl: cl}
+}
+
+// until polls until at least n records were consumed in all.
+func (c *consumer) until(t testing.TB, n int, timeout time.Duration) []got {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for len(c.all) < n {
+		fs := c.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %d of %d records before the timeout", len(c.all), n)
+		}
+		fs.EachError(func(topic string, p int32, err error) {
+			t.Logf("fetch %s/%d: %v", topic, p, err)
+		})
+		fs.EachRecord(func(r *kgo.Record) {
+			h := make(map[string]string, len(r.Headers))
+			for _, kv := range r.Headers {
+				h[kv.Key] = string(kv.Value)
+			}
+			seq, err := strconv.ParseUint(h[HeaderSeq], 10, 64)
+			if err != nil {
+				t.Errorf("record without a sequence header: %v", h)
+			}
+			c.all = append(c.all, got{seq: seq, key: string(r.Key), partition: r.Partition, offset: r.Offset, headers: h, value: r.Value})
+		})
+	}
+	return c.all
+}
+
+// checkOrder fails the test if, per key, the first arrival of each sequence
+// is not in increasing order (duplicates of earlier records are allowed
+// after a crash; a record before an earlier one is not). It returns the
+// number of duplicates.
+func checkOrder(t testing.TB, recs []got) (dups int) {
+	t.Helper()
+	seen := make(map[uint64]bool, len(recs))
+	last := make(map[string]uint64)
+	for _, r := range recs {
+		if seen[r.seq] {
+			dups++
+			continue
+		}
+		seen[r.seq] = true
+		if r.seq < last[r.key] {
+			t.Errorf("key %s: seq %d arrived after seq %d", r.key, r.seq, last[r.key])
+		}
+		last[r.key] = r.seq
+	}
+	return dups
+}

@@ -1,0 +1,561 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
+	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/edgebridge/edgebridge/internal/buffer"
+	edgebridgev1 "github.com/edgebridge/edgebridge/proto/edgebridge/v1"
+)
+
+// Header keys of every record.
+const (
+	HeaderContentType = "content-type"
+	HeaderNode        = "edgebridge-node"
+	HeaderSeq         = "edgebridge-seq"
+)
+
+var compressionCodecs = map[string]kgo.CompressionCodec{
+	"zstd":   kgo.ZstdCompression(),
+	"lz4":    kgo.Lz4Compression(),
+	"snappy": kgo.SnappyCompression(),
+	"none":   kgo.NoCompression(),
+}
+
+// errNoTopic fails a record that names no topic; it cannot be produced.
+var errNoTopic = errors.New("record has no topic")
+
+// Producer forwards the records of a Source to Kafka. Create it with New,
+// then call Run once; Up may be called from any goroutine.
+//
+// Lock order: mu, then partitioner.mu. kafkaState.mu is never held with
+// either.
+type Producer struct {
+	cfg     Config
+	log     *slog.Logger
+	src     Source
+	cl      *kgo.Client
+	m       *metrics
+	bo      backoff
+	kst     *kafkaState
+	part    *partitioner
+	results chan *flight // promises -> ack loop; room for the whole window
+	wake    chan struct{}
+	ran     atomic.Bool
+
+	ctypeHdr, nodeHdr []byte
+
+	laneMaxRecs, laneMaxBytes int
+	stallAfter                time.Duration
+
+	// Owned by the reader (Run's goroutine).
+	cursor   uint64
+	keyParts map[string]kgo.TopicPartitioner
+	scratch  kgo.Record
+
+	mu         sync.Mutex
+	inflight   map[uint64]*flight
+	nRecs      int
+	nBytes     int
+	lanes      map[laneKey]*lane
+	suspects   map[uint64]*lane // records whose batch Kafka rejected; sent again alone
+	parked     int
+	readCancel context.CancelFunc // interrupts the reader's Read; nil when not reading
+	leftover   int                // records failed by the shutdown, left in the buffer
+	dlLogged   map[string]time.Time
+}
+
+// flight is one record between Read and settling.
+type flight struct {
+	rec      kgo.Record
+	hdrs     [3]kgo.RecordHeader
+	seq      uint64
+	appended time.Time
+	size     int
+	lane     *lane
+	isolated bool
+	err      error
+}
+
+type laneKey struct {
+	topic     string
+	partition int32 // -1: partition not known yet, or no key
+}
+
+type laneState int
+
+const (
+	laneOpen      laneState = iota
+	laneStalled             // half the window, no progress: skip its records
+	laneFailed              // a record failed: settle, back off, rewind
+	laneIsolating           // one suspect record alone in flight
+)
+
+type lane struct {
+	key          laneKey
+	state        laneState
+	inflight     int
+	bytes        int
+	lastProgress time.Time
+	skippedFrom  uint64 // lowest sequence skipped while parked; 0 for none
+	retryAt      time.Time
+	tries        int // failed rounds in a row, for the backoff
+}
+
+func (l *lane) skip(seq uint64) {
+	if l.skippedFrom == 0 || seq < l.skippedFrom {
+		l.skippedFrom = seq
+	}
+}
+
+// New validates cfg, loads the TLS material, registers the metrics on reg
+// and creates the Kafka client (which connects lazily). Run must be called
+// to forward and, when it returns, to close the client.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*Producer, error) {
+	switch {
+	case log == nil:
+		return nil, errors.New("new forwarder: nil logger")
+	case reg == nil:
+		return nil, errors.New("new forwarder: nil prometheus registerer")
+	case src == nil:
+		return nil, errors.New("new forwarder: nil source")
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	tlsCfg, err := cfg.TLS.load()
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	log = log.With("component", "forward")
+	p := &Producer{
+		cfg:          cfg,
+		log:          log,
+		src:          src,
+		m:            m,
+		bo:           backoff{initial: cfg.Backoff.Initial, max: cfg.Backoff.Max},
+		part:         newPartitioner(),
+		results:      make(chan *flight, cfg.MaxBufferedRecords+1),
+		wake:         make(chan struct{}, 1),
+		ctypeHdr:     []byte(edgebridgev1.ContentType),
+		nodeHdr:      []byte(cfg.NodeID),
+		laneMaxRecs:  max(1, cfg.MaxBufferedRecords/2),
+		laneMaxBytes: max(1, cfg.MaxBufferedBytes/2),
+		stallAfter:   cfg.MetadataMinAge,
+		keyParts:     make(map[string]kgo.TopicPartitioner),
+		inflight:     make(map[uint64]*flight, cfg.MaxBufferedRecords),
+		lanes:        make(map[laneKey]*lane),
+		suspects:     make(map[uint64]*lane),
+		dlLogged:     make(map[string]time.Time),
+	}
+	p.kst = &kafkaState{log: log, m: m, buffered: func() int64 { return p.cl.BufferedProduceRecords() }}
+
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID(cfg.ClientID),
+		kgo.WithLogger(kslog.New(log.With("lib", "franz-go"))),
+		kgo.WithHooks(p.kst, kprom.NewMetrics("edgebridge", kprom.Registerer(reg), kprom.Subsystem("kafka_client"))),
+		kgo.DialTimeout(cfg.DialTimeout),
+		kgo.RequestTimeoutOverhead(cfg.RequestTimeoutOverhead),
+		kgo.MetadataMinAge(cfg.MetadataMinAge),
+		kgo.MetadataMaxAge(cfg.MetadataMaxAge),
+		kgo.RetryBackoffFn(p.bo.delay),
+		// acks=all and idempotence (franz-go's defaults, spelled out so
+		// that no default change can weaken them). Record retries stay
+		// unlimited and no delivery timeout is set: a record is only ever
+		// failed by Kafka's answer, never by our impatience.
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerBatchCompression(compressionCodecs[cfg.Compression]),
+		kgo.ProducerLinger(cfg.Linger),
+		kgo.ProducerBatchMaxBytes(int32(cfg.BatchMaxBytes)),
+		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords),
+		kgo.MaxBufferedBytes(cfg.MaxBufferedBytes),
+		kgo.ProduceRequestTimeout(cfg.ProduceRequestTimeout),
+		kgo.RecordPartitioner(p.part),
+		kgo.ProducerOnDataLossDetected(p.onDataLoss),
+	}
+	if tlsCfg != nil {
+		opts = append(opts, kgo.DialTLSConfig(tlsCfg))
+	}
+	if mech := cfg.SASL.mechanism(); mech != nil {
+		opts = append(opts, kgo.SASL(mech))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	p.cl = cl
+	m.up.Set(0)
+	return p, nil
+}
+
+// Up reports whether Kafka currently takes records (see edgebridge_kafka_up).
+// It is false until the first successful request.
+func (p *Producer) Up() bool { return p.kst.isUp() }
+
+func (p *Producer) onDataLoss(topic string, partition int32) {
+	p.m.dataLoss.Inc()
+	p.log.Error("kafka lost records it had acknowledged", "topic", topic, "partition", partition)
+}
+
+// Run forwards until ctx is done, then flushes what is in flight for at most
+// shutdown_timeout, closes the Kafka client and returns. Records not
+// acknowledged by then stay in the Source. It returns nil after a shutdown
+// by ctx; Run may be called once.
+func (p *Producer) Run(ctx context.Context) error {
+	if !p.ran.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
+	// Ack and DeadLetter outlive ctx: the records flushed during shutdown
+	// must still leave the buffer.
+	settleCtx, stopSettle := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSettle()
+	closed := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { p.ackLoop(settleCtx, closed) })
+
+	p.log.Info("forwarder started", "brokers", p.cfg.Brokers, "client_id", p.cfg.ClientID,
+		"compression", p.cfg.Compression, "window_records", p.cfg.MaxBufferedRecords,
+		"window_bytes", p.cfg.MaxBufferedBytes)
+	p.readLoop(ctx)
+
+	inFlight := p.inFlight()
+	flushCtx, cancelFlush := context.WithTimeout(settleCtx, p.cfg.ShutdownTimeout)
+	flushErr := p.cl.Flush(flushCtx)
+	cancelFlush()
+	p.cl.Close() // fails what did not flush; those records stay in the buffer
+	close(closed)
+	// The last acks get their own deadline: a flush that used all of its
+	// time must not turn every flushed record into a duplicate.
+	t := time.AfterFunc(p.cfg.ShutdownTimeout, stopSettle)
+	wg.Wait()
+	t.Stop()
+
+	p.mu.Lock()
+	left := p.leftover
+	p.mu.Unlock()
+	if flushErr != nil || left > 0 {
+		p.log.Warn("forwarder stopped before kafka acknowledged everything; the rest stays buffered for the next start",
+			"in_flight_at_stop", inFlight, "left_in_buffer", left, "err", flushErr)
+	} else {
+		p.log.Info("forwarder stopped", "flushed", inFlight)
+	}
+	return nil
+}
+
+func (p *Producer) inFlight() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nRecs
+}
+
+// readLoop reads and produces until ctx is done.
+func (p *Producer) readLoop(ctx context.Context) {
+	readFailures := 0
+	for ctx.Err() == nil {
+		next := p.unparkDue(time.Now())
+		p.mu.Lock()
+		room := min(p.cfg.ReadBatch, p.cfg.MaxBufferedRecords-p.nRecs)
+		roomBytes := p.cfg.MaxBufferedBytes - p.nBytes
+		if p.nRecs == 0 {
+			roomBytes = p.cfg.MaxBufferedBytes
+		}
+		if room <= 0 || roomBytes <= 0 {
+			p.mu.Unlock()
+			if !p.waitWake(ctx, next) {
+				return
+			}
+			continue
+		}
+		// A wake pending means a lane may be ready to resume: look again
+		// before blocking in Read.
+		select {
+		case <-p.wake:
+			p.mu.Unlock()
+			continue
+		default:
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		if !next.IsZero() {
+			rctx, cancel = context.WithDeadline(ctx, next)
+		}
+		p.readCancel = cancel
+		p.mu.Unlock()
+
+		recs, err := p.src.Read(rctx, p.cursor, room, roomBytes)
+
+		p.mu.Lock()
+		p.readCancel = nil
+		p.mu.Unlock()
+		interrupted := rctx.Err() != nil
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if interrupted {
+				continue
+			}
+			readFailures++
+			if readFailures == 1 {
+				p.log.Error("reading the buffer failed, retrying", "err", err)
+			}
+			if !sleepCtx(ctx, p.bo.delay(readFailures)) {
+				return
+			}
+			continue
+		}
+		if readFailures > 0 {
+			p.log.Info("reading the buffer recovered", "failures", readFailures)
+			readFailures = 0
+		}
+		if !p.handle(ctx, recs) {
+			return
+		}
+	}
+}
+
+type action int
+
+const (
+	actProduce action = iota
+	actSkip
+	actWait
+)
+
+// handle produces recs in order, skipping those of parked lanes. It returns
+// false when ctx ended while it waited for room.
+func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
+	for i := range recs {
+		rec := &recs[i]
+		f := &flight{seq: rec.Seq, appended: rec.Time}
+		if rec.Topic != "" {
+			f.rec = kgo.Record{
+				Topic:     rec.Topic,
+				Key:       rec.Key,
+				Value:     edgebridgev1.AppendSequence(rec.Value, rec.Seq),
+				Partition: -1,
+			}
+			f.hdrs = [3]kgo.RecordHeader{
+				{Key: HeaderContentType, Value: p.ctypeHdr},
+				{Key: HeaderNode, Value: p.nodeHdr},
+				{Key: HeaderSeq, Value: strconv.AppendUint(nil, rec.Seq, 10)},
+			}
+			f.rec.Headers = f.hdrs[:]
+			f.size = len(f.rec.Key) + len(f.rec.Value)
+			for _, h := range f.hdrs {
+				f.size += len(h.Key) + len(h.Value)
+			}
+		} else {
+			f.err = errNoTopic
+			f.size = len(rec.Key) + len(rec.Value)
+		}
+		for {
+			act, until := p.decide(f, time.Now())
+			if act == actWait {
+				if !p.waitWake(ctx, until) {
+					return false
+				}
+				continue
+			}
+			if act == actProduce {
+				if f.err != nil {
+					p.results <- f // room is reserved by the window
+				} else {
+					p.cl.Produce(context.Background(), &f.rec, func(_ *kgo.Record, err error) {
+						f.err = err
+						p.results <- f
+					})
+				}
+			}
+			break
+		}
+		p.cursor = rec.Seq
+	}
+	return true
+}
+
+// decide tells what to do with f now, and takes its place in the window when
+// the answer is actProduce. With actWait, until is when to look again
+// without a wake (zero: only on a wake).
+func (p *Producer) decide(f *flight, now time.Time) (act action, until time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.inflight[f.seq]; ok {
+		return actSkip, time.Time{} // read again after a rewind, still in flight
+	}
+	l := p.laneFor(f.rec.Topic, f.rec.Key)
+	if l.state != laneOpen {
+		l.skip(f.seq)
+		return actSkip, time.Time{}
+	}
+	fits := p.nRecs < p.cfg.MaxBufferedRecords && (p.nRecs == 0 || p.nBytes+f.size <= p.cfg.MaxBufferedBytes)
+	if _, suspect := p.suspects[f.seq]; suspect {
+		if l.inflight > 0 {
+			// Wait for the lane to empty, then send this record alone.
+			p.setState(l, laneFailed)
+			l.retryAt = now
+			l.skip(f.seq)
+			return actSkip, time.Time{}
+		}
+		if !fits {
+			return actWait, time.Time{}
+		}
+		p.setState(l, laneIsolating)
+		f.isolated = true
+	} else {
+		if !fits {
+			return actWait, time.Time{}
+		}
+		if l.inflight >= p.laneMaxRecs || (l.inflight > 0 && l.bytes+f.size > p.laneMaxBytes) {
+			stallAt := l.lastProgress.Add(p.stallAfter)
+			if now.Before(stallAt) {
+				return actWait, stallAt
+			}
+			p.setState(l, laneStalled)
+			l.skip(f.seq)
+			p.log.Warn("partition stalled, forwarding the others around it",
+				"topic", l.key.topic, "partition", l.key.partition, "in_flight", l.inflight,
+				"no_progress_for", now.Sub(l.lastProgress).Round(time.Millisecond))
+			return actSkip, time.Time{}
+		}
+	}
+	if l.inflight == 0 {
+		l.lastProgress = now
+	}
+	l.inflight++
+	l.bytes += f.size
+	f.lane = l
+	p.inflight[f.seq] = f
+	p.nRecs++
+	p.nBytes += f.size
+	p.m.inFlight.Set(float64(p.nRecs))
+	p.m.inFlightB.Set(float64(p.nBytes))
+	return actProduce, time.Time{}
+}
+
+// laneFor returns the lane of a record; p.mu is held.
+func (p *Producer) laneFor(topic string, key []byte) *lane {
+	k := laneKey{topic: topic, partition: -1}
+	if len(key) > 0 {
+		if n := p.part.count(topic); n > 0 {
+			tp := p.keyParts[topic]
+			if tp == nil {
+				tp = kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+				p.keyParts[topic] = tp
+			}
+			p.scratch.Key = key
+			k.partition = int32(tp.Partition(&p.scratch, n))
+			p.scratch.Key = nil
+		}
+	}
+	return p.lane(k)
+}
+
+func (p *Producer) lane(k laneKey) *lane {
+	l := p.lanes[k]
+	if l == nil {
+		l = &lane{key: k}
+		p.lanes[k] = l
+	}
+	return l
+}
+
+// setState moves l to s and keeps the parked gauge; p.mu is held.
+func (p *Producer) setState(l *lane, s laneState) {
+	if (l.state == laneOpen) != (s == laneOpen) {
+		if s == laneOpen {
+			p.parked--
+		} else {
+			p.parked++
+		}
+		p.m.parked.Set(float64(p.parked))
+	}
+	l.state = s
+}
+
+// unparkDue reopens the lanes that may resume and rewinds the cursor to the
+// first record they skipped. It returns the earliest time a failed lane's
+// backoff ends (zero if none).
+func (p *Producer) unparkDue(now time.Time) (next time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.parked == 0 {
+		return time.Time{}
+	}
+	for _, l := range p.lanes {
+		if !p.resumable(l, now) {
+			if l.state == laneFailed && l.inflight == 0 && (next.IsZero() || l.retryAt.Before(next)) {
+				next = l.retryAt
+			}
+			continue
+		}
+		if l.state == laneStalled {
+			p.log.Info("partition resumed", "topic", l.key.topic, "partition", l.key.partition)
+		}
+		if l.skippedFrom > 0 && l.skippedFrom-1 < p.cursor {
+			p.cursor = l.skippedFrom - 1
+		}
+		l.skippedFrom = 0
+		p.setState(l, laneOpen)
+	}
+	return next
+}
+
+// resumable reports whether a parked lane may produce again; p.mu is held.
+func (p *Producer) resumable(l *lane, now time.Time) bool {
+	switch l.state {
+	case laneStalled:
+		return l.inflight <= p.laneMaxRecs/2 && l.bytes <= p.laneMaxBytes/2
+	case laneFailed:
+		return l.inflight == 0 && !now.Before(l.retryAt)
+	case laneIsolating:
+		return l.inflight == 0
+	}
+	return false
+}
+
+// waitWake waits for the ack loop to free room or settle something, until
+// the time given (zero: no limit) or ctx's end, which it reports as false.
+func (p *Producer) waitWake(ctx context.Context, until time.Time) bool {
+	var tc <-chan time.Time
+	if !until.IsZero() {
+		t := time.NewTimer(time.Until(until))
+		defer t.Stop()
+		tc = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-p.wake:
+	case <-tc:
+	}
+	return true
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,116 @@
+package forward
+
+import (
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// kafkaState follows whether Kafka takes our records, from franz-go's broker
+// hooks, and logs and exports the changes. Kafka is up once a produce
+// request succeeds and down once one fails or a dial fails. With nothing to
+// produce, any successful request counts as up; while records wait, only a
+// produce answer does (a blackholed produce path next to a healthy metadata
+// path is down).
+type kafkaState struct {
+	log      *slog.Logger
+	m        *metrics
+	buffered func() int64
+
+	mu   sync.Mutex // guards up and seen; never held while calling out
+	up   bool
+	seen bool
+}
+
+var (
+	_ kgo.HookBrokerE2E     = (*kafkaState)(nil)
+	_ kgo.HookBrokerConnect = (*kafkaState)(nil)
+)
+
+func (s *kafkaState) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.BrokerE2E) {
+	err := e2e.Err()
+	switch {
+	case key == int16(kmsg.Produce):
+		s.set(err == nil, meta.NodeID, err)
+	case err != nil:
+		s.set(false, meta.NodeID, err)
+	case s.buffered() == 0:
+		s.set(true, meta.NodeID, nil)
+	}
+}
+
+func (s *kafkaState) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil {
+		s.set(false, meta.NodeID, err)
+	}
+}
+
+func (s *kafkaState) set(up bool, node int32, err error) {
+	s.mu.Lock()
+	changed := !s.seen || s.up != up
+	s.up, s.seen = up, true
+	s.mu.Unlock()
+	if !changed {
+		return
+	}
+	if up {
+		s.m.up.Set(1)
+		s.log.Info("kafka reachable", "broker", node)
+	} else {
+		s.m.up.Set(0)
+		s.log.Warn("kafka unreachable, records wait in the buffer", "broker", node, "err", err)
+	}
+}
+
+func (s *kafkaState) isUp() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.up
+}
+
+// partitioner is Kafka's own key partitioning (murmur2, as the Java
+// client), which also learns each topic's partition count so that the
+// Producer can tell, before producing, which partition a record goes to.
+type partitioner struct {
+	mu     sync.Mutex // guards counts
+	counts map[string]int
+}
+
+func newPartitioner() *partitioner { return &partitioner{counts: make(map[string]int)} }
+
+func (p *partitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	return &topicPartitioner{p: p, topic: topic, inner: kgo.StickyKeyPartitioner(nil).ForTopic(topic)}
+}
+
+// count returns the partition count of topic last seen by franz-go, 0 when
+// not known yet.
+func (p *partitioner) count(topic string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.counts[topic]
+}
+
+type topicPartitioner struct {
+	p     *partitioner
+	topic string
+	inner kgo.TopicPartitioner
+	n     int
+}
+
+func (t *topicPartitioner) RequiresConsistency(r *kgo.Record) bool {
+	return t.inner.RequiresConsistency(r)
+}
+
+func (t *topicPartitioner) Partition(r *kgo.Record, n int) int {
+	if n != t.n {
+		t.n = n
+		t.p.mu.Lock()
+		t.p.counts[t.topic] = n
+		t.p.mu.Unlock()
+	}
+	return t.inner.Partition(r, n)
+}
