@@ -1,0 +1,46 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrUnknownKey: the file has a key edgebridge does not know. Unknown keys
+	// are never ignored: a misspelt key (`bootstrap.servers` for
+	// `kafka.brokers`) would otherwise silently fall back to a default.
+	ErrUnknownKey = errors.New("unknown key")
+	// ErrEnvNotSet: a ${NAME} reference names an environment variable that is
+	// not set and has no ${NAME:-default}.
+	ErrEnvNotSet = errors.New("environment variable not set")
+	// ErrInvalid: a value has the wrong type or format, or fails validation.
+	ErrInvalid = errors.New("invalid config")
+)
+
+// Error is a problem at one place of the file. Key is the dotted path as the
+// file spells it (`kafka.backoff.max`, `routes[1].filter`); Line is 0 when the
+// problem is not tied to one line (a missing required key, a cross-field rule).
+type Error struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+	Err  error // one of the sentinels above
+}
+
+func (e *Error) Error() string {
+	prefix := e.File
+	if e.Line > 0 {
+		prefix = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	msg := e.Msg
+	if e.Key != "" {
+		msg = e.Key + ": " + e.Msg
+	}
+	if prefix == "" {
+		return msg
+	}
+	return prefix + ": " + msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
