@@ -221,11 +221,20 @@ func (q *Queue) load() error {
 func (q *Queue) openChecked(path string, head bool) (seg *segment, hint uint64, quarantined bool, err error) {
 	first, _ := parseSegmentName(filepath.Base(path))
 	seg = &segment{path: path, first: first}
-	seg.db, err = openBolt(path, boltOptions(q.cfg, head))
 	var res scanResult
+	if fileSize(path) > 0 {
+		// Verify read-only first (see scanSegment); an empty file is
+		// one a crash interrupted at creation and bbolt initializes it.
+		ro := boltOptions(q.cfg, false)
+		ro.ReadOnly = true
+		var db *bolt.DB
+		if db, err = openBolt(path, ro); err == nil {
+			res, err = scanSegment(db)
+			db.Close()
+		}
+	}
 	if err == nil {
-		res, err = scanSegment(seg.db)
-		if err == nil {
+		if seg.db, err = openBolt(path, boltOptions(q.cfg, head)); err == nil {
 			err = ensureBuckets(seg.db)
 		}
 	}

@@ -109,11 +109,41 @@ type scanResult struct {
 	last    uint64 // highest record sequence, 0 if none
 }
 
-// scanSegment runs bbolt's consistency check and verifies every record's
-// checksum. Any error means the file must be quarantined.
+// scanSegment verifies every record's checksum and then runs bbolt's
+// consistency check. Any error means the file must be quarantined.
+//
+// The walk over the records comes first and runs on this goroutine: it
+// touches every page of the tree, so a damaged page panics here, where
+// withFaults turns it into an error. tx.Check (and bbolt's freelist
+// rebuild when a file is opened for writing) walk the same pages on
+// goroutines of their own, where a panic would kill the process. db should
+// be opened read-only, which rebuilds no freelist.
 func scanSegment(db *bolt.DB) (res scanResult, err error) {
 	err = withFaults(func() error {
 		return db.View(func(tx *bolt.Tx) error {
+			if m := tx.Bucket(bucketMeta); m != nil {
+				if v := m.Get(keyNextSeq); len(v) == 8 {
+					res.nextSeq = binary.BigEndian.Uint64(v)
+				}
+			}
+			if b := tx.Bucket(bucketRecords); b != nil {
+				err := b.ForEach(func(k, v []byte) error {
+					if len(k) != 8 {
+						return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
+					}
+					seq := binary.BigEndian.Uint64(k)
+					if err := verify(seq, v); err != nil {
+						return err
+					}
+					res.count++
+					res.bytes += storedSize(v)
+					res.last = seq
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+			}
 			// Drain the whole channel: Check's goroutine blocks on
 			// every error it finds until someone reads it.
 			var first error
@@ -122,31 +152,7 @@ func scanSegment(db *bolt.DB) (res scanResult, err error) {
 					first = fmt.Errorf("%w: %v", ErrCorrupt, cerr)
 				}
 			}
-			if first != nil {
-				return first
-			}
-			if m := tx.Bucket(bucketMeta); m != nil {
-				if v := m.Get(keyNextSeq); len(v) == 8 {
-					res.nextSeq = binary.BigEndian.Uint64(v)
-				}
-			}
-			b := tx.Bucket(bucketRecords)
-			if b == nil {
-				return nil
-			}
-			return b.ForEach(func(k, v []byte) error {
-				if len(k) != 8 {
-					return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
-				}
-				seq := binary.BigEndian.Uint64(k)
-				if err := verify(seq, v); err != nil {
-					return err
-				}
-				res.count++
-				res.bytes += storedSize(v)
-				res.last = seq
-				return nil
-			})
+			return first
 		})
 	})
 	return res, err

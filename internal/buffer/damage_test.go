@@ -1,0 +1,249 @@
+package buffer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fillAndClose appends n records to a fresh buffer in dir and closes it.
+func fillAndClose(t *testing.T, cfg Config, n int) []Record {
+	t.Helper()
+	q, err := Open(cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []Record
+	for i := 0; i < n; i += 100 {
+		all = append(all, appendN(t, q, "dev", i, min(100, n-i))...)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return all
+}
+
+func quarantined(t *testing.T, dir string) []string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, quarantineDir, "*"))
+	return files
+}
+
+// A record whose bytes were flipped on disk is caught by its checksum on
+// open: the file is quarantined (kept, not deleted), counted, and every
+// other record is salvaged. New appends continue above every old sequence.
+func TestCorruptRecordIsQuarantinedAndSalvaged(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Dir: dir, MinFreeDisk: -1}
+	all := fillAndClose(t, cfg, 300)
+	victim := all[150]
+
+	// Flip one byte of the victim's value inside the bbolt file.
+	seg := filepath.Join(dir, segmentName(1))
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, victim.Value)
+	if i < 0 {
+		t.Fatal("victim record not found in the file")
+	}
+	data[i+10] ^= 0xff
+	if err := os.WriteFile(seg, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	q, reg := openTest(t, cfg)
+	if got := quarantined(t, dir); len(got) != 1 || !strings.HasPrefix(filepath.Base(got[0]), segmentName(1)) {
+		t.Fatalf("quarantine holds %v, want the damaged segment", got)
+	}
+	if got := metricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
+		t.Fatalf("quarantined files metric %v, want 1", got)
+	}
+	got := readAll(t, q, 0)
+	if len(got) != len(all)-1 {
+		t.Fatalf("salvaged %d records, want %d", len(got), len(all)-1)
+	}
+	for _, r := range got {
+		if r.Seq == victim.Seq {
+			t.Fatal("the damaged record came back")
+		}
+	}
+	next := appendN(t, q, "dev", 0, 1)
+	if next[0].Seq <= all[len(all)-1].Seq {
+		t.Fatalf("after quarantine sequence %d reuses one up to %d", next[0].Seq, all[len(all)-1].Seq)
+	}
+}
+
+// A file that is not a bbolt database at all, or whose pages are
+// destroyed, is quarantined and the bridge starts with a fresh buffer that
+// never reuses a sequence.
+func TestUnreadableFileIsQuarantined(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, path string)
+	}{
+		{"garbage", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, bytes.Repeat([]byte("not a database "), 4096), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"zeroed meta pages", func(t *testing.T, path string) {
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteAt(make([]byte, 2*os.Getpagesize()), 0); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"truncated", func(t *testing.T, path string) {
+			if err := os.Truncate(path, 100); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := Config{Dir: dir, MinFreeDisk: -1}
+			all := fillAndClose(t, cfg, 200)
+			tc.damage(t, filepath.Join(dir, segmentName(1)))
+
+			q, reg := openTest(t, cfg)
+			if len(quarantined(t, dir)) != 1 {
+				t.Fatalf("quarantine holds %v, want the damaged file", quarantined(t, dir))
+			}
+			if got := metricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
+				t.Fatalf("quarantined metric %v", got)
+			}
+			next := appendN(t, q, "dev", 0, 1)
+			if next[0].Seq <= all[len(all)-1].Seq {
+				t.Fatalf("sequence %d reuses one up to %d", next[0].Seq, all[len(all)-1].Seq)
+			}
+			if err := q.Writable(); err != nil {
+				t.Fatalf("fresh buffer not writable: %v", err)
+			}
+		})
+	}
+}
+
+// A damaged page header inside the B+tree (not a record's bytes) is caught
+// by bbolt's consistency check on open, without a crash.
+func TestDamagedPageFailsCheck(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Dir: dir, MinFreeDisk: -1}
+	all := fillAndClose(t, cfg, 2000)
+	path := filepath.Join(dir, segmentName(1))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, all[1000].Value)
+	if i < 0 {
+		t.Fatal("record not found in the file")
+	}
+	ps := os.Getpagesize()
+	page := i / ps * ps
+	copy(data[page:page+16], bytes.Repeat([]byte{0xa5}, 16))
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	q, _ := openTest(t, cfg)
+	if len(quarantined(t, dir)) != 1 {
+		t.Fatal("a damaged page was not detected on open")
+	}
+	// The records on pages before the damaged one are salvaged.
+	if n := q.Stats().Records; n < 500 || n >= len(all) {
+		t.Fatalf("salvaged %d of %d records", n, len(all))
+	}
+	appendN(t, q, "dev", 0, 1)
+}
+
+// Disk full (ENOSPC on commit) behaves like block: no crash, committed
+// data intact, appends wait and resume once space frees. Runs on a tiny
+// tmpfs the test mounts, so it needs root.
+func TestDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs (CI runs as root)")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	dir := filepath.Join(mnt, "buffer")
+	// Take most of the space with a file an operator could delete.
+	filler := filepath.Join(mnt, "filler")
+	if err := os.WriteFile(filler, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Dir: dir, MinFreeDisk: -1, MaxBytes: 64 << 20, SegmentBytes: 1 << 20}
+	q, err := Open(cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+
+	var stored []Record
+	for i := 0; ; i += 50 {
+		recs := make([]Record, 50)
+		for j := range recs {
+			recs[j] = rec("dev", i+j)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- q.Append(ctx, recs) }()
+		select {
+		case err := <-errc:
+			cancel()
+			if err != nil {
+				t.Fatalf("append before the disk filled: %v", err)
+			}
+			stored = append(stored, recs...)
+			continue
+		case <-waitChan(func() bool { return q.Writable() != nil }):
+		}
+		if werr := q.Writable(); !strings.Contains(werr.Error(), "no space") {
+			t.Fatalf("Writable on a full disk: %v", werr)
+		}
+		// The append waits. Free space and it completes by itself.
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("append after space was freed: %v", err)
+		}
+		cancel()
+		stored = append(stored, recs...)
+		break
+	}
+	if len(stored) < 100 {
+		t.Fatalf("only %d records fit before the disk filled: test setup wrong", len(stored))
+	}
+	got := readAll(t, q, 0)
+	if len(got) != len(stored) {
+		t.Fatalf("after disk full: %d records, want %d", len(got), len(stored))
+	}
+	for i := range got {
+		if got[i].Seq != stored[i].Seq || !bytes.Equal(got[i].Value, stored[i].Value) {
+			t.Fatalf("record %d differs after disk full", i)
+		}
+	}
+	if err := q.Writable(); err != nil {
+		t.Fatalf("still not writable: %v", err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkFiles(t, dir)
+	if _, err := Open(cfg, testLogger(t), nil); err != nil && !errors.Is(err, ErrClosed) {
+		t.Fatalf("reopen after disk full: %v", err)
+	}
+}
