@@ -58,6 +58,7 @@ type Queue struct {
 	retryAt    time.Time  // after a failed commit, when to try again
 	retryDelay time.Duration
 	dropLog    dropLog
+	high       bool // above highWater of max_bytes
 }
 
 // Stats is a snapshot of the buffer's state.

@@ -171,6 +171,7 @@ func (q *Queue) cycle() bool {
 		return false
 	}
 	q.setBlocked(len(q.appends) > 0)
+	q.checkHighWater()
 	// Acks may have made room for appends that had to wait.
 	return acked && len(q.appends) > 0
 }
@@ -232,6 +233,24 @@ func (q *Queue) waitRoom(msg string, args ...any) {
 		q.log.Warn(msg+": appends wait, the MQTT broker keeps the messages", args...)
 	}
 	q.setBlocked(true)
+}
+
+// highWater is the share of max_bytes above which the buffer logs that it
+// is filling up: one line when crossed, one when back below.
+const highWater = 0.8
+
+func (q *Queue) checkHighWater() {
+	used, _ := q.usage()
+	high := float64(used) >= highWater*float64(q.cfg.MaxBytes)
+	if high == q.high {
+		return
+	}
+	q.high = high
+	if high {
+		q.log.Warn("buffer above 80% of max_bytes", "bytes", used, "max_bytes", q.cfg.MaxBytes, "policy", q.cfg.WhenFull)
+	} else {
+		q.log.Info("buffer below 80% of max_bytes again", "bytes", used, "max_bytes", q.cfg.MaxBytes)
+	}
 }
 
 func (q *Queue) setBlocked(b bool) {
@@ -364,38 +383,43 @@ func (q *Queue) update(s *segment, puts []put, dels []uint64, next uint64) (dele
 	var dCount int
 	var dBytes, size int64
 	start := time.Now()
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRecords)
-		// Sequences only grow: fill pages completely.
-		b.FillPercent = 1.0
-		for _, p := range puts {
-			if err := b.Put(seqKey(p.seq), p.value); err != nil {
-				return err
+	// A page damaged after Open panics inside bbolt; Update rolls the
+	// transaction back and withFaults makes it a failed commit that is
+	// logged, retried and shown by Writable, instead of a crash.
+	err = withFaults(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketRecords)
+			// Sequences only grow: fill pages completely.
+			b.FillPercent = 1.0
+			for _, p := range puts {
+				if err := b.Put(seqKey(p.seq), p.value); err != nil {
+					return err
+				}
+				dCount++
+				dBytes += storedSize(p.value)
 			}
-			dCount++
-			dBytes += storedSize(p.value)
-		}
-		slices.Sort(dels)
-		for _, seq := range dels {
-			k := seqKey(seq)
-			v := b.Get(k)
-			if v == nil {
-				continue
+			slices.Sort(dels)
+			for _, seq := range dels {
+				k := seqKey(seq)
+				v := b.Get(k)
+				if v == nil {
+					continue
+				}
+				dCount--
+				dBytes -= storedSize(v)
+				deleted++
+				if err := b.Delete(k); err != nil {
+					return err
+				}
 			}
-			dCount--
-			dBytes -= storedSize(v)
-			deleted++
-			if err := b.Delete(k); err != nil {
-				return err
+			if next > 0 {
+				if err := tx.Bucket(bucketMeta).Put(keyNextSeq, seqKey(next)); err != nil {
+					return err
+				}
 			}
-		}
-		if next > 0 {
-			if err := tx.Bucket(bucketMeta).Put(keyNextSeq, seqKey(next)); err != nil {
-				return err
-			}
-		}
-		size = tx.Size()
-		return nil
+			size = tx.Size()
+			return nil
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("commit %s: %w", s.path, err)
@@ -414,16 +438,18 @@ func (q *Queue) putDead(deads []put, reserved uint64) error {
 	var dBytes int64
 	start := time.Now()
 	var size int64
-	err := q.dead.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRecords)
-		for _, p := range deads {
-			if err := b.Put(seqKey(p.seq), p.value); err != nil {
-				return err
+	err := withFaults(func() error {
+		return q.dead.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketRecords)
+			for _, p := range deads {
+				if err := b.Put(seqKey(p.seq), p.value); err != nil {
+					return err
+				}
+				dBytes += storedSize(p.value)
 			}
-			dBytes += storedSize(p.value)
-		}
-		size = tx.Size()
-		return tx.Bucket(bucketMeta).Put(keyReserved, seqKey(reserved))
+			size = tx.Size()
+			return tx.Bucket(bucketMeta).Put(keyReserved, seqKey(reserved))
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("commit %s: %w", q.dead.path, err)
