@@ -36,8 +36,9 @@ type Config struct {
 	// yaml: buffer.when_full. Default "block".
 	WhenFull string
 	// SegmentBytes is the file size at which a new segment is started.
-	// Smaller segments return disk sooner after a drain; larger ones mean
-	// fewer files. yaml: buffer.segment_bytes. Default 64 MiB.
+	// Smaller segments return disk sooner after a drain and keep less of
+	// the mapped file resident while it is read; larger ones mean fewer
+	// files. yaml: buffer.segment_bytes. Default 16 MiB.
 	SegmentBytes int64
 	// DropLogInterval bounds how often drops are logged (they are always
 	// counted). yaml: buffer.drop_log_interval. Default 10s.
@@ -51,7 +52,7 @@ type Config struct {
 const (
 	DefaultMaxBytes        = 1 << 30
 	DefaultMinFreeDisk     = 64 << 20
-	DefaultSegmentBytes    = 64 << 20
+	DefaultSegmentBytes    = 16 << 20
 	DefaultDropLogInterval = 10 * time.Second
 	DefaultLockTimeout     = 5 * time.Second
 )
