@@ -16,7 +16,7 @@ type Config struct {
 	// client id. yaml: node_id. Required.
 	NodeID string
 	// Broker is the broker URL: tcp://host:port, or ssl://, tls:// or
-	// mqtts:// for TLS. yaml: mqtt.broker. Default "tcp://127.0.0.1:1883".
+	// mqtts:// for TLS. yaml: mqtt.url. Default "tcp://127.0.0.1:1883".
 	Broker string
 	// ClientID must stay the same across restarts: the broker keeps the
 	// persistent session (and the messages queued while the bridge was
@@ -69,7 +69,7 @@ type Config struct {
 	// (each reason at most once per interval; all are counted).
 	// yaml: mqtt.reject_log_interval. Default 10s.
 	RejectLogInterval time.Duration
-	// Routes map topic filters to Kafka topics. yaml: mqtt.routes.
+	// Routes map topic filters to Kafka topics. yaml: routes.
 	// At least one is required.
 	Routes []Route
 }
@@ -85,7 +85,7 @@ type TLSConfig struct {
 	CertFile string
 	KeyFile  string
 	// ServerName overrides the name checked in the broker certificate.
-	// yaml: mqtt.tls.server_name. Default: the host of mqtt.broker.
+	// yaml: mqtt.tls.server_name. Default: the host of mqtt.url.
 	ServerName string
 }
 
@@ -160,16 +160,16 @@ func (c Config) Validate() error {
 	u, err := url.Parse(c.Broker)
 	switch {
 	case err != nil:
-		bad("mqtt.broker %q: %v", c.Broker, err)
+		bad("mqtt.url %q: %v", c.Broker, err)
 	case u.Host == "" || u.Port() == "":
-		bad("mqtt.broker %q must be scheme://host:port", c.Broker)
+		bad("mqtt.url %q must be scheme://host:port", c.Broker)
 	case u.Scheme == "tcp" || u.Scheme == "mqtt":
 		if c.TLS.isSet() {
-			bad("mqtt.tls is set but mqtt.broker %q is not a TLS URL: use ssl://, tls:// or mqtts://", c.Broker)
+			bad("mqtt.tls is set but mqtt.url %q is not a TLS URL: use ssl://, tls:// or mqtts://", c.Broker)
 		}
 	case isTLSScheme(u.Scheme):
 	default:
-		bad("mqtt.broker %q: scheme %q is not one of tcp, mqtt, ssl, tls, mqtts", c.Broker, u.Scheme)
+		bad("mqtt.url %q: scheme %q is not one of tcp, mqtt, ssl, tls, mqtts", c.Broker, u.Scheme)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("mqtt.tls.cert_file and mqtt.tls.key_file must be set together")
@@ -216,7 +216,7 @@ func (c Config) Validate() error {
 		bad("mqtt.max_batch_bytes (%d) must be >= mqtt.max_payload_bytes (%d)", c.MaxBatchBytes, c.MaxPayloadBytes)
 	}
 	if len(c.Routes) == 0 {
-		bad("mqtt.routes: at least one route is required")
+		bad("routes: at least one route is required")
 	} else if _, err := newRouteTable(c.Routes); err != nil {
 		errs = append(errs, err)
 	}

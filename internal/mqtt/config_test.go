@@ -30,9 +30,9 @@ func TestConfigValidate(t *testing.T) {
 		{"tls broker with files", func(c *Config) { c.Broker = "ssl://h:8883"; c.TLS.CAFile = "/ca.pem" }, ""},
 		{"no node id", func(c *Config) { c.NodeID = "" }, "node_id is required"},
 		{"node id not utf8", func(c *Config) { c.NodeID = "\xff" }, "node_id"},
-		{"broker no port", func(c *Config) { c.Broker = "tcp://localhost" }, "mqtt.broker"},
-		{"broker scheme", func(c *Config) { c.Broker = "http://h:1" }, "mqtt.broker \"http://h:1\": scheme"},
-		{"tls on tcp", func(c *Config) { c.TLS.CAFile = "/ca.pem" }, "mqtt.tls is set but mqtt.broker"},
+		{"broker no port", func(c *Config) { c.Broker = "tcp://localhost" }, "mqtt.url"},
+		{"broker scheme", func(c *Config) { c.Broker = "http://h:1" }, "mqtt.url \"http://h:1\": scheme"},
+		{"tls on tcp", func(c *Config) { c.TLS.CAFile = "/ca.pem" }, "mqtt.tls is set but mqtt.url"},
 		{"cert without key", func(c *Config) { c.Broker = "ssl://h:1"; c.TLS.CertFile = "/c.pem" }, "mqtt.tls.cert_file and mqtt.tls.key_file"},
 		{"password without user", func(c *Config) { c.Password = "s3cret" }, "mqtt.password is set without mqtt.username"},
 		{"negative timeout", func(c *Config) { c.WriteTimeout = -time.Second }, "mqtt.write_timeout must be > 0"},
@@ -40,7 +40,7 @@ func TestConfigValidate(t *testing.T) {
 		{"reconnect below retry", func(c *Config) { c.MaxReconnectInterval = time.Millisecond }, "mqtt.max_reconnect_interval"},
 		{"batch bytes below payload", func(c *Config) { c.MaxBatchBytes = 10; c.MaxPayloadBytes = 100 }, "mqtt.max_batch_bytes (10) must be >= mqtt.max_payload_bytes (100)"},
 		{"negative queue", func(c *Config) { c.QueueSize = -1 }, "mqtt.queue_size must be > 0"},
-		{"no routes", func(c *Config) { c.Routes = nil }, "mqtt.routes: at least one route"},
+		{"no routes", func(c *Config) { c.Routes = nil }, "routes: at least one route"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

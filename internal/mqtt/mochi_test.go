@@ -424,7 +424,7 @@ func TestNewRejectsBadArguments(t *testing.T) {
 	}
 	bad := cfg
 	bad.Routes = nil
-	if _, err := New(bad, testLogger(t), nil, &fakeSink{}); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "mqtt.routes") {
+	if _, err := New(bad, testLogger(t), nil, &fakeSink{}); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "routes") {
 		t.Errorf("New without routes = %v", err)
 	}
 }

@@ -63,6 +63,11 @@ func freePort(t testing.TB) int {
 // queue deep enough for the backlog tests, and starts the broker.
 func startMosquitto(t testing.TB) *mosquitto {
 	t.Helper()
+	return startMosquittoInflight(t, 1000)
+}
+
+func startMosquittoInflight(t testing.TB, inflight int) *mosquitto {
+	t.Helper()
 	m := &mosquitto{t: t, bin: mosquittoBinary(t), dir: t.TempDir()}
 	port := freePort(t)
 	m.addr = fmt.Sprintf("127.0.0.1:%d", port)
@@ -73,11 +78,11 @@ user root
 persistence true
 persistence_location %s/
 autosave_interval 0
-max_inflight_messages 1000
+max_inflight_messages %d
 max_queued_messages 1000000
 max_queued_bytes 0
 log_dest file %s/mosquitto.log
-`, port, m.dir, m.dir)
+`, port, m.dir, inflight, m.dir)
 	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

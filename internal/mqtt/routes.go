@@ -11,20 +11,20 @@ import (
 type Route struct {
 	// Filter is an MQTT topic filter ("+" and "#" wildcards). Filters of
 	// different routes must not overlap: one message, one route.
-	// yaml: mqtt.routes[].filter. Required.
+	// yaml: routes[].filter. Required.
 	Filter string
 	// KafkaTopic is the Kafka topic the records go to.
-	// yaml: mqtt.routes[].kafka_topic. Required.
+	// yaml: routes[].kafka_topic. Required.
 	KafkaTopic string
 	// QoS is the subscription QoS, 1 or 2. QoS 0 is refused: the broker
 	// neither keeps nor redelivers QoS 0 messages, so the delivery contract
-	// could not hold. yaml: mqtt.routes[].qos. Default 1.
+	// could not hold. yaml: routes[].qos. Default 1.
 	QoS int
 	// DeviceLevel is the topic level, counted from 1, that holds the
 	// device id: with filter "site/+/sensors/#", level 2. It must be a
 	// level of the filter or under its trailing "#"; a literal level gives
 	// one device id for the whole route (a filter naming one device).
-	// yaml: mqtt.routes[].device_level. Default: the filter's first "+".
+	// yaml: routes[].device_level. Default: the filter's first "+".
 	DeviceLevel int
 }
 
@@ -64,7 +64,7 @@ func newRouteTable(rs []Route) (*routeTable, error) {
 	t := &routeTable{routes: make([]route, 0, len(rs))}
 	var errs []error
 	for i, r := range rs {
-		key := fmt.Sprintf("mqtt.routes[%d]", i)
+		key := fmt.Sprintf("routes[%d]", i)
 		rt, err := compileRoute(key, r)
 		if err != nil {
 			errs = append(errs, err)
@@ -79,7 +79,7 @@ func newRouteTable(rs []Route) (*routeTable, error) {
 		for j := i + 1; j < len(t.routes); j++ {
 			a, b := t.routes[i], t.routes[j]
 			if w, ok := overlap(a.levels, b.levels); ok {
-				errs = append(errs, fmt.Errorf("mqtt.routes[%d].filter %q overlaps mqtt.routes[%d].filter %q: topic %q matches both", i, a.filter, j, b.filter, w))
+				errs = append(errs, fmt.Errorf("routes[%d].filter %q overlaps routes[%d].filter %q: topic %q matches both", i, a.filter, j, b.filter, w))
 			}
 		}
 	}
