@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/edgebridge/edgebridge/internal/buffer"
 )
 
 // maxSettle bounds one Ack call; more waiting results go into the next one.
@@ -69,7 +71,11 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 	for i := range dls {
 		d := &dls[i]
 		d.done = p.retry(ctx, "dead_letter", func() error {
-			return p.src.DeadLetter(ctx, d.f.seq, d.reason)
+			err := p.src.DeadLetter(ctx, d.f.seq, d.reason)
+			if errors.Is(err, buffer.ErrNotFound) {
+				return nil // dropped by the buffer meanwhile (drop_oldest, max_age)
+			}
+			return err
 		})
 	}
 
@@ -80,6 +86,9 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 	di := 0
 	for _, f := range batch {
 		delete(p.inflight, f.seq)
+		if p.rereading && (f.err == nil && acked || di < len(dls) && dls[di].f == f && dls[di].done) {
+			p.gone[f.seq] = struct{}{}
+		}
 		p.nRecs--
 		p.nBytes -= f.size
 		l := f.lane
@@ -139,6 +148,9 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 // order, from the buffer; p.mu is held.
 func (p *Producer) fail(f *flight, now time.Time) {
 	cls, reason := classify(f.err)
+	// Cancelled by batchFailed: never sent, it only waits for the records
+	// failed before it.
+	collateral := errors.Is(f.err, context.Canceled)
 	p.m.retries.Inc()
 	lanes := []*lane{f.lane}
 	if f.lane.key.partition < 0 && f.rec.Partition >= 0 {
@@ -147,9 +159,10 @@ func (p *Producer) fail(f *flight, now time.Time) {
 		lanes = append(lanes, p.lane(laneKey{topic: f.lane.key.topic, partition: f.rec.Partition}))
 	}
 	for _, l := range lanes {
-		if l.state != laneFailed {
+		if !l.roundFailed {
+			l.roundFailed = true
 			retryAt := now
-			if cls == retriable {
+			if cls == retriable && !collateral {
 				l.tries++
 				retryAt = now.Add(p.bo.delay(l.tries))
 				p.log.Warn("kafka failed records, resending them from the buffer",

@@ -29,6 +29,9 @@ const (
 // an unknown error waits (with backoff, counted, logged) rather than
 // dead-lettering the backlog.
 func classify(err error) (failure, string) {
+	if errors.Is(err, errNoTopic) {
+		return permanentTopic, "no_topic"
+	}
 	var ke *kerr.Error
 	if !errors.As(err, &ke) {
 		return retriable, "client"

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kprom"
 	"github.com/twmb/franz-go/plugin/kslog"
 
@@ -60,8 +62,10 @@ type Producer struct {
 	stallAfter                time.Duration
 
 	// Owned by the reader (Run's goroutine).
-	cursor   uint64
+	cursor    uint64
+	highWater uint64 // highest sequence read
 	keyParts map[string]kgo.TopicPartitioner
+	absent   map[string]time.Time // topics Kafka said do not exist, until when
 	scratch  kgo.Record
 
 	mu         sync.Mutex
@@ -69,9 +73,15 @@ type Producer struct {
 	nRecs      int
 	nBytes     int
 	lanes      map[laneKey]*lane
+	laneIdx    sync.Map // laneKey -> *lane, for batchFailed, which cannot take mu
 	suspects   map[uint64]*lane // records whose batch Kafka rejected; sent again alone
 	parked     int
 	readCancel context.CancelFunc // interrupts the reader's Read; nil when not reading
+	// While the reader reads again below highWater, settle notes here what
+	// it acked or dead-lettered since that Read began: the Read may have
+	// returned it while it was still in flight.
+	rereading bool
+	gone      map[uint64]struct{}
 	leftover   int                // records failed by the shutdown, left in the buffer
 	dlLogged   map[string]time.Time
 }
@@ -110,7 +120,35 @@ type lane struct {
 	lastProgress time.Time
 	skippedFrom  uint64 // lowest sequence skipped while parked; 0 for none
 	retryAt      time.Time
-	tries        int // failed rounds in a row, for the backoff
+	tries        int  // failed rounds in a row, for the backoff
+	roundFailed  bool // settle saw a failure since the lane last resumed
+
+	// failing is set by the promise of a failed record, before the result
+	// reaches the ack loop. franz-go has just failed every record buffered
+	// for the partition; a record produced for it from now on could be
+	// written ahead of the ones that will be sent again. The promise is the
+	// earliest place we learn of it, so the reader checks this flag.
+	failing atomic.Bool
+
+	// round is the context of the records produced since the lane last
+	// resumed. batchFailed cancels it in the same franz-go critical section
+	// that then fails the partition's buffered records; a record of ours
+	// that franz-go buffers after that (we could not know yet) carries the
+	// cancelled context, so franz-go fails it before sending it instead of
+	// writing it ahead of the records we will send again. Only records never
+	// sent can fail this way: franz-go does not cancel what is in flight
+	// with idempotence, so this costs no duplicate.
+	round atomic.Pointer[round]
+}
+
+type round struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newRound() *round {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &round{ctx: ctx, cancel: cancel}
 }
 
 func (l *lane) skip(seq uint64) {
@@ -159,9 +197,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		laneMaxBytes: max(1, cfg.MaxBufferedBytes/2),
 		stallAfter:   cfg.MetadataMinAge,
 		keyParts:     make(map[string]kgo.TopicPartitioner),
+		absent:       make(map[string]time.Time),
 		inflight:     make(map[uint64]*flight, cfg.MaxBufferedRecords),
 		lanes:        make(map[laneKey]*lane),
 		suspects:     make(map[uint64]*lane),
+		gone:         make(map[uint64]struct{}),
 		dlLogged:     make(map[string]time.Time),
 	}
 	p.kst = &kafkaState{log: log, m: m, buffered: func() int64 { return p.cl.BufferedProduceRecords() }}
@@ -169,7 +209,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
-		kgo.WithLogger(kslog.New(log.With("lib", "franz-go"))),
+		kgo.WithLogger(&kgoLogger{inner: kslog.New(log.With("lib", "franz-go")), onBatch: p.batchFailed}),
 		kgo.WithHooks(p.kst, kprom.NewMetrics("edgebridge", kprom.Registerer(reg), kprom.Subsystem("kafka_client"))),
 		kgo.DialTimeout(cfg.DialTimeout),
 		kgo.RequestTimeoutOverhead(cfg.RequestTimeoutOverhead),
@@ -296,6 +336,8 @@ func (p *Producer) readLoop(ctx context.Context) {
 			rctx, cancel = context.WithDeadline(ctx, next)
 		}
 		p.readCancel = cancel
+		p.rereading = p.cursor < p.highWater
+		clear(p.gone)
 		p.mu.Unlock()
 
 		recs, err := p.src.Read(rctx, p.cursor, room, roomBytes)
@@ -366,6 +408,9 @@ func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
 			f.err = errNoTopic
 			f.size = len(rec.Key) + len(rec.Value)
 		}
+		if f.err == nil && len(f.rec.Key) > 0 && !p.knowPartitions(ctx, f.rec.Topic) {
+			return false
+		}
 		for {
 			act, until := p.decide(f, time.Now())
 			if act == actWait {
@@ -379,6 +424,9 @@ func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
 					p.results <- f // room is reserved by the window
 				} else {
 					p.cl.Produce(context.Background(), &f.rec, func(_ *kgo.Record, err error) {
+						if err != nil {
+							f.lane.failing.Store(true)
+						}
 						f.err = err
 						p.results <- f
 					})
@@ -387,8 +435,60 @@ func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
 			break
 		}
 		p.cursor = rec.Seq
+		p.highWater = max(p.highWater, rec.Seq)
 	}
 	return true
+}
+
+// knowPartitions makes sure the partition count of topic is known before
+// its first keyed record is produced, so that every keyed record is tracked
+// on the lane of its real partition: a failure must stop exactly the
+// records that franz-go failed with it. It waits (with backoff) while Kafka
+// cannot be asked, and returns false only when ctx ends. A topic Kafka says
+// does not exist is let through: franz-go fails its records and they go to
+// dead letters.
+func (p *Producer) knowPartitions(ctx context.Context, topic string) bool {
+	if p.part.count(topic) > 0 {
+		return true
+	}
+	if until, ok := p.absent[topic]; ok && time.Now().Before(until) {
+		return true
+	}
+	for n := 1; ; n++ {
+		req := kmsg.NewPtrMetadataRequest()
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, rt)
+		resp, err := p.cl.RequestCachedMetadata(ctx, req, 0)
+		if err == nil {
+			for _, t := range resp.Topics {
+				if t.Topic == nil || *t.Topic != topic {
+					continue
+				}
+				switch {
+				case t.ErrorCode == 0 && len(t.Partitions) > 0:
+					p.part.learn(topic, len(t.Partitions))
+					return true
+				case t.ErrorCode == kerr.UnknownTopicOrPartition.Code:
+					p.absent[topic] = time.Now().Add(p.cfg.MetadataMinAge)
+					return true
+				}
+				err = kerr.ErrorForCode(t.ErrorCode)
+			}
+			if err == nil {
+				err = errors.New("topic missing from the metadata response")
+			}
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if n == 1 {
+			p.log.Warn("cannot learn the partitions of a topic, waiting", "topic", topic, "err", err)
+		}
+		if !sleepCtx(ctx, p.bo.delay(n)) {
+			return false
+		}
+	}
 }
 
 // decide tells what to do with f now, and takes its place in the window when
@@ -400,7 +500,14 @@ func (p *Producer) decide(f *flight, now time.Time) (act action, until time.Time
 	if _, ok := p.inflight[f.seq]; ok {
 		return actSkip, time.Time{} // read again after a rewind, still in flight
 	}
+	if _, ok := p.gone[f.seq]; ok {
+		return actSkip, time.Time{} // read again after a rewind, settled since
+	}
 	l := p.laneFor(f.rec.Topic, f.rec.Key)
+	if l.state == laneOpen && l.failing.Load() {
+		p.setState(l, laneFailed) // settle sets the retry time
+		l.retryAt = now
+	}
 	if l.state != laneOpen {
 		l.skip(f.seq)
 		return actSkip, time.Time{}
@@ -442,6 +549,7 @@ func (p *Producer) decide(f *flight, now time.Time) (act action, until time.Time
 	l.inflight++
 	l.bytes += f.size
 	f.lane = l
+	f.rec.Context = l.round.Load().ctx
 	p.inflight[f.seq] = f
 	p.nRecs++
 	p.nBytes += f.size
@@ -472,9 +580,22 @@ func (p *Producer) lane(k laneKey) *lane {
 	l := p.lanes[k]
 	if l == nil {
 		l = &lane{key: k}
+		l.round.Store(newRound())
 		p.lanes[k] = l
+		p.laneIdx.Store(k, l)
 	}
 	return l
+}
+
+// batchFailed marks the lane of a partition whose batch Kafka rejected, from
+// franz-go's response path (see kgoLogger), so that the reader stops
+// producing to it before franz-go fails its buffered records.
+func (p *Producer) batchFailed(topic string, partition int32) {
+	if v, ok := p.laneIdx.Load(laneKey{topic: topic, partition: partition}); ok {
+		l := v.(*lane)
+		l.failing.Store(true)
+		l.round.Load().cancel()
+	}
 }
 
 // setState moves l to s and keeps the parked gauge; p.mu is held.
@@ -513,6 +634,9 @@ func (p *Producer) unparkDue(now time.Time) (next time.Time) {
 			p.cursor = l.skippedFrom - 1
 		}
 		l.skippedFrom = 0
+		l.roundFailed = false
+		l.failing.Store(false)
+		l.round.Swap(newRound()).cancel()
 		p.setState(l, laneOpen)
 	}
 	return next

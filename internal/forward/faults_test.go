@@ -1,0 +1,384 @@
+package forward
+
+import (
+	"bytes"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// partitionOf is the partition Kafka's key hash gives key among n.
+func partitionOf(key string, n int) int32 {
+	return int32(kgo.StickyKeyPartitioner(nil).ForTopic(testTopic).Partition(&kgo.Record{Key: []byte(key)}, n))
+}
+
+// Retriable broker errors are waited out by franz-go with idempotence:
+// nothing is dead-lettered and nothing arrives twice, even when the broker
+// wrote the batch and then answered REQUEST_TIMED_OUT.
+func TestRetriableFaultsNoDuplicates(t *testing.T) {
+	for _, e := range []*kerr.Error{kerr.NotEnoughReplicas, kerr.RequestTimedOut, kerr.NotEnoughReplicasAfterAppend} {
+		t.Run(e.Message, func(t *testing.T) {
+			const n = 5000
+			c := newCluster(t)
+			h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Err: e, Count: 30})
+			src := newMemSource()
+			src.fill(n, 50, 100)
+			start(t, testConfig(c.ListenAddrs()), src)
+
+			recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, 30*time.Second)
+			if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
+				t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
+			}
+			if h.Hits() == 0 {
+				t.Error("the fault never fired")
+			}
+			waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+			if dl := src.deadLetters(); len(dl) != 0 {
+				t.Errorf("dead letters %v for a retriable error", dl)
+			}
+		})
+	}
+}
+
+// Permanent errors: the rejected record goes to dead letters with its reason
+// and the rest flow, in order, although franz-go failed the whole partition
+// with it.
+func TestPermanentErrorsDeadLetterOnlyTheCulprit(t *testing.T) {
+	marker := []byte("POISON-RECORD")
+	tests := []struct {
+		name   string
+		setup  func(c *kfake.Cluster, src *memSource) (poison uint64)
+		reason string
+	}{{
+		name:   "broker answers MESSAGE_TOO_LARGE",
+		reason: "message_too_large",
+		setup: func(c *kfake.Cluster, src *memSource) uint64 {
+			const key = "dev-poison"
+			p := partitionOf(key, 4)
+			c.Fault(kfake.Fault{
+				Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{p},
+				Err: kerr.MessageTooLarge, Count: -1,
+				When: func(req kmsg.Request) bool { return produceCarries(req, p, marker) },
+			})
+			return src.add(testTopic, []byte(key), marker)
+		},
+	}, {
+		name:   "record larger than kafka.batch_max_bytes",
+		reason: "message_too_large",
+		setup: func(_ *kfake.Cluster, src *memSource) uint64 {
+			return src.add(testTopic, []byte("dev-poison"), bytes.Repeat(marker, (2<<20)/len(marker)))
+		},
+	}, {
+		name:   "broker answers INVALID_RECORD",
+		reason: "invalid_record",
+		setup: func(c *kfake.Cluster, src *memSource) uint64 {
+			const key = "dev-3"
+			p := partitionOf(key, 4)
+			c.Fault(kfake.Fault{
+				Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{p},
+				Err: kerr.InvalidRecord, Count: -1,
+				When: func(req kmsg.Request) bool { return produceCarries(req, p, marker) },
+			})
+			return src.add(testTopic, []byte(key), marker)
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const before, after = 1500, 1500
+			c := newCluster(t)
+			src := newMemSource()
+			src.fill(before, 40, 100)
+			poison := tt.setup(c, src)
+			src.fill(after, 40, 100)
+			r := start(t, testConfig(c.ListenAddrs()), src)
+
+			recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, before+after, 30*time.Second)
+			if dups := checkOrder(t, recs); dups != 0 {
+				t.Errorf("%d duplicates", dups)
+			}
+			waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+			if dl := src.deadLetters(); len(dl) != 1 || dl[poison] != tt.reason {
+				t.Errorf("dead letters = %v, want only seq %d with %q", dl, poison, tt.reason)
+			}
+			for _, g := range recs {
+				if g.seq == poison {
+					t.Errorf("the rejected record reached Kafka")
+				}
+			}
+			if got := value(t, r.p.m.failed.WithLabelValues(tt.reason)); got != 1 {
+				t.Errorf("edgebridge_forward_failed_total{reason=%q} = %v, want 1", tt.reason, got)
+			}
+		})
+	}
+}
+
+// produceCarries reports whether a produce request carries marker in
+// partition p of the test topic.
+func produceCarries(req kmsg.Request, p int32, marker []byte) bool {
+	pr, ok := req.(*kmsg.ProduceRequest)
+	if !ok {
+		return false
+	}
+	for _, t := range pr.Topics {
+		for _, part := range t.Partitions {
+			if part.Partition == p && bytes.Contains(part.Records, marker) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Topic-wide permanent errors dead-letter every record of that topic at
+// once; the other topic keeps flowing.
+func TestTopicErrorsDeadLetter(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "secret"))
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "secret", Err: kerr.TopicAuthorizationFailed, Count: -1})
+	src := newMemSource()
+	want := map[uint64]string{}
+	for i := range 600 {
+		switch i % 3 {
+		case 0:
+			src.add(testTopic, []byte("dev-"+strconv.Itoa(i%7)), []byte("ok"))
+		case 1:
+			want[src.add("secret", []byte("dev-1"), []byte("x"))] = "topic_authorization_failed"
+		case 2:
+			if i < 30 { // an absent topic costs franz-go a few metadata rounds
+				want[src.add("no-such-topic", []byte("dev-1"), []byte("x"))] = "unknown_topic"
+			}
+		}
+	}
+	want[src.add("", []byte("dev-1"), []byte("x"))] = "no_topic"
+	start(t, testConfig(c.ListenAddrs()), src)
+
+	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, 200, 30*time.Second)
+	checkOrder(t, recs)
+	waitFor(t, 20*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	dl := src.deadLetters()
+	if len(dl) != len(want) {
+		t.Fatalf("%d dead letters, want %d", len(dl), len(want))
+	}
+	for seq, reason := range want {
+		if dl[seq] != reason {
+			t.Errorf("seq %d: dead letter reason %q, want %q", seq, dl[seq], reason)
+		}
+	}
+}
+
+// Head-of-line: while one partition's leader answers NOT_LEADER forever,
+// the other partitions deliver everything; the stalled one is parked and
+// catches up, in order, when it recovers.
+func TestOnePartitionFaultedOthersFlow(t *testing.T) {
+	const n, keys = 4000, 64
+	c := newCluster(t)
+	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{0}, Err: kerr.NotLeaderForPartition, Count: -1})
+	src := newMemSource()
+	src.fill(n, keys, 100)
+	others := 0
+	for i := range n {
+		if partitionOf("dev-"+strconv.Itoa(i%keys), 4) != 0 {
+			others++
+		}
+	}
+	cfg := testConfig(c.ListenAddrs())
+	cfg.MaxBufferedRecords = 400 // the faulted partition alone could fill it 2.5 times over
+	r := start(t, cfg, src)
+
+	cons := newConsumer(t, c.ListenAddrs(), testTopic)
+	recs := cons.until(t, others, 30*time.Second)
+	for _, g := range recs {
+		if g.partition == 0 {
+			t.Fatalf("partition 0 delivered seq %d through its fault", g.seq)
+		}
+	}
+	if got := value(t, r.p.m.parked); got < 1 {
+		t.Errorf("edgebridge_forward_parked_partitions = %v while partition 0 is stalled", got)
+	}
+	if !r.p.Up() {
+		t.Error("Up() = false while three of four partitions deliver")
+	}
+	h.Remove()
+	recs = cons.until(t, n, 30*time.Second)
+	if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
+		t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
+	}
+	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	waitFor(t, 10*time.Second, "no parked partition", func() bool { return value(t, r.p.m.parked) == 0 })
+}
+
+// Blackholed produce: the broker swallows produce requests. The request
+// timeouts fire (Kafka down, read errors counted), the window stays full but
+// bounded - no growing memory and, pitfall "buffer overflow that panics",
+// no panic or ErrMaxBuffered - and everything arrives once the hole closes.
+func TestBlackholedProduce(t *testing.T) {
+	const n = 5000
+	c := newCluster(t)
+	var hole atomic.Bool
+	hole.Store(true)
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if hole.Load() {
+			c.KeepControl()
+			return nil, nil, true // no answer
+		}
+		return nil, nil, false
+	})
+	src := newMemSource()
+	src.fill(n, 50, 100)
+	cfg := testConfig(c.ListenAddrs())
+	cfg.MaxBufferedRecords = 500
+	r := start(t, cfg, src)
+
+	waitFor(t, 10*time.Second, "the window to fill", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
+	waitFor(t, 20*time.Second, "a produce timeout", func() bool {
+		return gathered(t, r.reg, "edgebridge_kafka_client_read_errors_total") > 0
+	})
+	waitFor(t, 10*time.Second, "Kafka to be reported down", func() bool { return !r.p.Up() })
+	if got := value(t, r.p.m.up); got != 0 {
+		t.Errorf("edgebridge_kafka_up = %v while produce is blackholed", got)
+	}
+	if in, buf := r.p.inFlight(), r.p.cl.BufferedProduceRecords(); in > cfg.MaxBufferedRecords || buf > int64(cfg.MaxBufferedRecords) {
+		t.Errorf("in flight %d, franz-go buffered %d: over the window of %d", in, buf, cfg.MaxBufferedRecords)
+	}
+	if got := src.remaining(); got != n {
+		t.Errorf("%d records left the buffer while Kafka acknowledged none", n-got)
+	}
+
+	hole.Store(false)
+	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, 60*time.Second)
+	if dups := checkOrder(t, recs); dups != 0 {
+		t.Errorf("%d duplicates", dups)
+	}
+	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	waitFor(t, 10*time.Second, "Kafka to be reported up", r.p.Up)
+}
+
+// gathered sums the samples of the metric family name in reg.
+func gathered(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+// Pitfall "blocked synchronous send": a slow buffer does not stall
+// franz-go's promise goroutine. With Ack held, every promise of the window
+// still completes (franz-go buffers nothing) and the records wait on our side.
+func TestPromisesNeverBlockOnTheBuffer(t *testing.T) {
+	c := newCluster(t)
+	src := newMemSource()
+	gate := make(chan struct{})
+	src.ackGate = gate
+	src.fill(3000, 20, 100)
+	cfg := testConfig(c.ListenAddrs())
+	cfg.MaxBufferedRecords = 300
+	r := start(t, cfg, src)
+
+	waitFor(t, 10*time.Second, "every promise of a full window to run", func() bool {
+		return r.p.inFlight() == cfg.MaxBufferedRecords && r.p.cl.BufferedProduceRecords() == 0
+	})
+	if got := src.remaining(); got != 3000 {
+		t.Errorf("%d records deleted before their Ack", 3000-got)
+	}
+	close(gate)
+	newConsumer(t, c.ListenAddrs(), testTopic).until(t, 3000, 30*time.Second)
+	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+}
+
+// Shutdown and restart: with Kafka gone, Run still returns within its
+// deadline, nothing is deleted, and the next Producer sends it all.
+func TestRestartSendsWhatStayedBuffered(t *testing.T) {
+	const n = 2000
+	dead := newCluster(t)
+	deadAddrs := dead.ListenAddrs()
+	dead.Close()
+	src := newMemSource()
+	src.fill(n, 20, 100)
+
+	cfg := testConfig(deadAddrs)
+	cfg.ShutdownTimeout = 300 * time.Millisecond
+	r := start(t, cfg, src)
+	waitFor(t, 10*time.Second, "a read of the buffer", func() bool {
+		src.mu.Lock()
+		defer src.mu.Unlock()
+		return src.reads > 0
+	})
+	stopped := time.Now()
+	r.stop(t)
+	if took := time.Since(stopped); took > 5*time.Second {
+		t.Errorf("Run took %v to return with Kafka gone", took)
+	}
+	if got := src.remaining(); got != n {
+		t.Fatalf("%d records left the buffer without Kafka", n-got)
+	}
+
+	c := newCluster(t)
+	start(t, testConfig(c.ListenAddrs()), src)
+	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, 30*time.Second)
+	checkOrder(t, recs)
+	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+}
+
+// Pitfall "nil encoder": records with a nil value or key still go out, the
+// value decoding as an envelope with just its sequence; a record without a
+// topic goes to dead letters instead of panicking or vanishing.
+func TestOddRecords(t *testing.T) {
+	c := newCluster(t)
+	src := newMemSource()
+	nilValue := src.add(testTopic, []byte("dev-1"), nil)
+	nilKey := src.add(testTopic, nil, []byte{})
+	noTopic := src.add("", []byte("dev-1"), []byte("x"))
+	start(t, testConfig(c.ListenAddrs()), src)
+
+	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, 2, 20*time.Second)
+	seen := map[uint64]bool{}
+	for _, g := range recs {
+		seen[g.seq] = true
+		if len(g.value) == 0 {
+			t.Errorf("seq %d: empty value, want the sequence field", g.seq)
+		}
+	}
+	if !seen[nilValue] || !seen[nilKey] {
+		t.Errorf("got seqs %v, want %d and %d", seen, nilValue, nilKey)
+	}
+	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	if dl := src.deadLetters(); dl[noTopic] != "no_topic" {
+		t.Errorf("dead letters %v, want %d: no_topic", dl, noTopic)
+	}
+}
+
+// Pitfall "unregistered logger hooks so errors vanish": franz-go's own
+// errors reach the injected logger.
+func TestFranzGoErrorsReachTheLogger(t *testing.T) {
+	dead := newCluster(t)
+	addrs := dead.ListenAddrs()
+	dead.Close()
+	src := newMemSource()
+	src.fill(10, 1, 10)
+	log, sink := testLogger(t)
+	startWith(t, testConfig(addrs), src, log)
+	waitFor(t, 10*time.Second, "a franz-go error in the log", func() bool {
+		s := sink.String()
+		return bytes.Contains([]byte(s), []byte(`"lib":"franz-go"`)) && bytes.Contains([]byte(s), []byte(`"err":`))
+	})
+	waitFor(t, 10*time.Second, "our own state change", func() bool {
+		return bytes.Contains([]byte(sink.String()), []byte("kafka unreachable"))
+	})
+}
