@@ -64,16 +64,16 @@ type Producer struct {
 	// Owned by the reader (Run's goroutine).
 	cursor    uint64
 	highWater uint64 // highest sequence read
-	keyParts map[string]kgo.TopicPartitioner
-	absent   map[string]time.Time // topics Kafka said do not exist, until when
-	scratch  kgo.Record
+	keyParts  map[string]kgo.TopicPartitioner
+	absent    map[string]time.Time // topics Kafka said do not exist, until when
+	scratch   kgo.Record
 
 	mu         sync.Mutex
 	inflight   map[uint64]*flight
 	nRecs      int
 	nBytes     int
 	lanes      map[laneKey]*lane
-	laneIdx    sync.Map // laneKey -> *lane, for batchFailed, which cannot take mu
+	laneIdx    sync.Map         // laneKey -> *lane, for batchFailed, which cannot take mu
 	suspects   map[uint64]*lane // records whose batch Kafka rejected; sent again alone
 	parked     int
 	readCancel context.CancelFunc // interrupts the reader's Read; nil when not reading
@@ -82,8 +82,8 @@ type Producer struct {
 	// returned it while it was still in flight.
 	rereading bool
 	gone      map[uint64]struct{}
-	leftover   int                // records failed by the shutdown, left in the buffer
-	dlLogged   map[string]time.Time
+	leftover  int // records failed by the shutdown, left in the buffer
+	dlLogged  map[string]time.Time
 }
 
 // flight is one record between Read and settling.
