@@ -12,7 +12,7 @@ REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 BUILD     := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: build build-arm64 test bench proto lint demo clean
+.PHONY: build build-arm64 test e2e bench proto lint demo clean
 
 ## build: static binary for this machine in bin/edgebridge
 build:
@@ -26,6 +26,11 @@ build-arm64:
 ## skip with an install hint when they are missing (.ci/run installs both).
 test:
 	$(GO) test -race -timeout 10m ./...
+
+## e2e: the end-to-end tests alone, verbose (also part of `make test`): the real
+## binary, mosquitto and an in-process Kafka, through a Kafka outage and a SIGKILL
+e2e:
+	$(GO) test -race -count=1 -v -timeout 10m ./test/e2e/
 
 ## bench: hot-path benchmarks with allocation counts
 bench:

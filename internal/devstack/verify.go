@@ -27,6 +27,7 @@ type Verifier struct {
 	mu         sync.Mutex
 	seen       map[string]map[int]bool
 	max        map[string]int
+	partitions map[string]map[int32]bool
 	records    int64
 	unique     int64
 	duplicates int64
@@ -37,7 +38,7 @@ type Verifier struct {
 
 // NewVerifier returns an empty verifier.
 func NewVerifier() *Verifier {
-	return &Verifier{seen: map[string]map[int]bool{}, max: map[string]int{}}
+	return &Verifier{seen: map[string]map[int]bool{}, max: map[string]int{}, partitions: map[string]map[int32]bool{}}
 }
 
 // Consume reads topic from the start until ctx is done, feeding v. It
@@ -59,12 +60,15 @@ func (v *Verifier) Consume(ctx context.Context, brokers []string, topic string) 
 		if ctx.Err() != nil {
 			return nil
 		}
-		fs.EachRecord(func(r *kgo.Record) { v.Add(r.Value) })
+		fs.EachRecord(func(r *kgo.Record) { v.AddRecord(r.Partition, r.Value) })
 	}
 }
 
 // Add checks one Kafka record value.
-func (v *Verifier) Add(value []byte) {
+func (v *Verifier) Add(value []byte) { v.AddRecord(0, value) }
+
+// AddRecord checks one Kafka record value read from partition.
+func (v *Verifier) AddRecord(partition int32, value []byte) {
 	var env edgebridgev1.Envelope
 	var p Payload
 	v.mu.Lock()
@@ -82,6 +86,10 @@ func (v *Verifier) Add(value []byte) {
 		v.badf("envelope seq %d: device_id %q topic %q node %q for payload of %s", env.GetSequence(), env.GetDeviceId(), env.GetMqttTopic(), env.GetNodeId(), p.Device)
 		return
 	}
+	if v.partitions[p.Device] == nil {
+		v.partitions[p.Device] = map[int32]bool{}
+	}
+	v.partitions[p.Device][partition] = true
 	seen := v.seen[p.Device]
 	if seen == nil {
 		seen = map[int]bool{}
@@ -95,14 +103,14 @@ func (v *Verifier) Add(value []byte) {
 		v.max[p.Device] = p.N
 		v.unique++
 	default:
+		if v.firstBad == "" {
+			v.firstBad = fmt.Sprintf("%s: message %d arrived after %d (seq %d, partition %d, record #%d)", p.Device, p.N, v.max[p.Device], env.GetSequence(), partition, v.records)
+		}
 		seen[p.N] = true
 		v.unique++
 		v.outOfOrder++
 		if p.N > v.max[p.Device] {
 			v.max[p.Device] = p.N
-		}
-		if v.firstBad == "" {
-			v.firstBad = fmt.Sprintf("%s: message %d arrived after %d", p.Device, p.N, v.max[p.Device])
 		}
 	}
 }
@@ -151,6 +159,16 @@ func (v *Verifier) Check(devices, messages int) error {
 			missing = append(missing[:5], fmt.Sprintf("and %d more devices", len(missing)-5))
 		}
 		problems = append(problems, "missing messages: "+strings.Join(missing, ", "))
+	}
+	var split []string
+	for dev, ps := range v.partitions {
+		if len(ps) > 1 {
+			split = append(split, fmt.Sprintf("%s in %d partitions", dev, len(ps)))
+		}
+	}
+	if len(split) > 0 {
+		sort.Strings(split)
+		problems = append(problems, "records of one device in several partitions (their order is lost): "+strings.Join(split, ", "))
 	}
 	if v.outOfOrder > 0 {
 		problems = append(problems, fmt.Sprintf("%d messages out of order (first: %s)", v.outOfOrder, v.firstBad))
