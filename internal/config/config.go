@@ -402,6 +402,15 @@ func parse(data []byte, opts Options) (*Config, error) {
 		invalid("log.format", "must be json or text, got %q", cfg.Log.Format)
 	}
 
+	// One intake batch must fit in the buffer: the intake could never
+	// commit a bigger one, and would stop again at every start.
+	if mq := cfg.MQTT.WithDefaults(); mq.MaxBatchBytes > 0 {
+		need := 2 * int64(mq.MaxBatchBytes+mq.MaxPayloadBytes)
+		if cfg.Buffer.MaxBytes < need {
+			invalid("buffer.max_bytes", "must be at least twice mqtt.max_batch_bytes + mqtt.max_payload_bytes (%d), got %d", need, cfg.Buffer.MaxBytes)
+		}
+	}
+
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

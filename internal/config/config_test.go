@@ -322,6 +322,12 @@ func TestErrors(t *testing.T) {
 			want: `buffer.segment_bytes (2097152) must be <= buffer.max_bytes (1048576)`,
 		},
 		{
+			name: "an intake batch must fit in the buffer",
+			yaml: "buffer:\n  dir: /x\n  max_bytes: 4MiB\n  segment_bytes: 1MiB\n",
+			is:   ErrInvalid,
+			want: `buffer.max_bytes: must be at least twice mqtt.max_batch_bytes + mqtt.max_payload_bytes`,
+		},
+		{
 			name: "negative shutdown timeout",
 			yaml: "shutdown_timeout: -1s\n",
 			is:   ErrInvalid,
