@@ -29,7 +29,7 @@ const (
 )
 
 var compressionCodecs = map[string]kgo.CompressionCodec{
-	"zstd":   kgo.ZstdCompression(),
+	"zstd":   kgo.ZstdCompression().WithLevel(1), // SpeedFastest: edge CPUs are small
 	"lz4":    kgo.Lz4Compression(),
 	"snappy": kgo.SnappyCompression(),
 	"none":   kgo.NoCompression(),
