@@ -1,0 +1,69 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Run owns its goroutines: after it returns, none of them (nor franz-go's)
+// is left; and a second Run is refused.
+func TestRunLeavesNoGoroutines(t *testing.T) {
+	c := newCluster(t)
+	src := newMemSource()
+	src.fill(1000, 10, 50)
+	before := runtime.NumGoroutine()
+
+	log, _ := testLogger(t)
+	p, err := New(testConfig(c.ListenAddrs()), log, prometheus.NewRegistry(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitFor(t, 20*time.Second, "the buffer to drain", func() bool { return src.remaining() == 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if err := p.Run(context.Background()); !errors.Is(err, ErrRunTwice) {
+		t.Errorf("second Run = %v, want ErrRunTwice", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after Run returned:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ProducerOnDataLossDetected is wired to a log line and a counter. (kfake
+// cannot be made to lose acknowledged records on demand, so the callback is
+// driven directly.)
+func TestDataLossIsLoggedAndCounted(t *testing.T) {
+	log, sink := testLogger(t)
+	p, err := New(validConfig(), log, prometheus.NewRegistry(), newMemSource())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.cl.Close()
+	if p.cl.OptValue(kgo.ProducerOnDataLossDetected) == nil {
+		t.Fatal("ProducerOnDataLossDetected is not set on the client")
+	}
+	p.onDataLoss(testTopic, 3)
+	if got := value(t, p.m.dataLoss); got != 1 {
+		t.Errorf("edgebridge_forward_data_loss_detected_total = %v, want 1", got)
+	}
+	if s := sink.String(); !strings.Contains(s, "kafka lost records it had acknowledged") || !strings.Contains(s, `"partition":3`) {
+		t.Errorf("data loss not logged with its partition: %s", s)
+	}
+}
