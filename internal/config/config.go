@@ -46,8 +46,10 @@ type Config struct {
 	// NodeID names this edge node in every envelope. yaml: node_id.
 	// Default: $NODE_NAME (the Kubernetes downward API), else the hostname.
 	NodeID string
-	// ShutdownTimeout bounds the flush to Kafka on SIGTERM. Keep it below
-	// the pod's terminationGracePeriodSeconds. yaml: shutdown_timeout.
+	// ShutdownTimeout bounds the whole shutdown on SIGTERM: the intake's
+	// drain (mqtt.drain_timeout), then the Kafka flush and the final acks,
+	// which share the rest equally. Keep it below the pod's
+	// terminationGracePeriodSeconds. yaml: shutdown_timeout.
 	ShutdownTimeout time.Duration
 	MQTT            mqtt.Config    // mqtt.* and routes[]
 	Buffer          buffer.Config  // buffer.*
@@ -374,6 +376,16 @@ func parse(data []byte, opts Options) (*Config, error) {
 			Username:  k.SASL.Username,
 			Password:  secret("kafka.sasl.password", k.SASL.Password, k.SASL.PasswordFile),
 		},
+	}
+	// The forwarder may take its ShutdownTimeout twice (the flush, then
+	// the acks of what was flushed), after the intake's drain: split
+	// shutdown_timeout so the three together stay within it.
+	if drain := cfg.MQTT.WithDefaults().DrainTimeout; cfg.ShutdownTimeout > 0 {
+		if cfg.ShutdownTimeout < drain+2*time.Second {
+			invalid("shutdown_timeout", "must be at least mqtt.drain_timeout (%s) + 2s, got %s", drain, cfg.ShutdownTimeout)
+		} else {
+			cfg.Forward.ShutdownTimeout = (cfg.ShutdownTimeout - drain) / 2
+		}
 	}
 	if err := cfg.Forward.Validate(); err != nil {
 		errs = append(errs, componentError(opts.File, err))

@@ -59,7 +59,8 @@ func TestDefaults(t *testing.T) {
 	if r := cfg.MQTT.Routes; len(r) != 1 || r[0].Filter != "devices/+/telemetry" || r[0].KafkaTopic != "iot.telemetry" {
 		t.Errorf("routes = %+v", r)
 	}
-	if cfg.Forward.NodeID != "host-a" || cfg.Forward.ShutdownTimeout != DefaultShutdownTimeout {
+	// The intake's 5s drain first, then flush and acks share the rest.
+	if cfg.Forward.NodeID != "host-a" || cfg.Forward.ShutdownTimeout != (DefaultShutdownTimeout-5*time.Second)/2 {
 		t.Errorf("kafka: node %q shutdown %s", cfg.Forward.NodeID, cfg.Forward.ShutdownTimeout)
 	}
 
@@ -142,7 +143,7 @@ log:
 	k := cfg.Forward
 	if len(k.Brokers) != 2 || k.Compression != "lz4" || k.Linger != 20*time.Millisecond || k.BatchMaxBytes != 1<<20 ||
 		k.MaxBufferedBytes != 32<<20 || k.Backoff.Initial != 200*time.Millisecond || k.Backoff.Max != 30*time.Second ||
-		!k.TLS.Enabled || k.SASL.Mechanism != "scram-sha-512" || k.SASL.Password != "kpw" || k.ShutdownTimeout != 90*time.Second {
+		!k.TLS.Enabled || k.SASL.Mechanism != "scram-sha-512" || k.SASL.Password != "kpw" || k.ShutdownTimeout != (90*time.Second-m.DrainTimeout)/2 {
 		t.Errorf("kafka = %+v", k)
 	}
 	if cfg.NodeID != "edge-01" || cfg.ShutdownTimeout != 90*time.Second {
@@ -326,6 +327,12 @@ func TestErrors(t *testing.T) {
 			yaml: "buffer:\n  dir: /x\n  max_bytes: 4MiB\n  segment_bytes: 1MiB\n",
 			is:   ErrInvalid,
 			want: `buffer.max_bytes: must be at least twice mqtt.max_batch_bytes + mqtt.max_payload_bytes`,
+		},
+		{
+			name: "shutdown timeout shorter than the intake's drain",
+			yaml: "shutdown_timeout: 3s\n",
+			is:   ErrInvalid,
+			want: `edgebridge.yaml: shutdown_timeout: must be at least mqtt.drain_timeout (5s) + 2s, got 3s`,
 		},
 		{
 			name: "negative shutdown timeout",
