@@ -1,0 +1,6 @@
+package deploycheck
+
+import "path/filepath"
+
+// repoRoot is the edgebridge repository, seen from tools/deploycheck.
+var repoRoot = filepath.Join("..", "..")
