@@ -157,6 +157,11 @@ func (q *Queue) cycle() bool {
 	// Roll and reclaim before answering, so that callers see the state
 	// their operation led to. The commit stands even if this fails.
 	merr := q.maintain()
+	q.appends = q.appends[len(admitted):]
+	if merr == nil {
+		q.setBlocked(len(q.appends) > 0)
+		q.checkHighWater()
+	}
 	for _, r := range admitted {
 		r.done <- nil
 	}
@@ -165,13 +170,10 @@ func (q *Queue) cycle() bool {
 	}
 	acked := len(q.acks) > 0
 	q.acks = q.acks[:0]
-	q.appends = q.appends[len(admitted):]
 	if merr != nil {
 		q.failed(merr, now)
 		return false
 	}
-	q.setBlocked(len(q.appends) > 0)
-	q.checkHighWater()
 	// Acks may have made room for appends that had to wait.
 	return acked && len(q.appends) > 0
 }
