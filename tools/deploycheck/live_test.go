@@ -42,16 +42,29 @@ type live struct {
 var (
 	liveBridge *live
 	liveErr    error
+	bridgeBin  string // the edgebridge binary the tests run
+	binErr     error
 )
 
-// TestMain starts the bridge once for every test that needs it.
+// TestMain finds or builds the binary and starts it once for every test
+// that needs a running bridge.
 func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "deploycheck-bin-")
+	if err != nil {
+		panic(err)
+	}
+	bridgeBin, binErr = binary(dir)
 	var stop func()
-	liveBridge, stop, liveErr = startLive()
+	if binErr != nil {
+		liveErr = binErr
+	} else {
+		liveBridge, stop, liveErr = startLive(bridgeBin)
+	}
 	code := m.Run()
 	if stop != nil {
 		stop()
 	}
+	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
@@ -84,7 +97,7 @@ const (
 	liveMessages = 200
 )
 
-func startLive() (_ *live, stop func(), err error) {
+func startLive(bin string) (_ *live, stop func(), err error) {
 	var cleanups []func()
 	stop = func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
@@ -102,10 +115,6 @@ func startLive() (_ *live, stop func(), err error) {
 		return nil, stop, err
 	}
 	cleanups = append(cleanups, func() { os.RemoveAll(dir) })
-	bin, err := binary(dir)
-	if err != nil {
-		return nil, stop, err
-	}
 
 	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, liveTopic))
 	if err != nil {
