@@ -42,11 +42,12 @@ type Options struct {
 	Dir string
 	// HeapMB is each broker's JVM heap. Default 384 (256 with 3 brokers).
 	HeapMB int
-	// ExtraHost, if set, adds a listener named EDGE on this IP on every
-	// broker, advertised as such: clients in a network namespace reach the
-	// brokers through it (ExtraAddrs) while the test's own clients keep
-	// using loopback (Addrs). The address must exist before Start.
-	ExtraHost string
+	// EdgeAdvertised, if set, adds a second listener named EDGE to broker i,
+	// bound on loopback (Node.EdgeBind) and advertised as EdgeAdvertised[i]:
+	// a client in a network namespace reaches the brokers through a relay
+	// the test runs at those addresses (on the host end of its veth), while
+	// the test's own clients keep using the PLAINTEXT listener (Addrs).
+	EdgeAdvertised []string
 }
 
 // Cluster is a running set of nodes.
@@ -61,14 +62,14 @@ type Cluster struct {
 // Node is one Kafka process: a broker (possibly also the controller) or the
 // dedicated controller.
 type Node struct {
-	ID        int
-	Addr      string // PLAINTEXT listener on loopback ("" for the controller)
-	ExtraAddr string // EDGE listener, if Options.ExtraHost was set
-	dir       string
-	props     string
-	libs      string
-	heapMB    int
-	ctrlAddr  string // CONTROLLER listener, for a node with the controller role
+	ID       int
+	Addr     string // PLAINTEXT listener on loopback ("" for the controller)
+	EdgeBind string // EDGE listener on loopback, if Options.EdgeAdvertised was set
+	dir      string
+	props    string
+	libs     string
+	heapMB   int
+	ctrlAddr string // CONTROLLER listener, for a node with the controller role
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -140,15 +141,6 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
-// ExtraAddrs are the brokers' EDGE listener addresses (Options.ExtraHost).
-func (c *Cluster) ExtraAddrs() []string {
-	var out []string
-	for _, b := range c.brokers {
-		out = append(out, b.ExtraAddr)
-	}
-	return out
-}
-
 // Broker returns broker i (0-based).
 func (c *Cluster) Broker(i int) *Node { return c.brokers[i] }
 
@@ -176,15 +168,6 @@ func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func freePortOn(host string) (int, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("find a free port on %s: %w", host, err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
@@ -218,12 +201,12 @@ func (c *Cluster) configure() error {
 				return nil, err
 			}
 			node.Addr = fmt.Sprintf("127.0.0.1:%d", p)
-			if c.opts.ExtraHost != "" {
-				p, err := freePortOn(c.opts.ExtraHost)
+			if len(c.opts.EdgeAdvertised) > 0 {
+				p, err := freePort()
 				if err != nil {
 					return nil, err
 				}
-				node.ExtraAddr = net.JoinHostPort(c.opts.ExtraHost, fmt.Sprint(p))
+				node.EdgeBind = fmt.Sprintf("127.0.0.1:%d", p)
 			}
 		}
 		if controller {
@@ -257,15 +240,18 @@ func (c *Cluster) configure() error {
 			c.brokers = append(c.brokers, b)
 		}
 	}
+	if len(c.opts.EdgeAdvertised) > 0 && len(c.opts.EdgeAdvertised) != n {
+		return fmt.Errorf("kafka: %d EdgeAdvertised addresses for %d brokers", len(c.opts.EdgeAdvertised), n)
+	}
 	for _, node := range c.Nodes() {
 		var roles, listeners, advertised []string
 		if node.Addr != "" {
 			roles = append(roles, "broker")
 			listeners = append(listeners, "PLAINTEXT://"+node.Addr)
 			advertised = append(advertised, "PLAINTEXT://"+node.Addr)
-			if node.ExtraAddr != "" {
-				listeners = append(listeners, "EDGE://"+node.ExtraAddr)
-				advertised = append(advertised, "EDGE://"+node.ExtraAddr)
+			if node.EdgeBind != "" {
+				listeners = append(listeners, "EDGE://"+node.EdgeBind)
+				advertised = append(advertised, "EDGE://"+c.opts.EdgeAdvertised[node.ID-1])
 			}
 		}
 		if node.ctrlAddr != "" {

@@ -1,0 +1,243 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/test/kafka"
+)
+
+// bridgeBin is the edgebridge binary TestMain builds once.
+var bridgeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "edgebridge-chaos-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	bridgeBin = filepath.Join(dir, "edgebridge")
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	build := exec.Command(goBin, "build", "-o", bridgeBin, "github.com/edgebridge/edgebridge/cmd/edgebridge")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build edgebridge: %v\n%s", err, out)
+		os.Exit(2)
+	}
+	code := m.Run()
+	if len(rows) > 0 {
+		fmt.Printf("\nresults (%s mode):\n%s\n", mode(), table())
+		if os.Getenv("EDGEBRIDGE_WRITE_RELIABILITY") == "1" {
+			if code != 0 {
+				fmt.Fprintln(os.Stderr, "docs/reliability.md not written: the suite failed")
+			} else if err := writeReliability(mode()); err != nil {
+				fmt.Fprintln(os.Stderr, "write docs/reliability.md:", err)
+				code = 1
+			}
+		}
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// soak selects the full sizes (make soak); the default is the CI size.
+func soak() bool { return os.Getenv("EDGEBRIDGE_SOAK") == "1" }
+
+func mode() string {
+	if soak() {
+		return "soak (full sizes)"
+	}
+	return "ci"
+}
+
+func pick[T any](ci, full T) T {
+	if soak() {
+		return full
+	}
+	return ci
+}
+
+func kafkaVersion() string { return kafka.Version }
+
+type envOpts struct {
+	brokers    int   // 1 or 3
+	partitions int32 // default 8
+	// netns runs the bridge in a network namespace of its own, reaching
+	// Kafka through a veth pair and a relay that delays by relayDelay.
+	netns      bool
+	relayDelay time.Duration
+	bufferDir  string // default a directory in t.TempDir()
+	bridge     func(*bridgeConfig)
+}
+
+// env is one scenario's stack: real Kafka, mosquitto, the real bridge and
+// an independent verifier reading the topic.
+type env struct {
+	t      *testing.T
+	ctx    context.Context
+	dir    string
+	topic  string
+	kafka  *kafka.Cluster
+	net    *edgeNet
+	relays []*relay
+	mq     *mosquitto
+	br     *bridge
+	v      *verifier
+	t0     time.Time
+}
+
+func newEnv(t *testing.T, o envOpts) *env {
+	t.Helper()
+	if o.brokers == 0 {
+		o.brokers = 1
+	}
+	if o.partitions == 0 {
+		o.partitions = 8
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pick(20*time.Minute, 90*time.Minute))
+	t.Cleanup(cancel)
+	e := &env{t: t, ctx: ctx, dir: t.TempDir(), topic: "edge.telemetry", t0: time.Now()}
+	kopts := kafka.Options{Brokers: o.brokers, Dir: filepath.Join(e.dir, "kafka")}
+	if o.netns {
+		e.net = newEdgeNet(t)
+		for range o.brokers {
+			r, err := newRelay(e.net.HostKafka+":0", o.relayDelay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(r.close)
+			e.relays = append(e.relays, r)
+			kopts.EdgeAdvertised = append(kopts.EdgeAdvertised, r.addr())
+		}
+	}
+	e.kafka = kafka.Start(t, kopts)
+	for i, r := range e.relays {
+		r.setTarget(e.kafka.Broker(i).EdgeBind)
+	}
+	if err := e.kafka.CreateTopic(ctx, e.topic, o.partitions); err != nil {
+		t.Fatal(err)
+	}
+	mqDir := filepath.Join(e.dir, "mosquitto")
+	if err := os.MkdirAll(mqDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	extra := ""
+	if e.net != nil {
+		extra = e.net.HostMQTT
+	}
+	e.mq = startMosquitto(t, mqDir, extra)
+
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := bridgeConfig{
+		MQTTURL:    e.mq.bridgeURL(),
+		Brokers:    e.kafka.Addrs(),
+		Topic:      e.topic,
+		BufferDir:  o.bufferDir,
+		HTTPListen: fmt.Sprintf("127.0.0.1:%d", port),
+	}
+	if cfg.BufferDir == "" {
+		cfg.BufferDir = filepath.Join(e.dir, "buffer")
+	}
+	ns := ""
+	if e.net != nil {
+		cfg.Brokers = nil
+		for _, r := range e.relays {
+			cfg.Brokers = append(cfg.Brokers, r.addr())
+		}
+		cfg.HTTPListen = fmt.Sprintf("%s:%d", e.net.NSMQTT, port)
+		ns = e.net.name
+	}
+	if o.bridge != nil {
+		o.bridge(&cfg)
+	}
+	e.br = newBridge(t, e.dir, cfg, ns)
+
+	e.v = newVerifier()
+	vctx, vcancel := context.WithCancel(ctx)
+	vdone := make(chan struct{})
+	go func() { defer close(vdone); _ = e.v.consume(vctx, e.kafka.Addrs(), e.topic) }()
+	t.Cleanup(func() { vcancel(); <-vdone })
+	return e
+}
+
+// waitFor polls cond every 50ms until it holds or timeout passes.
+func (e *env) waitFor(what string, timeout time.Duration, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) || e.ctx.Err() != nil {
+			e.t.Fatalf("timed out after %s waiting for %s (verifier: %+v)", timeout, what, e.v.counts())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// runDevices starts d in the background; the returned channel gets its
+// result.
+func (e *env) runDevices(ctx context.Context, d *devices) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx) }()
+	return done
+}
+
+// verify waits (up to timeout) until every message the broker acknowledged
+// to a device arrived, then checks order and records the scenario's row.
+// It fails the test on any loss, reordering or bad record. dropped is what
+// the bridge counted as dropped by its overflow policy: exactly that many
+// may be missing, no more, no fewer.
+func (e *env) verify(name string, d *devices, timeout time.Duration, r row, dropped int64) result {
+	e.t.Helper()
+	acked := d.ackedSnapshot()
+	var res result
+	deadline := time.Now().Add(timeout)
+	for {
+		res = e.v.result(acked)
+		if res.Lost <= dropped || time.Now().After(deadline) || e.ctx.Err() != nil {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	peak, _ := e.br.memory()
+	r.Scenario = name
+	r.Messages, r.Lost, r.Duplicates = res.Acked, res.Lost-dropped, res.Duplicates
+	if r.PeakRSS == 0 {
+		r.PeakRSS = peak
+	}
+	if r.Duration == 0 {
+		r.Duration = time.Since(e.t0)
+	}
+	if r.Drain == "" {
+		r.Drain = "-"
+	}
+	addRow(r)
+	c := e.v.counts()
+	e.t.Logf("%s: acked %d, kafka records %d, unique %d, lost %d, duplicates %d, unacked arrivals %d, out of order %d, bad %d, split %d, peak RSS %s",
+		name, res.Acked, c.Records, c.Unique, res.Lost, res.Duplicates, res.Extra, res.OutOfOrder, res.Bad, res.Split, mib(r.PeakRSS))
+	if res.Acked == 0 {
+		e.t.Error("no message was acknowledged by the broker: the scenario proved nothing")
+	}
+	switch {
+	case dropped > 0 && res.Lost != dropped:
+		e.t.Errorf("%d broker-acknowledged messages missing but the bridge counted %d drops: %s", res.Lost, dropped, res.Detail)
+	case dropped == 0 && res.Lost > 0:
+		e.t.Errorf("LOST %d broker-acknowledged messages: %s", res.Lost, res.Detail)
+	}
+	if res.OutOfOrder > 0 || res.Bad > 0 || res.Split > 0 {
+		e.t.Errorf("%d out of order, %d bad records, %d devices split across partitions: %s", res.OutOfOrder, res.Bad, res.Split, res.Detail)
+	}
+	return res
+}
