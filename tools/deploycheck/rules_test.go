@@ -214,7 +214,7 @@ func TestRuleBehaviour(t *testing.T) {
 	engine := promqltest.NewTestEngine(t, false, 5*time.Minute, 50000)
 	cases := []struct {
 		name, path, rule, load, at, want string
-		wrap                                 string // fmt verb around the expression
+		wrap                             string // fmt verb around the expression
 	}{{
 		name: "buffer filling fires above 80% of max_bytes", path: edgeRules, rule: "EdgebridgeBufferFilling",
 		load: `edgebridge_buffer_bytes{job="edgebridge", node="a"} 790x10
