@@ -74,11 +74,14 @@ type envOpts struct {
 	brokers    int   // 1 or 3
 	partitions int32 // default 8
 	// netns runs the bridge in a network namespace of its own, reaching
-	// Kafka through a veth pair and a relay that delays by relayDelay.
-	netns      bool
-	relayDelay time.Duration
-	bufferDir  string // default a directory in t.TempDir()
-	bridge     func(*bridgeConfig)
+	// Kafka through a veth pair and a relay on its host end.
+	netns bool
+	// slowLink makes that link slow and lossy: 300ms each way and 5%
+	// packet loss each way, with tc netem when the kernel has it, else
+	// with the relay's delay and iptables statistic drops.
+	slowLink  bool
+	bufferDir string // default a directory in t.TempDir()
+	bridge    func(*bridgeConfig)
 }
 
 // env is one scenario's stack: real Kafka, mosquitto, the real bridge and
@@ -95,6 +98,7 @@ type env struct {
 	br     *bridge
 	v      *verifier
 	t0     time.Time
+	link   string // how the slow link was made
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -111,8 +115,19 @@ func newEnv(t *testing.T, o envOpts) *env {
 	kopts := kafka.Options{Brokers: o.brokers, Dir: filepath.Join(e.dir, "kafka")}
 	if o.netns {
 		e.net = newEdgeNet(t)
+		var delay time.Duration
+		if o.slowLink {
+			if e.net.netem {
+				e.net.setNetem([]string{"delay", "300ms", "loss", "5%"})
+				e.link = "tc netem delay 300ms loss 5% on both ends of the Kafka veth"
+			} else {
+				delay = 300 * time.Millisecond
+				e.net.lossy(0.05, true)
+				e.link = "kernel without sch_netem: relay delay 300ms each way + iptables statistic 5% drop each way on the Kafka veth"
+			}
+		}
 		for range o.brokers {
-			r, err := newRelay(e.net.HostKafka+":0", o.relayDelay)
+			r, err := newRelay(e.net.HostKafka+":0", delay)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -184,6 +199,20 @@ func (e *env) waitFor(what string, timeout time.Duration, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// gauge reads a metric of the bridge, failing the test if /metrics does
+// not answer.
+func (e *env) gauge(name string) float64 {
+	e.t.Helper()
+	for range 50 {
+		if v := e.br.metric(name); v >= 0 {
+			return v
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.t.Fatalf("bridge /metrics does not answer (reading %s)", name)
+	return 0
 }
 
 // runDevices starts d in the background; the returned channel gets its

@@ -1,8 +1,8 @@
 // Package kafka runs real Apache Kafka brokers (KRaft) for the chaos suite:
 // the release in pom.xml, fetched from Maven Central into a cache on first
-// use and run with the machine's Java. Everything listens on 127.0.0.1, plus
-// at most one extra listener on an address the test owns (the host end of a
-// veth pair it created) for a client in a network namespace.
+// use and run with the machine's Java. Everything listens on 127.0.0.1; a
+// second loopback listener per broker can be advertised under an address of
+// the test's own (Options.EdgeAdvertised).
 //
 // One broker (Options.Brokers 1) is a combined broker+controller node. Three
 // brokers run beside a dedicated controller node, with replication factor 3
@@ -514,13 +514,24 @@ func (c *Cluster) CreateTopic(ctx context.Context, topic string, partitions int3
 			return fmt.Errorf("create topic %s: %w", topic, err)
 		}
 	}
+	return c.WaitISR(ctx, topic)
+}
+
+// WaitISR waits until every partition of topic has a leader and all
+// brokers in its ISR.
+func (c *Cluster) WaitISR(ctx context.Context, topic string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addrs()...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
 	for {
 		mreq := kmsg.NewPtrMetadataRequest()
 		mt := kmsg.NewMetadataRequestTopic()
 		mt.Topic = kmsg.StringPtr(topic)
 		mreq.Topics = append(mreq.Topics, mt)
 		mresp, err := mreq.RequestWith(ctx, cl)
-		if err == nil && len(mresp.Topics) == 1 && mresp.Topics[0].ErrorCode == 0 && len(mresp.Topics[0].Partitions) == int(partitions) {
+		if err == nil && len(mresp.Topics) == 1 && mresp.Topics[0].ErrorCode == 0 && len(mresp.Topics[0].Partitions) > 0 {
 			ok := true
 			for _, p := range mresp.Topics[0].Partitions {
 				ok = ok && p.ErrorCode == 0 && p.Leader >= 0 && len(p.ISR) == c.opts.Brokers
@@ -531,7 +542,7 @@ func (c *Cluster) CreateTopic(ctx context.Context, topic string, partitions int3
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("topic %s has no leaders: %w", topic, ctx.Err())
+			return fmt.Errorf("topic %s: partitions without a leader or a full ISR: %w", topic, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
