@@ -33,7 +33,13 @@ Usage:
   edgebridge --config FILE            run (same as "run")
   edgebridge run --config FILE        run until SIGTERM or SIGINT
   edgebridge validate --config FILE   check the config file and exit
+  edgebridge deadletters --config FILE [list]
+                                      print the dead letters, one JSON object a line
+  edgebridge deadletters --config FILE requeue SEQ...
+                                      send these dead letters again (with new sequences)
   edgebridge version                  print the version and exit
+
+deadletters opens the buffer itself: stop the running bridge first.
 
 Exit codes:
   0  clean shutdown, valid config, or version printed
@@ -61,7 +67,7 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK
-	case "run", "validate":
+	case "run", "validate", "deadletters":
 	default:
 		fmt.Fprintf(stderr, "edgebridge: unknown command %q\n\n%s", cmd, usage)
 		return ExitUsage
@@ -77,7 +83,7 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 		}
 		return ExitUsage
 	}
-	if fs.NArg() > 0 {
+	if fs.NArg() > 0 && cmd != "deadletters" {
 		fmt.Fprintf(stderr, "edgebridge %s: unexpected argument %q\n\n%s", cmd, fs.Arg(0), usage)
 		return ExitUsage
 	}
@@ -89,6 +95,9 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "edgebridge: invalid config:\n%v\n", err)
 		return ExitUsage
+	}
+	if cmd == "deadletters" {
+		return deadLetters(cfg, fs.Args(), stdout, stderr)
 	}
 	if cmd == "validate" {
 		fmt.Fprintf(stdout, "%s: ok (node_id %s, mqtt %s, %d routes, kafka %s, buffer %s)\n", *path, cfg.NodeID,
