@@ -142,6 +142,7 @@ func (b *bridge) start() {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive a killed test
 	if err := cmd.Start(); err != nil {
 		b.t.Fatalf("start edgebridge: %v", err)
 	}

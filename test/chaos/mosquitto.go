@@ -88,6 +88,7 @@ func (m *mosquitto) cmdPath(bin string) {
 	}
 	m.cmd = exec.Command(bin, "-c", m.conf)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive a killed test
 	if err := m.cmd.Start(); err != nil {
 		m.t.Fatalf("start mosquitto: %v", err)
 	}

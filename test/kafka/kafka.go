@@ -159,7 +159,7 @@ func (c *Cluster) killAll() {
 	}
 	if c.t.Failed() {
 		for _, n := range c.Nodes() {
-			c.t.Logf("kafka node %d log tail:\n%s", n.ID, n.LogTail(4000))
+			c.t.Logf("kafka node %d log tail:\n%s", n.ID, n.LogTail(1500))
 		}
 	}
 }
@@ -355,6 +355,7 @@ func (n *Node) start() error {
 	}
 	cmd := n.java("kafka.Kafka", n.props)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive a killed test
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start kafka node %d: %w", n.ID, err)
