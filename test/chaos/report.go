@@ -70,7 +70,7 @@ const (
 )
 
 // writeReliability replaces the results section of docs/reliability.md.
-func writeReliability(mode string) error {
+func writeReliability(mode string, passed bool) error {
 	_, self, _, _ := runtime.Caller(0)
 	path := filepath.Join(filepath.Dir(self), "..", "..", "docs", "reliability.md")
 	doc, err := os.ReadFile(path)
@@ -82,8 +82,12 @@ func writeReliability(mode string) error {
 		return fmt.Errorf("%s: results markers missing", path)
 	}
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	section := fmt.Sprintf("%s\nRun: %s, mode %s, %d CPUs, %s/%s, kernel %s, Apache Kafka %s.\n\n%s",
-		beginMark, time.Now().UTC().Format("2006-01-02 15:04 MST"), mode, runtime.NumCPU(),
+	verdict := "every scenario passed"
+	if !passed {
+		verdict = "**the suite FAILED** (rows marked FAILED)"
+	}
+	section := fmt.Sprintf("%s\nRun: %s, mode %s, %s; %d CPUs, %s/%s, kernel %s, Apache Kafka %s.\n\n%s",
+		beginMark, time.Now().UTC().Format("2006-01-02 15:04 MST"), mode, verdict, runtime.NumCPU(),
 		runtime.GOOS, runtime.GOARCH, strings.TrimSpace(string(kernel)), kafkaVersion(), table())
 	out := append(append(append([]byte{}, doc[:i]...), section...), doc[j:]...)
 	return os.WriteFile(path, out, 0o644)
