@@ -12,7 +12,7 @@ REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 BUILD     := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: build build-arm64 test e2e bench proto lint demo clean
+.PHONY: build build-arm64 test e2e bench proto lint demo clean image deploy-check test-arm64
 
 ## build: static binary for this machine in bin/edgebridge
 build:
@@ -55,3 +55,20 @@ demo: build
 
 clean:
 	rm -rf $(BIN)
+
+IMAGE ?= registry.example.com/edgebridge
+
+## image: the arm64 image (needs docker buildx; CI checks its build line with deploy-check)
+image:
+	docker buildx build --platform linux/arm64 -f Dockerfile.arm64 \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+		-t $(IMAGE):$(VERSION) .
+
+## deploy-check: the Dockerfile's build line, manifests, rules and dashboard against the live binary
+deploy-check:
+	VERSION=$(VERSION) REVISION=$(REVISION) ci/deploy-check.sh
+
+## test-arm64: buffer, mqtt and forward tests as arm64 code under qemu-aarch64-static
+test-arm64:
+	ci/arm64-test.sh
