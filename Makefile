@@ -32,9 +32,12 @@ test:
 e2e:
 	$(GO) test -race -count=1 -v -timeout 10m ./test/e2e/
 
-## bench: hot-path benchmarks with allocation counts
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+## bench: the pipeline against the physical ceiling on this machine, side by side
+## (docs/performance.md; ~10 min). BENCH_FLAGS=-quick: ~2 min; BENCH_FLAGS=-brokers=host:port:
+## a real Kafka. Hot-path package benchmarks: go test -run '^$' -bench . -benchmem ./...
+bench: build
+	$(GO) build -o $(BIN)/edgebridge-bench ./cmd/edgebridge-bench
+	$(BIN)/edgebridge-bench -bin $(BIN)/edgebridge $(BENCH_FLAGS)
 
 ## proto: regenerate proto/edgebridge/v1/envelope.pb.go (protoc from Debian's
 ## protobuf-compiler; protoc-gen-go pinned through the tool directive in go.mod)
