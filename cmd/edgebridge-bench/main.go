@@ -45,7 +45,7 @@ func main() {
 
 func run() int {
 	o := bench.Options{Out: os.Stdout, Log: os.Stderr}
-	quick := flag.Bool("quick", false, "short phases, one repetition, 200k buffered (about 3 minutes)")
+	quick := flag.Bool("quick", false, "short phases, one repetition, 200k buffered (about 2 minutes)")
 	flag.StringVar(&o.Bin, "bin", "bin/edgebridge", "the edgebridge binary")
 	flag.IntVar(&o.Devices, "devices", 10, "simulated devices, one MQTT connection each")
 	flag.IntVar(&o.Size, "size", 200, "payload bytes")
@@ -55,7 +55,7 @@ func run() int {
 	flag.IntVar(&o.Backlog, "backlog", 300_000, "messages queued in the broker for the backlog phase")
 	flag.IntVar(&o.Buffered, "buffered", 1_000_000, "records buffered for the restart and memory phases (0 skips the Kafka outage)")
 	flag.Float64Var(&o.Nominal, "nominal", 5000, "live msg/s during the Kafka outage; drain is compared with it")
-	flag.IntVar(&o.Repeat, "repeat", 2, "repetitions of the ceiling/edgebridge comparison")
+	flag.IntVar(&o.Repeat, "repeat", 3, "repetitions of the ceiling/edgebridge comparison")
 	brokers := flag.String("brokers", "", "comma-separated brokers of a real Kafka (default: kfake in process)")
 	keep := flag.Bool("keep", false, "keep the working directory (configs, logs, buffers)")
 	flag.Parse()
