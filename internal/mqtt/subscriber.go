@@ -187,7 +187,8 @@ func (s *Subscriber) clientOptions() *paho.ClientOptions {
 		// is even sent: the default handler must exist before Connect.
 		SetDefaultPublishHandler(s.onMessage).
 		SetOnConnectHandler(s.onConnect).
-		SetConnectionLostHandler(s.onConnectionLost)
+		SetConnectionLostHandler(s.onConnectionLost).
+		SetCustomOpenConnectionFn(openConnection)
 	if s.tls != nil {
 		o.SetTLSConfig(s.tls)
 	}
