@@ -57,10 +57,23 @@ func run() int {
 	flag.Float64Var(&o.Nominal, "nominal", 5000, "live msg/s during the Kafka outage; drain is compared with it")
 	flag.IntVar(&o.Repeat, "repeat", 3, "repetitions of the ceiling/edgebridge comparison")
 	brokers := flag.String("brokers", "", "comma-separated brokers of a real Kafka (default: kfake in process)")
+	flag.StringVar(&o.Profile, "profile", "", "write CPU and heap profiles of the bridge at max rate into this directory")
 	keep := flag.Bool("keep", false, "keep the working directory (configs, logs, buffers)")
 	flag.Parse()
 	if *quick {
-		o.Live, o.Latency, o.Backlog, o.Buffered, o.Repeat = 8*time.Second, 4*time.Second, 100_000, 200_000, 1
+		// Shorter defaults; flags given explicitly still win.
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		short := func(name string, apply func()) {
+			if !set[name] {
+				apply()
+			}
+		}
+		short("live", func() { o.Live = 8 * time.Second })
+		short("latency", func() { o.Latency = 4 * time.Second })
+		short("backlog", func() { o.Backlog = 100_000 })
+		short("buffered", func() { o.Buffered = 200_000 })
+		short("repeat", func() { o.Repeat = 1 })
 	}
 	if *brokers != "" {
 		o.Brokers = strings.Split(*brokers, ",")

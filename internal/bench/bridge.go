@@ -142,14 +142,24 @@ func (b *Bridge) Metric(name string) (float64, error) {
 	return sum, nil
 }
 
-// Profile fetches a CPU profile of d seconds into path.
+// Profile fetches a CPU profile of d (whole seconds, at least one) into path.
 func (b *Bridge) Profile(d time.Duration, path string) error {
-	c := http.Client{Timeout: d + 10*time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.Listen, int(d.Seconds())))
+	return b.fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(d.Seconds()))), d+10*time.Second, path)
+}
+
+// Heap fetches a heap profile into path.
+func (b *Bridge) Heap(path string) error { return b.fetch("/debug/pprof/heap", 10*time.Second, path) }
+
+func (b *Bridge) fetch(url string, timeout time.Duration, path string) error {
+	c := http.Client{Timeout: timeout}
+	resp, err := c.Get("http://" + b.Listen + url)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: status %d", url, resp.StatusCode)
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err

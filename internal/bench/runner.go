@@ -26,6 +26,7 @@ type Options struct {
 	Nominal  float64       // live msg/s during the Kafka outage; drain is compared with it
 	Repeat   int
 	Brokers  []string // an external Kafka; empty runs kfake in this process
+	Profile  string   // if set, CPU and heap profiles of the bridge at max rate are written here
 	Dir      string   // working directory
 	Out      io.Writer
 	Log      io.Writer // progress
@@ -229,10 +230,28 @@ func measure(ctx context.Context, o Options, load *Load, s subject, base uint8, 
 		cancel()
 		return res, ctx.Err()
 	}
+	var pwg sync.WaitGroup
+	if b, ok := s.(*bridgeSubject); ok && o.Profile != "" {
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			cpu := filepath.Join(o.Profile, fmt.Sprintf("cpu-%d.pb.gz", base))
+			if err := b.b.Profile(o.Live/2, cpu); err != nil {
+				logf("  cpu profile: %v", err)
+				return
+			}
+			heap := filepath.Join(o.Profile, fmt.Sprintf("heap-%d.pb.gz", base))
+			if err := b.b.Heap(heap); err != nil {
+				logf("  heap profile: %v", err)
+			}
+			logf("  profiles: %s %s", cpu, heap)
+		}()
+	}
 	s1, err := s.stats(base)
 	t1 := time.Now()
 	<-done
 	cancel()
+	pwg.Wait()
 	if err != nil || lerr != nil {
 		return res, errors.Join(err, lerr)
 	}
