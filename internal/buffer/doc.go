@@ -63,9 +63,12 @@
 //     keeps the messages.
 //   - drop_oldest: the oldest waiting records are deleted to make room,
 //     each counted in edgebridge_buffer_dropped_records_total{reason=
-//     "overflow"} and logged at most once per drop_log_interval. Dead
-//     letters are never dropped; when they alone fill the buffer, appends
-//     wait as with block.
+//     "overflow"} and logged at most once per drop_log_interval. The
+//     oldest records the forwarder has not read yet go first, so that a
+//     counted drop is a record that never reaches Kafka; records already
+//     read (perhaps in flight) are dropped only when that cannot make
+//     room. Dead letters are never dropped; when they alone fill the buffer,
+//     appends wait as with block.
 //
 // A full disk (ENOSPC, or any failed commit) and free space below
 // min_free_disk make appends wait under either policy: dropping records

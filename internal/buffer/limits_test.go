@@ -422,3 +422,67 @@ func TestMinFreeDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Contract 4, drop_oldest with records in flight: what the forwarder has
+// read but Kafka not yet acked is spared, so every counted drop is a
+// record that will never be delivered, and drops + delivered = appended.
+func TestDropOldestSparesRecordsInFlight(t *testing.T) {
+	q, reg := openTest(t, Config{MaxBytes: 200 << 10, SegmentBytes: minSegmentBytes, WhenFull: WhenFullDropOldest})
+	ctx := context.Background()
+	first := appendN(t, q, "dev", 0, 100)
+	inFlight, err := q.Read(ctx, 0, 100, 1<<20)
+	if err != nil || len(inFlight) != 100 {
+		t.Fatalf("read %d, %v", len(inFlight), err)
+	}
+	var all []Record
+	for i := 100; i < 3000; i += 50 {
+		all = append(all, appendN(t, q, "dev", i, 50)...)
+	}
+	dropped := int(metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow))
+	if dropped == 0 {
+		t.Fatal("nothing dropped: test too small")
+	}
+	// Kafka acks what was in flight: all of it is still there to delete.
+	before := q.Stats().Records
+	if err := q.Ack(ctx, seqsOf(inFlight)); err != nil {
+		t.Fatal(err)
+	}
+	if got := before - q.Stats().Records; got != len(first) {
+		t.Fatalf("acked %d of the %d records in flight: drop_oldest dropped records being sent", got, len(first))
+	}
+	// What is left is exactly the newest records: dropped ones are the
+	// oldest unread, and each is counted once.
+	held := readAll(t, q, 0)
+	if dropped+len(held) != len(all) {
+		t.Fatalf("dropped %d + held %d != %d appended after the in-flight ones", dropped, len(held), len(all))
+	}
+	if held[0].Seq != all[dropped].Seq {
+		t.Fatalf("oldest held %d, want %d", held[0].Seq, all[dropped].Seq)
+	}
+}
+
+// A roll followed by commits that touch only older segments (a drain with
+// no new appends) must not roll again: bbolt grows a new file ahead of use,
+// and deciding on the file size made the writer roll onto the head's own
+// name and fail every cycle on its own file lock.
+func TestRollThenDrainOnly(t *testing.T) {
+	q, reg := openTest(t, Config{SegmentBytes: 1 << 20, MaxBytes: 64 << 20})
+	var all []Record
+	for i := 0; q.Stats().Segments < 2; i += 100 {
+		all = append(all, appendN(t, q, "dev", i, 100)...)
+	}
+	for i := 0; i < len(all); i += 100 {
+		if err := q.Ack(context.Background(), seqsOf(all[i:i+100])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Writable(); err != nil {
+		t.Fatalf("after a drain following a roll: %v", err)
+	}
+	if got := metricValue(t, reg, "edgebridge_buffer_commit_errors_total"); got != 0 {
+		t.Fatalf("%v failed commits during the drain", got)
+	}
+	if st := q.Stats(); st.Segments != 1 || st.Records != 0 {
+		t.Fatalf("after drain: %+v", st)
+	}
+}

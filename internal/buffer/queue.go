@@ -59,6 +59,10 @@ type Queue struct {
 	retryDelay time.Duration
 	dropLog    dropLog
 	high       bool // above highWater of max_bytes
+
+	// readMax is the highest sequence Read has returned: records up to it
+	// may be in flight to Kafka, and drop_oldest spares them if it can.
+	readMax atomic.Uint64
 }
 
 // Stats is a snapshot of the buffer's state.
@@ -70,7 +74,7 @@ type Stats struct {
 	Oldest          time.Time // append time of the oldest waiting record; zero if none
 	NextSeq         uint64    // the sequence the next record gets
 	Segments        int       // segment files
-	DiskBytes       int64     // size of all files
+	DiskBytes       int64     // size of all files on disk
 	Blocked         bool      // appends are waiting for room
 }
 
@@ -242,7 +246,7 @@ func (q *Queue) openChecked(path string, head bool) (seg *segment, hint uint64, 
 	switch {
 	case err == nil:
 		seg.count, seg.bytes = res.count, res.bytes
-		seg.size = fileSize(path)
+		seg.size = usedSize(seg.db)
 		return seg, max(res.nextSeq, res.last+1), false, nil
 	case isLockTimeout(err):
 		return nil, 0, false, fmt.Errorf("%s is locked by another process (waited %s): %w", path, q.cfg.LockTimeout, err)
@@ -290,7 +294,7 @@ func (q *Queue) openChecked(path string, head bool) (seg *segment, hint uint64, 
 			return nil, 0, true, fmt.Errorf("write salvaged records to %s: %w", path, err)
 		}
 	}
-	seg.size = fileSize(path)
+	seg.size = usedSize(seg.db)
 	return seg, hint, true, nil
 }
 
@@ -346,7 +350,7 @@ func (q *Queue) roll() error {
 		os.Remove(path)
 		return fmt.Errorf("create segment %s: %w", path, err)
 	}
-	seg := &segment{path: path, first: q.nextSeq, db: db, size: fileSize(path)}
+	seg := &segment{path: path, first: q.nextSeq, db: db, size: usedSize(db)}
 	q.mu.Lock()
 	q.segs = append(q.segs, seg)
 	q.mu.Unlock()
@@ -478,6 +482,9 @@ func (q *Queue) Read(ctx context.Context, after uint64, maxRecords, maxBytes int
 			return nil, err
 		}
 		if len(recs) > 0 {
+			last := recs[len(recs)-1].Seq
+			for cur := q.readMax.Load(); last > cur && !q.readMax.CompareAndSwap(cur, last); cur = q.readMax.Load() {
+			}
 			return recs, nil
 		}
 		if len(corrupt) > 0 {
@@ -561,13 +568,13 @@ func (q *Queue) Stats() Stats {
 	defer q.mu.RUnlock()
 	s := Stats{NextSeq: q.nextSeq, Segments: len(q.segs), Blocked: q.blocked}
 	if q.dead != nil {
-		s.DeadLetters, s.DeadLetterBytes, s.DiskBytes = q.dead.count, q.dead.bytes, q.dead.size
+		s.DeadLetters, s.DeadLetterBytes, s.DiskBytes = q.dead.count, q.dead.bytes, fileSize(q.dead.path)
 	}
 	oldest := -1
 	for i, seg := range q.segs {
 		s.Records += seg.count
 		s.Bytes += seg.bytes
-		s.DiskBytes += seg.size
+		s.DiskBytes += fileSize(seg.path)
 		if oldest < 0 && seg.count > 0 {
 			oldest = i
 		}

@@ -41,7 +41,20 @@ type segment struct {
 	db    *bolt.DB
 	count int   // live records
 	bytes int64 // their logical size
-	size  int64 // file size at the last commit
+	// size is bbolt's high-water mark of used pages (tx.Size), which
+	// decides when to roll. The file itself may be larger: bbolt grows it
+	// ahead in steps of up to 16 MiB.
+	size int64
+}
+
+// usedSize returns bbolt's high-water mark of used pages.
+func usedSize(db *bolt.DB) int64 {
+	var n int64
+	_ = db.View(func(tx *bolt.Tx) error {
+		n = tx.Size()
+		return nil
+	})
+	return n
 }
 
 func segmentName(first uint64) string {

@@ -475,15 +475,19 @@ func (q *Queue) observeCommit(start time.Time) {
 // whose records are all gone, returning their disk space.
 func (q *Queue) maintain() error {
 	head := q.head()
-	switch {
-	case head.size >= q.cfg.SegmentBytes:
-		if err := q.roll(); err != nil {
-			return err
-		}
-	case head.count == 0 && head.size > q.cfg.SegmentBytes/4:
-		// Drained after a burst: start a small file and drop the big one.
-		if err := q.roll(); err != nil {
-			return err
+	// A head nothing was appended to is as small as it gets, and its name
+	// is the one a roll would take: never roll it.
+	if head.first < q.nextSeq {
+		switch {
+		case head.size >= q.cfg.SegmentBytes:
+			if err := q.roll(); err != nil {
+				return err
+			}
+		case head.count == 0 && head.size > q.cfg.SegmentBytes/4:
+			// Drained after a burst: start a small file, drop the big one.
+			if err := q.roll(); err != nil {
+				return err
+			}
 		}
 	}
 	for _, s := range slices.Clone(q.segs[:len(q.segs)-1]) {
@@ -497,42 +501,53 @@ func (q *Queue) maintain() error {
 }
 
 // dropOldest deletes the oldest waiting records until need bytes are free.
+//
+// It takes the oldest records the reader has not been handed yet first:
+// a record already read may be on its way to Kafka, and dropping it would
+// count a drop for a record that arrives anyway. Only when those cannot
+// make room does it drop records already read (then the counter may
+// include records that reached Kafka; it never misses one that did not).
 func (q *Queue) dropOldest(need int64, reason string) error {
-	for _, s := range slices.Clone(q.segs) {
-		if need <= 0 {
-			return nil
-		}
-		if s.count == 0 {
-			continue
-		}
-		if s != q.head() && s.bytes <= need {
-			n, b := s.count, s.bytes
-			if err := q.removeSegment(s); err != nil {
+	for _, protect := range []uint64{q.readMax.Load(), 0} {
+		for _, s := range slices.Clone(q.segs) {
+			if need <= 0 {
+				return nil
+			}
+			if s.count == 0 {
+				continue
+			}
+			if s != q.head() && s.first > protect && s.bytes <= need {
+				n, b := s.count, s.bytes
+				if err := q.removeSegment(s); err != nil {
+					return err
+				}
+				need -= b
+				q.dropped(reason, n)
+				continue
+			}
+			var dels []uint64
+			var freed int64
+			err := s.db.View(func(tx *bolt.Tx) error {
+				c := tx.Bucket(bucketRecords).Cursor()
+				for k, v := c.Seek(seqKey(protect + 1)); k != nil && freed < need; k, v = c.Next() {
+					dels = append(dels, binary.BigEndian.Uint64(k))
+					freed += storedSize(v)
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("read %s: %w", s.path, err)
+			}
+			if len(dels) == 0 {
+				continue
+			}
+			n, err := q.update(s, nil, dels, 0)
+			if err != nil {
 				return err
 			}
-			need -= b
+			need -= freed
 			q.dropped(reason, n)
-			continue
 		}
-		var dels []uint64
-		var freed int64
-		err := s.db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketRecords).Cursor()
-			for k, v := c.First(); k != nil && freed < need; k, v = c.Next() {
-				dels = append(dels, binary.BigEndian.Uint64(k))
-				freed += storedSize(v)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("read %s: %w", s.path, err)
-		}
-		n, err := q.update(s, nil, dels, 0)
-		if err != nil {
-			return err
-		}
-		need -= freed
-		q.dropped(reason, n)
 	}
 	return nil
 }
