@@ -12,7 +12,7 @@ REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 BUILD     := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: build build-arm64 test e2e bench proto lint demo clean image deploy-check test-arm64
+.PHONY: build build-arm64 test e2e bench proto lint demo clean image deploy-check test-arm64 e2e-chaos soak reliability
 
 ## build: static binary for this machine in bin/edgebridge
 build:
@@ -51,6 +51,7 @@ proto:
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags chaos ./test/...
 
 ## demo: the real binary, simulated devices, Kafka cut midway, live counters
 demo: build
@@ -75,3 +76,16 @@ deploy-check:
 ## test-arm64: buffer, mqtt and forward tests as arm64 code under qemu-aarch64-static
 test-arm64:
 	ci/arm64-test.sh
+
+## e2e-chaos: the chaos suite at CI sizes on real Apache Kafka (from Maven Central,
+## cached in ~/.cache/edgebridge) and mosquitto; root-only scenarios skip without root
+e2e-chaos:
+	$(GO) test -tags chaos -p 1 -count=1 -v -timeout 40m ./test/kafka/ ./test/chaos/
+
+## soak: the chaos suite at full sizes (10-minute partition with >= 1M messages, 50 kills)
+soak:
+	EDGEBRIDGE_SOAK=1 $(GO) test -tags chaos -p 1 -count=1 -v -timeout 3h ./test/chaos/
+
+## reliability: e2e-chaos, rewriting the results table in docs/reliability.md
+reliability:
+	EDGEBRIDGE_WRITE_RELIABILITY=1 $(MAKE) e2e-chaos
