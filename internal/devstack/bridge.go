@@ -3,6 +3,7 @@ package devstack
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -148,6 +149,30 @@ func (b *Bridge) Stop(timeout time.Duration) error {
 	case <-time.After(timeout):
 		b.Kill()
 		return fmt.Errorf("edgebridge did not stop within %s after SIGTERM", timeout)
+	}
+}
+
+// Signal sends sig to the running bridge.
+func (b *Bridge) Signal(sig os.Signal) error {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return errors.New("edgebridge is not running")
+	}
+	return b.cmd.Process.Signal(sig)
+}
+
+// Wait waits up to timeout for the bridge to exit and returns its exit
+// error (nil for status 0); after timeout it kills it.
+func (b *Bridge) Wait(timeout time.Duration) error {
+	if b.cmd == nil {
+		return nil
+	}
+	select {
+	case err := <-b.done:
+		b.cmd = nil
+		return err
+	case <-time.After(timeout):
+		b.Kill()
+		return fmt.Errorf("edgebridge did not exit within %s", timeout)
 	}
 }
 

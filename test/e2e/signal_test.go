@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgebridge/edgebridge/internal/devstack"
+)
+
+// A second SIGTERM during a shutdown that waits on an unreachable Kafka
+// ends the process at once with exit code 3, and loses nothing: every
+// message the broker acknowledged was committed before its PUBACK, so the
+// next start sends it (contract 1 and 2).
+func TestSecondSignalExitsAtOnceWithoutLoss(t *testing.T) {
+	if _, err := devstack.MosquittoPath(); err != nil {
+		t.Skip("needs mosquitto: apt-get install mosquitto (.ci/run installs it)")
+	}
+	const (
+		devices  = 5
+		messages = 400
+		topic    = "iot.telemetry"
+	)
+	dir := t.TempDir()
+	bin := buildBridge(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	mosqDir := filepath.Join(dir, "mosquitto")
+	if err := os.MkdirAll(mosqDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	broker, err := devstack.StartMosquitto(mosqDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	kafka, err := devstack.StartKafka(filepath.Join(dir, "kafka"), topic, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kafka.Stop()
+
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := devstack.BridgeConfig{
+		NodeID: "signal-node", MQTTURL: broker.URL(), Brokers: []string{kafka.Addr()}, Topic: topic,
+		BufferDir: filepath.Join(dir, "buffer"), HTTPListen: fmt.Sprintf("127.0.0.1:%d", port), LogFormat: "json",
+	}
+	cfgPath := filepath.Join(dir, "edgebridge.yaml")
+	if err := bc.WriteFile(cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	bridge := &devstack.Bridge{Bin: bin, Config: cfgPath, Output: &out, Metrics: bc.HTTPListen}
+	defer func() {
+		if t.Failed() {
+			t.Logf("bridge log:\n%s", out.String())
+		}
+	}()
+	if err := bridge.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := bridge.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer bridge.Kill()
+
+	v := devstack.NewVerifier()
+	vctx, vcancel := context.WithCancel(ctx)
+	vdone := make(chan error, 1)
+	go func() { vdone <- v.Consume(vctx, []string{kafka.Addr()}, topic) }()
+	defer func() { vcancel(); <-vdone }()
+
+	// Kafka goes away mid-stream, so that the forwarder holds records in
+	// flight and the shutdown has to wait for their flush.
+	sim := &devstack.Devices{BrokerURL: broker.URL(), N: devices, Messages: messages, Rate: 2000}
+	simDone := make(chan error, 1)
+	go func() { simDone <- sim.Run(ctx) }()
+	for v.Counts().Unique < 200 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("no records reached Kafka")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	kafka.Stop()
+	if err := <-simDone; err != nil {
+		t.Fatalf("devices: %v", err)
+	}
+
+	if err := bridge.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The second signal must reach a process that handled the first (two
+	// pending SIGTERMs would merge into one).
+	for !bytes.Contains(out.Bytes(), []byte("signal received")) {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the bridge never logged the first signal")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	sent := time.Now()
+	if err := bridge.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = bridge.Wait(30 * time.Second)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+		t.Fatalf("after a second SIGTERM: %v, want exit code 3", err)
+	}
+	t.Logf("exited with code 3 %s after the second signal", time.Since(sent).Round(time.Millisecond))
+
+	// Nothing was lost: Kafka back, bridge restarted, everything arrives.
+	if err := kafka.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := bridge.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for v.Counts().Unique < devices*messages {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("after the restart only %+v of %d in Kafka", v.Counts(), devices*messages)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := bridge.Stop(30 * time.Second); err != nil {
+		t.Errorf("bridge exit after SIGTERM: %v", err)
+	}
+	if err := v.Check(devices, messages); err != nil {
+		t.Error(err)
+	}
+}
+
+// syncBuffer is an io.Writer the bridge's output goes to while the test
+// reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
+
+func (b *syncBuffer) String() string { return string(b.Bytes()) }
