@@ -63,6 +63,9 @@ type Queue struct {
 	// readMax is the highest sequence Read has returned: records up to it
 	// may be in flight to Kafka, and drop_oldest spares them if it can.
 	readMax atomic.Uint64
+	// reads counts Read calls, so the writer knows when mapped pages were
+	// touched and can be released (see segment.releaseResident).
+	reads atomic.Uint64
 }
 
 // Stats is a snapshot of the buffer's state.
@@ -150,6 +153,9 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, erro
 	q.m = newMetrics(reg, q)
 	q.m.quarantined.Add(float64(q.dropLog.quarantined))
 	st := q.Stats()
+	// Checking the files and rebuilding bbolt's freelists touched every
+	// page: none of it needs to stay resident.
+	q.releaseResident()
 	q.log.Info("buffer opened", "dir", cfg.Dir, "records", st.Records, "bytes", st.Bytes,
 		"dead_letters", st.DeadLetters, "segments", st.Segments, "next_seq", st.NextSeq)
 	go q.run()
@@ -461,6 +467,7 @@ func (q *Queue) Read(ctx context.Context, after uint64, maxRecords, maxBytes int
 	if maxRecords <= 0 {
 		maxRecords = 1
 	}
+	q.reads.Add(1)
 	for {
 		q.mu.RLock()
 		if q.closed {

@@ -13,6 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -45,6 +46,25 @@ type segment struct {
 	// decides when to roll. The file itself may be larger: bbolt grows it
 	// ahead in steps of up to 16 MiB.
 	size int64
+}
+
+// releaseResident drops the pages of the file's memory map from this
+// process's resident set. bbolt maps the file shared and read-only and
+// writes with pwrite, so no page of the map is dirty: the pages stay in the
+// page cache and the next read faults them back in. Without this, every
+// page a reader touched (a drained backlog, bbolt's freelist walk at open)
+// stays counted in RSS, and in a container's memory, until the segment is
+// closed.
+//
+// Only the writer goroutine, or Open before it starts, may call it: only
+// a write transaction makes bbolt remap, which would leave the address
+// pointing at memory that is no longer the map.
+func (s *segment) releaseResident() {
+	if s.db == nil || s.size <= 0 {
+		return
+	}
+	// The range is within the map: bbolt maps at least its used size.
+	_, _, _ = unix.Syscall(unix.SYS_MADVISE, s.db.Info().Data, uintptr(s.size), unix.MADV_DONTNEED)
 }
 
 // usedSize returns bbolt's high-water mark of used pages.

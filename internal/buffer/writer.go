@@ -30,6 +30,9 @@ func (q *Queue) run() {
 		defer t.Stop()
 		ageTick = t.C
 	}
+	release := time.NewTicker(releaseInterval)
+	defer release.Stop()
+	var released uint64 // q.reads at the last release
 	for {
 		var timer <-chan time.Time
 		if wait, ok := q.nextWake(); ok {
@@ -43,6 +46,12 @@ func (q *Queue) run() {
 		case <-timer:
 		case <-ageTick:
 			expire = true
+		case <-release.C:
+			if n := q.reads.Load(); n != released {
+				released = n
+				q.releaseResident()
+			}
+			continue
 		case <-q.closing:
 			q.failAll()
 			return
@@ -65,6 +74,19 @@ func (q *Queue) run() {
 		}
 		q.flushDropLog(time.Now(), false)
 	}
+}
+
+// releaseInterval is how often the writer gives back the mapped pages
+// that readers touched.
+const releaseInterval = 500 * time.Millisecond
+
+// releaseResident releases the mapped pages of every file (see
+// segment.releaseResident). Writer goroutine only.
+func (q *Queue) releaseResident() {
+	for _, s := range q.segs {
+		s.releaseResident()
+	}
+	q.dead.releaseResident()
 }
 
 // nextWake returns how long the writer may sleep when it has work it could
