@@ -59,6 +59,7 @@ type Queue struct {
 	retryDelay time.Duration
 	dropLog    dropLog
 	high       bool // above highWater of max_bytes
+	commits    uint64
 
 	// readMax is the highest sequence Read has returned: records up to it
 	// may be in flight to Kafka, and drop_oldest spares them if it can.

@@ -32,7 +32,7 @@ func (q *Queue) run() {
 	}
 	release := time.NewTicker(releaseInterval)
 	defer release.Stop()
-	var released uint64 // q.reads at the last release
+	var released, commits uint64 // q.reads and q.commits at the last release
 	for {
 		var timer <-chan time.Time
 		if wait, ok := q.nextWake(); ok {
@@ -47,8 +47,10 @@ func (q *Queue) run() {
 		case <-ageTick:
 			expire = true
 		case <-release.C:
-			if n := q.reads.Load(); n != released {
-				released = n
+			// Reads touch the pages they return; commits touch the path
+			// to the pages they change.
+			if r := q.reads.Load(); r != released || q.commits != commits {
+				released, commits = r, q.commits
 				q.releaseResident()
 			}
 			continue
@@ -76,9 +78,9 @@ func (q *Queue) run() {
 	}
 }
 
-// releaseInterval is how often the writer gives back the mapped pages
-// that readers touched.
-const releaseInterval = 500 * time.Millisecond
+// releaseInterval is how often the writer gives back the mapped pages that
+// reads and commits touched.
+const releaseInterval = 250 * time.Millisecond
 
 // releaseResident releases the mapped pages of every file (see
 // segment.releaseResident). Writer goroutine only.
@@ -491,6 +493,7 @@ func (q *Queue) putDead(deads []put, reserved uint64) error {
 func (q *Queue) observeCommit(start time.Time) {
 	q.m.commits.Observe(time.Since(start).Seconds())
 	q.m.fsyncs.Inc()
+	q.commits++
 }
 
 // maintain rolls the head segment when it is large, and deletes segments
