@@ -7,6 +7,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,28 +33,23 @@ func buildBridge(t *testing.T, dir string) string {
 	return bin
 }
 
-// Contract 1, 2, 3 and 5 end to end: 20 devices x 2,500 QoS 1 messages while
-// Kafka is closed for a few seconds and the bridge is SIGKILLed and restarted
-// once. Every message the broker acknowledged to a device arrives in Kafka,
-// per-device order holds, and duplicates (allowed after the crash) are
-// counted.
-func TestKafkaOutageAndSIGKILL(t *testing.T) {
+// stack is a mosquitto, a kfake Kafka and the real bridge configured for
+// them; everything stops when the test ends.
+type stack struct {
+	broker *devstack.Mosquitto
+	kafka  *devstack.Kafka
+	bridge *devstack.Bridge
+}
+
+// startStack starts the broker, Kafka with topic and the bridge (ready,
+// its output to out). It skips the test when mosquitto is missing.
+func startStack(ctx context.Context, t *testing.T, nodeID, topic string, out io.Writer) *stack {
+	t.Helper()
 	if _, err := devstack.MosquittoPath(); err != nil {
-		t.Skip("needs mosquitto for redelivery order across the bridge restart: apt-get install mosquitto (.ci/run installs it)")
+		t.Skip("needs mosquitto for redelivery order across bridge restarts: apt-get install mosquitto (.ci/run installs it)")
 	}
-	const (
-		devices  = 20
-		messages = 2500
-		total    = devices * messages
-		topic    = "iot.telemetry"
-		outage   = 3 * time.Second
-	)
 	dir := t.TempDir()
 	bin := buildBridge(t, dir)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-
 	mosqDir := filepath.Join(dir, "mosquitto")
 	if err := os.MkdirAll(mosqDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -62,51 +58,67 @@ func TestKafkaOutageAndSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer broker.Close()
+	t.Cleanup(func() { broker.Close() })
 	kafka, err := devstack.StartKafka(filepath.Join(dir, "kafka"), topic, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer kafka.Stop()
-
+	t.Cleanup(kafka.Stop)
 	port, err := devstack.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	bc := devstack.BridgeConfig{
-		NodeID: "e2e-node", MQTTURL: broker.URL(), Brokers: []string{kafka.Addr()}, Topic: topic,
+		NodeID: nodeID, MQTTURL: broker.URL(), Brokers: []string{kafka.Addr()}, Topic: topic,
 		BufferDir: filepath.Join(dir, "buffer"), HTTPListen: fmt.Sprintf("127.0.0.1:%d", port), LogFormat: "json",
 	}
 	cfgPath := filepath.Join(dir, "edgebridge.yaml")
 	if err := bc.WriteFile(cfgPath); err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(dir, "edgebridge.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
+	s := &stack{broker: broker, kafka: kafka,
+		bridge: &devstack.Bridge{Bin: bin, Config: cfgPath, Output: out, Metrics: bc.HTTPListen}}
+	t.Cleanup(s.bridge.Kill)
+	s.startBridge(ctx, t)
+	return s
+}
+
+// startBridge starts the bridge and waits until it is ready.
+func (s *stack) startBridge(ctx context.Context, t *testing.T) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := s.bridge.Start(sctx); err != nil {
 		t.Fatal(err)
 	}
-	defer logf.Close()
+	if err := s.bridge.WaitReady(sctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Contract 1, 2, 3 and 5 end to end: 20 devices x 2,500 QoS 1 messages while
+// Kafka is closed for a few seconds and the bridge is SIGKILLed and restarted
+// once. Every message the broker acknowledged to a device arrives in Kafka,
+// per-device order holds, and duplicates (allowed after the crash) are
+// counted.
+func TestKafkaOutageAndSIGKILL(t *testing.T) {
+	const (
+		devices  = 20
+		messages = 2500
+		total    = devices * messages
+		topic    = "iot.telemetry"
+		outage   = 3 * time.Second
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out syncBuffer
 	defer func() {
 		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("bridge log:\n%s", b)
+			t.Logf("bridge log:\n%s", out.String())
 		}
 	}()
-	bridge := &devstack.Bridge{Bin: bin, Config: cfgPath, Output: logf, Metrics: bc.HTTPListen}
-	startBridge := func() {
-		t.Helper()
-		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
-		defer scancel()
-		if err := bridge.Start(sctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := bridge.WaitReady(sctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	startBridge()
-	defer bridge.Kill()
+	st := startStack(ctx, t, "e2e-node", topic, &out)
+	broker, kafka, bridge := st.broker, st.kafka, st.bridge
 
 	v := devstack.NewVerifier()
 	vctx, vcancel := context.WithCancel(ctx)
@@ -148,7 +160,7 @@ func TestKafkaOutageAndSIGKILL(t *testing.T) {
 	}
 	bridge.Kill()
 	t.Logf("bridge SIGKILLed at %d published, %.0f records buffered", sim.Published.Load(), m["edgebridge_buffer_records"])
-	startBridge()
+	st.startBridge(ctx, t)
 	t.Logf("bridge restarted")
 
 	if d := outage - time.Since(cutAt); d > 0 {

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,60 +18,21 @@ import (
 // message the broker acknowledged was committed before its PUBACK, so the
 // next start sends it (contract 1 and 2).
 func TestSecondSignalExitsAtOnceWithoutLoss(t *testing.T) {
-	if _, err := devstack.MosquittoPath(); err != nil {
-		t.Skip("needs mosquitto: apt-get install mosquitto (.ci/run installs it)")
-	}
 	const (
 		devices  = 5
 		messages = 400
 		topic    = "iot.telemetry"
 	)
-	dir := t.TempDir()
-	bin := buildBridge(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-
-	mosqDir := filepath.Join(dir, "mosquitto")
-	if err := os.MkdirAll(mosqDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	broker, err := devstack.StartMosquitto(mosqDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer broker.Close()
-	kafka, err := devstack.StartKafka(filepath.Join(dir, "kafka"), topic, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kafka.Stop()
-
-	port, err := devstack.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bc := devstack.BridgeConfig{
-		NodeID: "signal-node", MQTTURL: broker.URL(), Brokers: []string{kafka.Addr()}, Topic: topic,
-		BufferDir: filepath.Join(dir, "buffer"), HTTPListen: fmt.Sprintf("127.0.0.1:%d", port), LogFormat: "json",
-	}
-	cfgPath := filepath.Join(dir, "edgebridge.yaml")
-	if err := bc.WriteFile(cfgPath); err != nil {
-		t.Fatal(err)
-	}
 	var out syncBuffer
-	bridge := &devstack.Bridge{Bin: bin, Config: cfgPath, Output: &out, Metrics: bc.HTTPListen}
 	defer func() {
 		if t.Failed() {
 			t.Logf("bridge log:\n%s", out.String())
 		}
 	}()
-	if err := bridge.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := bridge.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer bridge.Kill()
+	st := startStack(ctx, t, "signal-node", topic, &out)
+	broker, kafka, bridge := st.broker, st.kafka, st.bridge
 
 	v := devstack.NewVerifier()
 	vctx, vcancel := context.WithCancel(ctx)
@@ -115,7 +73,7 @@ func TestSecondSignalExitsAtOnceWithoutLoss(t *testing.T) {
 	if err := bridge.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	err = bridge.Wait(30 * time.Second)
+	err := bridge.Wait(30 * time.Second)
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 3 {
 		t.Fatalf("after a second SIGTERM: %v, want exit code 3", err)
