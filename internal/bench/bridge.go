@@ -1,17 +1,15 @@
 package bench
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/edgebridge/edgebridge/internal/devstack"
 )
 
 // BridgeConfig renders the bridge's config file for a run: production
@@ -45,114 +43,20 @@ log:
 `, q(nodeID), q(mqttURL), q(TopicFilter), q(topic), q(bufferDir), strings.Join(bs, ", "), q(listen))
 }
 
-// Bridge is the real edgebridge binary running as a child process.
-type Bridge struct {
-	Bin, Config, Listen string
-	Output              io.Writer
-
-	cmd  *exec.Cmd
-	done chan error
+// profile fetches a CPU profile of d (whole seconds, at least one) from
+// the bridge's pprof endpoint at listen into path.
+func profile(listen string, d time.Duration, path string) error {
+	return fetch(listen, fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(d.Seconds()))), d+10*time.Second, path)
 }
 
-// Start starts the binary; it returns once the process runs.
-func (b *Bridge) Start() error {
-	b.cmd = exec.Command(b.Bin, "run", "--config", b.Config)
-	b.cmd.Stdout, b.cmd.Stderr = b.Output, b.Output
-	if err := b.cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", b.Bin, err)
-	}
-	b.done = make(chan error, 1)
-	go func() { b.done <- b.cmd.Wait() }()
-	return nil
+// heapProfile fetches a heap profile into path.
+func heapProfile(listen, path string) error {
+	return fetch(listen, "/debug/pprof/heap", 10*time.Second, path)
 }
 
-// PID is the running process's id.
-func (b *Bridge) PID() int { return b.cmd.Process.Pid }
-
-// WaitReady waits until /readyz answers 200: the buffer is open and the
-// MQTT session is up.
-func (b *Bridge) WaitReady(ctx context.Context) error {
-	for {
-		if code, _, err := b.get("/readyz"); err == nil && code == http.StatusOK {
-			return nil
-		}
-		select {
-		case err := <-b.done:
-			b.done <- err
-			return fmt.Errorf("edgebridge exited: %v", err)
-		case <-ctx.Done():
-			_, body, _ := b.get("/readyz")
-			return fmt.Errorf("edgebridge not ready: %v: %s", ctx.Err(), body)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-// Stop sends SIGTERM and waits for the process, killing it after timeout.
-func (b *Bridge) Stop(timeout time.Duration) error {
-	if b.cmd == nil {
-		return nil
-	}
-	defer func() { b.cmd = nil }()
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-b.done:
-		return err
-	case <-time.After(timeout):
-		_ = b.cmd.Process.Kill()
-		<-b.done
-		return fmt.Errorf("edgebridge did not stop within %s", timeout)
-	}
-}
-
-// Metric reads one metric from /metrics, summed over its series.
-func (b *Bridge) Metric(name string) (float64, error) {
-	code, body, err := b.get("/metrics")
-	if err != nil {
-		return 0, err
-	}
-	if code != http.StatusOK {
-		return 0, fmt.Errorf("/metrics: status %d", code)
-	}
-	var sum float64
-	found := false
-	sc := bufio.NewScanner(strings.NewReader(body))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		if i := strings.LastIndexByte(rest, '}'); i >= 0 {
-			rest = rest[i+1:]
-		}
-		f, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
-		if err == nil {
-			sum += f
-			found = true
-		}
-	}
-	if !found {
-		return 0, fmt.Errorf("metric %s not exported", name)
-	}
-	return sum, nil
-}
-
-// Profile fetches a CPU profile of d (whole seconds, at least one) into path.
-func (b *Bridge) Profile(d time.Duration, path string) error {
-	return b.fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(d.Seconds()))), d+10*time.Second, path)
-}
-
-// Heap fetches a heap profile into path.
-func (b *Bridge) Heap(path string) error { return b.fetch("/debug/pprof/heap", 10*time.Second, path) }
-
-func (b *Bridge) fetch(url string, timeout time.Duration, path string) error {
+func fetch(listen, url string, timeout time.Duration, path string) error {
 	c := http.Client{Timeout: timeout}
-	resp, err := c.Get("http://" + b.Listen + url)
+	resp, err := c.Get("http://" + listen + url)
 	if err != nil {
 		return err
 	}
@@ -169,13 +73,12 @@ func (b *Bridge) fetch(url string, timeout time.Duration, path string) error {
 	return err
 }
 
-func (b *Bridge) get(path string) (int, string, error) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + b.Listen + path)
+// metric reads one metric of the bridge, summed over its series; 0 when it
+// cannot be read.
+func metric(b *devstack.Bridge, name string) float64 {
+	m, err := b.Scrape()
 	if err != nil {
-		return 0, "", err
+		return 0
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), err
+	return m[name]
 }

@@ -83,16 +83,16 @@ func (x *bridgeSubject) pid() int                          { return x.b.PID() }
 func (x *bridgeSubject) stop() error                       { return x.b.Stop(30 * time.Second) }
 
 type bridgeSubject struct {
-	b    *Bridge
+	b    *devstack.Bridge
 	cons *Consumer
 }
 
 func (x *bridgeSubject) start(ctx context.Context) error {
-	if err := x.b.Start(); err != nil {
-		return err
-	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	if err := x.b.Start(rctx); err != nil {
+		return err
+	}
 	return x.b.WaitReady(rctx)
 }
 
@@ -190,7 +190,7 @@ func Run(ctx context.Context, o Options) error {
 	return nil
 }
 
-func newBridge(o Options, node, mqttURL string, brokers []string, topic string) (*Bridge, error) {
+func newBridge(o Options, node, mqttURL string, brokers []string, topic string) (*devstack.Bridge, error) {
 	dir := mkdir(o.Dir, node)
 	port, err := devstack.FreePort()
 	if err != nil {
@@ -205,7 +205,7 @@ func newBridge(o Options, node, mqttURL string, brokers []string, topic string) 
 	if err != nil {
 		return nil, err
 	}
-	return &Bridge{Bin: o.Bin, Config: cfg, Listen: listen, Output: logFile}, nil
+	return &devstack.Bridge{Bin: o.Bin, Config: cfg, Metrics: listen, Output: logFile}, nil
 }
 
 // measure runs the max-rate, latency and broker-backlog phases against s,
@@ -236,12 +236,12 @@ func measure(ctx context.Context, o Options, load *Load, s subject, base uint8, 
 		go func() {
 			defer pwg.Done()
 			cpu := filepath.Join(o.Profile, fmt.Sprintf("cpu-%d.pb.gz", base))
-			if err := b.b.Profile(o.Live/2, cpu); err != nil {
+			if err := profile(b.b.Metrics, o.Live/2, cpu); err != nil {
 				logf("  cpu profile: %v", err)
 				return
 			}
 			heap := filepath.Join(o.Profile, fmt.Sprintf("heap-%d.pb.gz", base))
-			if err := b.b.Heap(heap); err != nil {
+			if err := heapProfile(b.b.Metrics, heap); err != nil {
 				logf("  heap profile: %v", err)
 			}
 			logf("  profiles: %s %s", cpu, heap)
@@ -341,14 +341,14 @@ func waitCount(ctx context.Context, s subject, phase uint8, n int64, timeout tim
 // to 10k (RSS read) and to o.Buffered (RSS read, with a second set of
 // devices publishing as fast as they can); the bridge restarts (time to
 // ready); Kafka comes back and the backlog drains under the live traffic.
-func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *Bridge, cons *Consumer, url string, logf func(string, ...any)) (*Outage, error) {
+func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.Bridge, cons *Consumer, url string, logf func(string, ...any)) (*Outage, error) {
 	const live, burst = 250, 251
 	out := &Outage{}
-	if err := br.Start(); err != nil {
-		return nil, err
-	}
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
-	err := br.WaitReady(rctx)
+	err := br.Start(rctx)
+	if err == nil {
+		err = br.WaitReady(rctx)
+	}
 	cancel()
 	if err != nil {
 		return nil, err
@@ -369,7 +369,7 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *Bridge, c
 	kafka.Stop()
 	logf("  kafka cut")
 
-	buffered := func() int64 { v, _ := br.Metric("edgebridge_buffer_records"); return int64(v) }
+	buffered := func() int64 { return int64(metric(br, "edgebridge_buffer_records")) }
 	waitBuffered := func(n int64, timeout time.Duration) error {
 		deadline := time.Now().Add(timeout)
 		for buffered() < n {
@@ -425,11 +425,11 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *Bridge, c
 		logf("  stop: %v", err)
 	}
 	t0 := time.Now()
-	if err := br.Start(); err != nil {
-		return nil, err
-	}
 	rctx, cancel = context.WithTimeout(ctx, 5*time.Minute)
-	err = br.WaitReady(rctx)
+	err = br.Start(rctx)
+	if err == nil {
+		err = br.WaitReady(rctx)
+	}
 	cancel()
 	if err != nil {
 		return nil, err
@@ -439,7 +439,7 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *Bridge, c
 	logf("  restarted with %d buffered: ready in %s, RSS %.1f MiB (anon %.1f, file %.1f)", buffered(), out.Restart.Round(time.Millisecond),
 		mib(out.RSSRestarted.RSS), mib(out.RSSRestarted.Anon), mib(out.RSSRestarted.File))
 
-	forwarded := func() float64 { v, _ := br.Metric("edgebridge_forward_records_total"); return v }
+	forwarded := func() float64 { return metric(br, "edgebridge_forward_records_total") }
 	f0 := forwarded()
 	if err := kafka.Start(); err != nil {
 		return nil, err

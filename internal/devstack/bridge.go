@@ -152,6 +152,9 @@ func (b *Bridge) Stop(timeout time.Duration) error {
 	}
 }
 
+// PID is the running process's id.
+func (b *Bridge) PID() int { return b.cmd.Process.Pid }
+
 // Signal sends sig to the running bridge.
 func (b *Bridge) Signal(sig os.Signal) error {
 	if b.cmd == nil || b.cmd.Process == nil {
