@@ -20,12 +20,16 @@ import (
 // checks what the devices sent against what arrived. It shares no code with
 // the bridge beyond the generated envelope type.
 //
-// Devices count 1, 2, 3... with no gaps, so per device: a counter already
-// seen is a duplicate (at-least-once allows it); a new counter must be the
-// next one (max+1), anything else means order broke or something is missing.
+// Devices count 1, 2, 3... on one connection each, so per device the first
+// arrival of a counter must be larger than every counter of that device
+// that arrived before it; otherwise order broke. A counter arriving again
+// is a duplicate (at-least-once allows it). Gaps are allowed while reading
+// (drop_oldest, messages a broker restart lost before acknowledging them):
+// loss is decided at the end, by Check or Result, against what the devices
+// were acknowledged.
 type Verifier struct {
 	mu         sync.Mutex
-	seen       map[string]map[int]bool
+	seen       map[string][]uint16 // device -> counter -> arrivals
 	max        map[string]int
 	partitions map[string]map[int32]bool
 	records    int64
@@ -34,11 +38,12 @@ type Verifier struct {
 	outOfOrder int64
 	bad        int64
 	firstBad   string
+	first      time.Time // when the first record was read
 }
 
 // NewVerifier returns an empty verifier.
 func NewVerifier() *Verifier {
-	return &Verifier{seen: map[string]map[int]bool{}, max: map[string]int{}, partitions: map[string]map[int32]bool{}}
+	return &Verifier{seen: map[string][]uint16{}, max: map[string]int{}, partitions: map[string]map[int32]bool{}}
 }
 
 // Consume reads topic from the start until ctx is done, feeding v. It
@@ -49,6 +54,7 @@ func (v *Verifier) Consume(ctx context.Context, brokers []string, topic string) 
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.FetchMaxBytes(16<<20),
 		kgo.RetryBackoffFn(func(int) time.Duration { return 200 * time.Millisecond }),
 	)
 	if err != nil {
@@ -73,6 +79,9 @@ func (v *Verifier) AddRecord(partition int32, value []byte) {
 	var p Payload
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.records == 0 {
+		v.first = time.Now()
+	}
 	v.records++
 	if err := proto.Unmarshal(value, &env); err != nil {
 		v.badf("undecodable envelope: %v", err)
@@ -82,8 +91,10 @@ func (v *Verifier) AddRecord(partition int32, value []byte) {
 		v.badf("payload of seq %d is not a device payload: %v", env.GetSequence(), err)
 		return
 	}
-	if p.Device != env.GetDeviceId() || env.GetMqttTopic() != DeviceTopic(p.Device) || env.GetSequence() == 0 || env.GetNodeId() == "" {
-		v.badf("envelope seq %d: device_id %q topic %q node %q for payload of %s", env.GetSequence(), env.GetDeviceId(), env.GetMqttTopic(), env.GetNodeId(), p.Device)
+	if p.Device != env.GetDeviceId() || env.GetMqttTopic() != DeviceTopic(p.Device) ||
+		env.GetSequence() == 0 || env.GetNodeId() == "" || p.N < 1 {
+		v.badf("envelope seq %d: device_id %q topic %q node %q for payload of %s counter %d",
+			env.GetSequence(), env.GetDeviceId(), env.GetMqttTopic(), env.GetNodeId(), p.Device, p.N)
 		return
 	}
 	if v.partitions[p.Device] == nil {
@@ -91,26 +102,23 @@ func (v *Verifier) AddRecord(partition int32, value []byte) {
 	}
 	v.partitions[p.Device][partition] = true
 	seen := v.seen[p.Device]
-	if seen == nil {
-		seen = map[int]bool{}
-		v.seen[p.Device] = seen
+	for len(seen) <= p.N {
+		seen = append(seen, 0)
 	}
+	v.seen[p.Device] = seen
+	seen[p.N]++
 	switch {
-	case seen[p.N]:
+	case seen[p.N] > 1:
 		v.duplicates++
-	case p.N == v.max[p.Device]+1:
-		seen[p.N] = true
+	case p.N > v.max[p.Device]:
 		v.max[p.Device] = p.N
 		v.unique++
 	default:
-		if v.firstBad == "" {
-			v.firstBad = fmt.Sprintf("%s: message %d arrived after %d (seq %d, partition %d, record #%d)", p.Device, p.N, v.max[p.Device], env.GetSequence(), partition, v.records)
-		}
-		seen[p.N] = true
 		v.unique++
 		v.outOfOrder++
-		if p.N > v.max[p.Device] {
-			v.max[p.Device] = p.N
+		if v.firstBad == "" {
+			v.firstBad = fmt.Sprintf("%s: message %d first arrived after %d (seq %d, partition %d, record #%d)",
+				p.Device, p.N, v.max[p.Device], env.GetSequence(), partition, v.records)
 		}
 	}
 }
@@ -130,13 +138,14 @@ type Counts struct {
 	OutOfOrder int64
 	Bad        int64 // records that were not a valid envelope of a device payload
 	FirstBad   string
+	First      time.Time // when the first record was read
 }
 
 // Counts returns a snapshot.
 func (v *Verifier) Counts() Counts {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return Counts{v.records, v.unique, v.duplicates, v.outOfOrder, v.bad, v.firstBad}
+	return Counts{v.records, v.unique, v.duplicates, v.outOfOrder, v.bad, v.firstBad, v.first}
 }
 
 // Check says what is wrong with the result, expecting devices x messages:
@@ -149,7 +158,7 @@ func (v *Verifier) Check(devices, messages int) error {
 	var missing []string
 	for i := range devices {
 		id := DeviceID(i)
-		if n := len(v.seen[id]); n != messages {
+		if n := arrived(v.seen[id], messages); n != messages {
 			missing = append(missing, fmt.Sprintf("%s has %d/%d", id, n, messages))
 		}
 	}
@@ -180,4 +189,83 @@ func (v *Verifier) Check(devices, messages int) error {
 		return errors.New(strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// arrived counts the counters 1..n that arrived at least once.
+func arrived(seen []uint16, n int) int {
+	k := 0
+	for i := 1; i <= n && i < len(seen); i++ {
+		if seen[i] > 0 {
+			k++
+		}
+	}
+	return k
+}
+
+// Result compares what arrived with what the broker acknowledged to each
+// device.
+type Result struct {
+	Acked      int64 // messages the broker acknowledged to devices
+	Lost       int64 // acknowledged, never arrived
+	Extra      int64 // arrived without an acknowledgement (in flight at a broker restart)
+	Duplicates int64
+	OutOfOrder int64
+	Bad        int64
+	Split      int // devices whose records landed in more than one partition
+	Detail     string
+}
+
+// Result compares what arrived with acked[device], the highest counter the
+// broker acknowledged to it (devices get their PUBACKs in order, so 1..acked
+// were all acknowledged).
+func (v *Verifier) Result(acked map[string]int) Result {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	r := Result{Duplicates: v.duplicates, OutOfOrder: v.outOfOrder, Bad: v.bad}
+	var missing []string
+	for dev, n := range acked {
+		r.Acked += int64(n)
+		seen := v.seen[dev]
+		lost, firstLost := 0, 0
+		for i := 1; i <= n; i++ {
+			if i >= len(seen) || seen[i] == 0 {
+				lost++
+				if firstLost == 0 {
+					firstLost = i
+				}
+			}
+		}
+		for i := n + 1; i < len(seen); i++ {
+			if seen[i] > 0 {
+				r.Extra++
+			}
+		}
+		if lost > 0 {
+			r.Lost += int64(lost)
+			missing = append(missing, fmt.Sprintf("%s lost %d of %d (first %d)", dev, lost, n, firstLost))
+		}
+	}
+	for dev := range v.seen {
+		if _, ok := acked[dev]; !ok {
+			missing = append(missing, dev+" arrived but never published")
+		}
+	}
+	for _, ps := range v.partitions {
+		if len(ps) > 1 {
+			r.Split++
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 5 {
+		missing = append(missing[:5], fmt.Sprintf("and %d more", len(missing)-5))
+	}
+	var detail []string
+	if len(missing) > 0 {
+		detail = append(detail, strings.Join(missing, ", "))
+	}
+	if v.firstBad != "" {
+		detail = append(detail, "first problem: "+v.firstBad)
+	}
+	r.Detail = strings.Join(detail, "; ")
+	return r
 }

@@ -94,7 +94,7 @@ type env struct {
 	relays []*relay
 	mq     *mosquitto
 	br     *bridge
-	v      *verifier
+	v      *devstack.Verifier
 	t0     time.Time
 	link   string // how the slow link was made
 
@@ -193,10 +193,10 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	e.br = newBridge(t, e.dir, cfg, ns)
 
-	e.v = newVerifier()
+	e.v = devstack.NewVerifier()
 	vctx, vcancel := context.WithCancel(ctx)
 	vdone := make(chan struct{})
-	go func() { defer close(vdone); _ = e.v.consume(vctx, e.kafka.Addrs(), e.topic) }()
+	go func() { defer close(vdone); _ = e.v.Consume(vctx, e.kafka.Addrs(), e.topic) }()
 	t.Cleanup(func() { vcancel(); <-vdone })
 	return e
 }
@@ -207,7 +207,7 @@ func (e *env) waitFor(what string, timeout time.Duration, cond func() bool) {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) || e.ctx.Err() != nil {
-			e.t.Fatalf("timed out after %s waiting for %s (verifier: %+v)", timeout, what, e.v.counts())
+			e.t.Fatalf("timed out after %s waiting for %s (verifier: %+v)", timeout, what, e.v.Counts())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -241,13 +241,13 @@ func (e *env) runDevices(ctx context.Context, d *devices) <-chan error {
 // the bridge counted as dropped by its overflow policy: at most that many
 // may be missing (more would be an uncounted loss; fewer is logged: counted
 // drops that reached Kafka anyway).
-func (e *env) verify(name string, d *devices, timeout time.Duration, r row, dropped int64) result {
+func (e *env) verify(name string, d *devices, timeout time.Duration, r row, dropped int64) devstack.Result {
 	e.t.Helper()
 	acked := d.ackedSnapshot()
-	var res result
+	var res devstack.Result
 	deadline := time.Now().Add(timeout)
 	for {
-		res = e.v.result(acked)
+		res = e.v.Result(acked)
 		if res.Lost <= dropped || time.Now().After(deadline) || e.ctx.Err() != nil {
 			break
 		}
@@ -275,7 +275,7 @@ func (e *env) verify(name string, d *devices, timeout time.Duration, r row, drop
 		addRow(r)
 		e.recorded = true
 	}()
-	c := e.v.counts()
+	c := e.v.Counts()
 	e.t.Logf("%s: acked %d, kafka records %d, unique %d, lost %d, duplicates %d, unacked arrivals %d, out of order %d, bad %d, split %d, peak RSS %s",
 		name, res.Acked, c.Records, c.Unique, res.Lost, res.Duplicates, res.Extra, res.OutOfOrder, res.Bad, res.Split, mib(r.PeakRSS))
 	if res.Acked == 0 {

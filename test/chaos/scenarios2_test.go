@@ -264,7 +264,7 @@ func TestS7DiskFull(t *testing.T) {
 			t.Fatal(err)
 		}
 		healed := time.Now()
-		e.waitFor("every message in Kafka", 10*time.Minute, func() bool { return e.v.counts().Unique >= d.total() })
+		e.waitFor("every message in Kafka", 10*time.Minute, func() bool { return e.v.Counts().Unique >= d.total() })
 		e.verify("7a disk full: block", d, 5*time.Minute, row{
 			Drain: rate(float64(d.total())-acked+buffered, time.Since(healed)),
 			Notes: fmt.Sprintf("buffer on a 48 MiB tmpfs, Kafka down: the bridge stopped acknowledging at %.0f of %d messages (%.0f buffered), mosquitto held the rest", acked, d.total(), buffered),
@@ -318,7 +318,7 @@ func TestS8SlowLossyUplink(t *testing.T) {
 	maxBuffered := 0.0
 	e.waitFor("every message in Kafka", 15*time.Minute, func() bool {
 		maxBuffered = max(maxBuffered, e.gauge(mBuffered))
-		return e.v.counts().Unique >= d.total()
+		return e.v.Counts().Unique >= d.total()
 	})
 	took := time.Since(start)
 	e.verify("8 slow lossy uplink", d, 5*time.Minute, row{

@@ -21,7 +21,7 @@ func TestS1SteadyState(t *testing.T) {
 		t.Fatalf("devices: %v", err)
 	}
 	published := time.Since(start)
-	e.waitFor("every message in Kafka", 5*time.Minute, func() bool { return e.v.counts().Unique >= d.total() })
+	e.waitFor("every message in Kafka", 5*time.Minute, func() bool { return e.v.Counts().Unique >= d.total() })
 	took := time.Since(start)
 	e.verify("1 steady state", d, time.Minute, row{
 		Drain: rate(float64(d.total()), took),
