@@ -60,6 +60,9 @@ type Queue struct {
 	dropLog    dropLog
 	high       bool // above highWater of max_bytes
 	commits    uint64
+	// quarantined counts the files Open moved aside, added to the metric
+	// once the metrics exist.
+	quarantined int
 
 	// readMax is the highest sequence Read has returned: records up to it
 	// may be in flight to Kafka, and drop_oldest spares them if it can.
@@ -152,7 +155,7 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, erro
 		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
 	}
 	q.m = newMetrics(reg, q)
-	q.m.quarantined.Add(float64(q.dropLog.quarantined))
+	q.m.quarantined.Add(float64(q.quarantined))
 	st := q.Stats()
 	// Checking the files and rebuilding bbolt's freelists touched every
 	// page: none of it needs to stay resident.
@@ -269,7 +272,7 @@ func (q *Queue) openChecked(path string, head bool) (seg *segment, hint uint64, 
 	if qerr != nil {
 		return nil, 0, false, fmt.Errorf("%s is damaged (%v) and cannot be moved aside: %w", path, err, qerr)
 	}
-	q.dropLog.quarantined++
+	q.quarantined++
 	recs, salvagedNext := salvage(moved, q.cfg)
 	q.log.Error("buffer file damaged: moved to quarantine, salvaging readable records",
 		"file", path, "quarantined_as", moved, "salvaged_records", len(recs), "err", err)

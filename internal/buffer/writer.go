@@ -15,10 +15,9 @@ var errCancelled = errors.New("append cancelled while waiting for room")
 
 // dropLog rate-limits the log lines about drops; the counters see each one.
 type dropLog struct {
-	interval    time.Duration
-	last        time.Time
-	pending     map[string]int
-	quarantined int // files quarantined by Open, counted once metrics exist
+	interval time.Duration
+	last     time.Time
+	pending  map[string]int
 }
 
 // run is the writer goroutine: it owns every write transaction.

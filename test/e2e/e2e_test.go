@@ -7,7 +7,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,11 +38,12 @@ type stack struct {
 	broker *devstack.Mosquitto
 	kafka  *devstack.Kafka
 	bridge *devstack.Bridge
+	out    *syncBuffer // the bridge's log, printed if the test fails
 }
 
-// startStack starts the broker, Kafka with topic and the bridge (ready,
-// its output to out). It skips the test when mosquitto is missing.
-func startStack(ctx context.Context, t *testing.T, nodeID, topic string, out io.Writer) *stack {
+// startStack starts the broker, Kafka with topic and the bridge, and waits
+// until the bridge is ready. It skips the test when mosquitto is missing.
+func startStack(ctx context.Context, t *testing.T, nodeID, topic string) *stack {
 	t.Helper()
 	if _, err := devstack.MosquittoPath(); err != nil {
 		t.Skip("needs mosquitto for redelivery order across bridge restarts: apt-get install mosquitto (.ci/run installs it)")
@@ -76,9 +76,15 @@ func startStack(ctx context.Context, t *testing.T, nodeID, topic string, out io.
 	if err := bc.WriteFile(cfgPath); err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{broker: broker, kafka: kafka,
+	out := &syncBuffer{}
+	s := &stack{broker: broker, kafka: kafka, out: out,
 		bridge: &devstack.Bridge{Bin: bin, Config: cfgPath, Output: out, Metrics: bc.HTTPListen}}
-	t.Cleanup(s.bridge.Kill)
+	t.Cleanup(func() {
+		s.bridge.Kill()
+		if t.Failed() {
+			t.Logf("bridge log:\n%s", out.String())
+		}
+	})
 	s.startBridge(ctx, t)
 	return s
 }
@@ -111,13 +117,7 @@ func TestKafkaOutageAndSIGKILL(t *testing.T) {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var out syncBuffer
-	defer func() {
-		if t.Failed() {
-			t.Logf("bridge log:\n%s", out.String())
-		}
-	}()
-	st := startStack(ctx, t, "e2e-node", topic, &out)
+	st := startStack(ctx, t, "e2e-node", topic)
 	broker, kafka, bridge := st.broker, st.kafka, st.bridge
 
 	v := devstack.NewVerifier()

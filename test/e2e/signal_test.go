@@ -25,13 +25,7 @@ func TestSecondSignalExitsAtOnceWithoutLoss(t *testing.T) {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var out syncBuffer
-	defer func() {
-		if t.Failed() {
-			t.Logf("bridge log:\n%s", out.String())
-		}
-	}()
-	st := startStack(ctx, t, "signal-node", topic, &out)
+	st := startStack(ctx, t, "signal-node", topic)
 	broker, kafka, bridge := st.broker, st.kafka, st.bridge
 
 	v := devstack.NewVerifier()
@@ -62,7 +56,7 @@ func TestSecondSignalExitsAtOnceWithoutLoss(t *testing.T) {
 	}
 	// The second signal must reach a process that handled the first (two
 	// pending SIGTERMs would merge into one).
-	for !bytes.Contains(out.Bytes(), []byte("signal received")) {
+	for !bytes.Contains(st.out.Bytes(), []byte("signal received")) {
 		select {
 		case <-ctx.Done():
 			t.Fatal("the bridge never logged the first signal")
