@@ -2,7 +2,6 @@ package buffer
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -191,39 +190,20 @@ func TestDiskFull(t *testing.T) {
 	}
 	defer q.Close()
 
-	var stored []Record
-	for i := 0; ; i += 50 {
-		recs := make([]Record, 50)
-		for j := range recs {
-			recs[j] = rec("dev", i+j)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		errc := make(chan error, 1)
-		go func() { errc <- q.Append(ctx, recs) }()
-		select {
-		case err := <-errc:
-			cancel()
-			if err != nil {
-				t.Fatalf("append before the disk filled: %v", err)
-			}
-			stored = append(stored, recs...)
-			continue
-		case <-waitChan(func() bool { return q.Writable() != nil }):
-		}
-		if werr := q.Writable(); !strings.Contains(werr.Error(), "no space") {
-			t.Fatalf("Writable on a full disk: %v", werr)
-		}
-		// The append waits. Free space and it completes by itself.
-		if err := os.Remove(filler); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-errc; err != nil {
-			t.Fatalf("append after space was freed: %v", err)
-		}
-		cancel()
-		stored = append(stored, recs...)
-		break
+	stored, full := appendUntilStuck(t, q, func(i int) []Record { return recs("dev", i*50, 50) },
+		func() bool { return q.Writable() != nil })
+	if werr := q.Writable(); !strings.Contains(werr.Error(), "no space") {
+		t.Fatalf("Writable on a full disk: %v", werr)
 	}
+	// The append waits. Free space and it completes by itself.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-full.errc; err != nil {
+		t.Fatalf("append after space was freed: %v", err)
+	}
+	full.cancel()
+	stored = append(stored, full.recs...)
 	if len(stored) < 100 {
 		t.Fatalf("only %d records fit before the disk filled: test setup wrong", len(stored))
 	}

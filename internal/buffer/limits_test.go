@@ -126,34 +126,15 @@ func TestReadWaitsAndResumes(t *testing.T) {
 // ErrFull; acks make room and waiting appends then commit.
 func TestBlockWhenFull(t *testing.T) {
 	q, reg := openTest(t, Config{MaxBytes: 100 << 10, SegmentBytes: minSegmentBytes})
-	var stored []Record
-	for i := 0; ; i += 10 {
-		recs := make([]Record, 10)
-		for j := range recs {
-			recs[j] = rec("dev", i+j)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		errc := make(chan error, 1)
-		go func() { errc <- q.Append(ctx, recs) }()
-		select {
-		case err := <-errc:
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			stored = append(stored, recs...)
-			continue
-		case <-waitChan(func() bool { return q.Stats().Blocked }):
-		}
-		// Full: this append waits. Giving up returns ErrFull, stores nothing.
-		if err := q.Writable(); !errors.Is(err, ErrFull) {
-			t.Fatalf("Writable while full: %v", err)
-		}
-		cancel()
-		if err := <-errc; !errors.Is(err, ErrFull) || !errors.Is(err, context.Canceled) {
-			t.Fatalf("cancelled blocked append: %v, want ErrFull and context.Canceled", err)
-		}
-		break
+	stored, full := appendUntilStuck(t, q, func(i int) []Record { return recs("dev", i*10, 10) },
+		func() bool { return q.Stats().Blocked })
+	// Full: this append waits. Giving up returns ErrFull, stores nothing.
+	if err := q.Writable(); !errors.Is(err, ErrFull) {
+		t.Fatalf("Writable while full: %v", err)
+	}
+	full.cancel()
+	if err := <-full.errc; !errors.Is(err, ErrFull) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled blocked append: %v, want ErrFull and context.Canceled", err)
 	}
 	if st := q.Stats(); st.Records != len(stored) {
 		t.Fatalf("%d records stored, want %d: the refused append must store nothing", st.Records, len(stored))
@@ -182,6 +163,46 @@ func TestBlockWhenFull(t *testing.T) {
 	huge := Record{Topic: "t", Value: make([]byte, 200<<10)}
 	if err := q.Append(context.Background(), []Record{huge}); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("append larger than max_bytes: %v, want ErrTooLarge", err)
+	}
+}
+
+// recs returns n records of key numbered from i.
+func recs(key string, i, n int) []Record {
+	out := make([]Record, n)
+	for j := range out {
+		out[j] = rec(key, i+j)
+	}
+	return out
+}
+
+// stuckAppend is an append the buffer has not admitted: it still waits.
+type stuckAppend struct {
+	recs   []Record
+	cancel context.CancelFunc
+	errc   chan error
+}
+
+// appendUntilStuck appends batch(0), batch(1), ... until an append does
+// not return while stuck() holds. It returns the records stored before it
+// and that append, still waiting.
+func appendUntilStuck(t *testing.T, q *Queue, batch func(i int) []Record, stuck func() bool) ([]Record, stuckAppend) {
+	t.Helper()
+	var stored []Record
+	for i := 0; ; i++ {
+		b := batch(i)
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- q.Append(ctx, b) }()
+		select {
+		case err := <-errc:
+			cancel()
+			if err != nil {
+				t.Fatalf("append %d before the buffer stopped admitting: %v", i, err)
+			}
+			stored = append(stored, b...)
+		case <-waitChan(stuck):
+			return stored, stuckAppend{b, cancel, errc}
+		}
 	}
 }
 
@@ -311,29 +332,17 @@ func TestDeadLetters(t *testing.T) {
 // Dead letters count toward max_bytes and are never dropped by drop_oldest.
 func TestDeadLettersFillBuffer(t *testing.T) {
 	q, _ := openTest(t, Config{MaxBytes: 100 << 10, SegmentBytes: minSegmentBytes, WhenFull: WhenFullDropOldest})
-	for i := 0; ; i++ {
+	stored, full := appendUntilStuck(t, q, func(i int) []Record {
 		r := rec("dev", i)
 		r.Reason = "no_route"
-		ctx, cancel := context.WithCancel(context.Background())
-		errc := make(chan error, 1)
-		go func() { errc <- q.Append(ctx, []Record{r}) }()
-		select {
-		case err := <-errc:
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			continue
-		case <-waitChan(func() bool { return q.Stats().Blocked }):
-		}
-		cancel()
-		if err := <-errc; !errors.Is(err, ErrFull) {
-			t.Fatalf("append with buffer full of dead letters: %v", err)
-		}
-		if n := q.Stats().DeadLetters; n != i {
-			t.Fatalf("%d dead letters, want %d", n, i)
-		}
-		return
+		return []Record{r}
+	}, func() bool { return q.Stats().Blocked })
+	full.cancel()
+	if err := <-full.errc; !errors.Is(err, ErrFull) {
+		t.Fatalf("append with buffer full of dead letters: %v", err)
+	}
+	if n := q.Stats().DeadLetters; n != len(stored) {
+		t.Fatalf("%d dead letters, want %d", n, len(stored))
 	}
 }
 
