@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"sync"
+	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/net/proxy"
@@ -21,9 +23,10 @@ const readBufferSize = 64 << 10
 //
 // Why: paho reads every packet straight from the net.Conn, its fixed header
 // one byte per Read, so each 200-byte PUBLISH cost three to four read
-// syscalls. At 45k msg/s that was a fifth of the bridge's CPU (make bench,
-// docs/performance.md). Only reads are buffered: every write still reaches
-// the socket when paho makes it, so a PUBACK is never held back.
+// syscalls; and it writes every 4-byte PUBACK with a write syscall of its
+// own. At 45k msg/s each was a fifth to a quarter of the bridge's CPU (make
+// bench, docs/performance.md). See bufferedConn for how writes are gathered
+// without holding a PUBACK back.
 func openConnection(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	d := o.Dialer
 	if d == nil {
@@ -44,7 +47,7 @@ func openConnection(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, readBufferSize)}, nil
+	return newBufferedConn(c, o.WriteTimeout), nil
 }
 
 // dialTLS is paho's TLS dial: straight, or through a proxy from the
@@ -73,11 +76,138 @@ func dialTLS(d *net.Dialer, host string, cfg *tls.Config) (net.Conn, error) {
 	return tc, nil
 }
 
-// bufferedConn is a net.Conn whose reads go through a buffer. Deadlines,
-// writes and Close act on the connection itself.
+// writeBufferLimit bounds the bytes accepted from paho and not yet handed
+// to the socket; a Write beyond it waits. The bridge writes little more than
+// PUBACKs (4 bytes each, at most max_inflight_messages outstanding), so it is
+// reached only when the broker stops reading.
+const writeBufferLimit = 64 << 10
+
+// closeFlushTimeout bounds how long Close spends handing what is still
+// pending to the socket (the last PUBACKs and DISCONNECT of a clean stop).
+const closeFlushTimeout = time.Second
+
+// bufferedConn is a net.Conn whose reads go through a buffer and whose writes
+// are gathered: Write appends to a pending buffer and returns, and one
+// goroutine hands everything pending to the socket in a single write. While
+// that write is in the kernel, paho's next PUBACKs accumulate behind it, so a
+// burst of acknowledgements after a group commit costs a few syscalls instead
+// of one each, and a lone PUBACK goes out at once, never waiting on a timer.
+//
+// Bytes reach the socket in the order Write accepted them, so PUBACKs keep
+// receipt order (contract clause 1). A socket write error is returned by the
+// next Write and closes the connection, so paho's reader fails too and it
+// reconnects; PUBACKs that were pending are lost with the connection, as they
+// would be in the kernel's send buffer, and the broker redelivers those
+// messages to the persistent session. The writer goroutine owns the write
+// deadline: each socket write gets the mqtt.write_timeout.
 type bufferedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r       *bufio.Reader
+	timeout time.Duration
+
+	mu        sync.Mutex
+	cond      *sync.Cond // pending grew or shrank, err was set, or closing began
+	pending   []byte
+	err       error // the first write error, or net.ErrClosed once closing
+	closing   bool
+	closeOnce sync.Once
+	done      chan struct{} // closed when the writer goroutine has returned
+}
+
+func newBufferedConn(c net.Conn, writeTimeout time.Duration) *bufferedConn {
+	bc := &bufferedConn{
+		Conn:    c,
+		r:       bufio.NewReaderSize(c, readBufferSize),
+		timeout: writeTimeout,
+		pending: make([]byte, 0, 4<<10),
+		done:    make(chan struct{}),
+	}
+	bc.cond = sync.NewCond(&bc.mu)
+	go bc.writeLoop()
+	return bc
 }
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Write queues p for the socket. It returns the error of an earlier socket
+// write, if one failed.
+func (c *bufferedConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.err == nil && len(c.pending) > 0 && len(c.pending)+len(p) > writeBufferLimit {
+		c.cond.Wait()
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	c.pending = append(c.pending, p...)
+	c.cond.Broadcast()
+	return len(p), nil
+}
+
+func (c *bufferedConn) writeLoop() {
+	defer close(c.done)
+	spare := make([]byte, 0, 4<<10)
+	for {
+		c.mu.Lock()
+		for len(c.pending) == 0 && !c.closing && c.err == nil {
+			c.cond.Wait()
+		}
+		if len(c.pending) == 0 || (c.err != nil && !c.closing) {
+			c.mu.Unlock()
+			return
+		}
+		out := c.pending
+		c.pending = spare[:0]
+		// Set under the lock, so a Close that comes later shortens it.
+		var deadline time.Time
+		switch {
+		case c.closing:
+			deadline = time.Now().Add(closeFlushTimeout)
+		case c.timeout > 0:
+			deadline = time.Now().Add(c.timeout)
+		}
+		_ = c.Conn.SetWriteDeadline(deadline)
+		c.cond.Broadcast() // room for a waiting Write
+		c.mu.Unlock()
+
+		_, err := c.Conn.Write(out)
+		spare = out
+		if err != nil {
+			c.mu.Lock()
+			c.err = fmt.Errorf("write to broker: %w", err)
+			c.pending = c.pending[:0]
+			c.cond.Broadcast()
+			c.mu.Unlock()
+			_ = c.Conn.Close()
+			return
+		}
+	}
+}
+
+// Close hands what is pending to the socket, for up to closeFlushTimeout,
+// and closes the connection. paho closes a connection right after writing
+// DISCONNECT, so the final PUBACKs of a clean stop still reach the broker.
+func (c *bufferedConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closing = true
+		if c.err == nil {
+			c.err = net.ErrClosed
+		}
+		// Also bounds a socket write already under way.
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	<-c.done
+	return c.Conn.Close()
+}
+
+// SetDeadline sets the read deadline only: the writer goroutine owns the
+// write deadline.
+func (c *bufferedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// SetWriteDeadline is a no-op: the writer goroutine owns the write deadline
+// and applies mqtt.write_timeout to every socket write.
+func (c *bufferedConn) SetWriteDeadline(time.Time) error { return nil }
