@@ -25,6 +25,7 @@ type metrics struct {
 	requeued    prometheus.Counter
 	commits     prometheus.Histogram
 	fsyncs      prometheus.Counter
+	written     prometheus.Counter
 	commitErrs  prometheus.Counter
 	quarantined prometheus.Counter
 }
@@ -60,6 +61,10 @@ func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 			Name: "edgebridge_buffer_fsyncs_total",
 			Help: "Committed write transactions; each fsyncs its file.",
 		}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_buffer_written_bytes_total",
+			Help: "Bytes the buffer wrote to its files in committed transactions (bbolt pages and meta pages), before the filesystem's own journal: what the bridge costs the flash it runs on.",
+		}),
 		commitErrs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgebridge_buffer_commit_errors_total",
 			Help: "Write transactions that failed (full disk, I/O error) and were rolled back to be retried.",
@@ -79,7 +84,7 @@ func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(q.Stats()) })
 	}
 	reg.MustRegister(
-		m.appended, m.acked, m.dropped, m.deadLetters, m.requeued, m.commits, m.fsyncs, m.commitErrs, m.quarantined,
+		m.appended, m.acked, m.dropped, m.deadLetters, m.requeued, m.commits, m.fsyncs, m.written, m.commitErrs, m.quarantined,
 		gauge("edgebridge_buffer_records", "Records waiting in the buffer (dead letters excluded).",
 			func(s Stats) float64 { return float64(s.Records) }),
 		gauge("edgebridge_buffer_bytes", "Logical size of what the buffer holds, dead letters included; compared with max_bytes.",

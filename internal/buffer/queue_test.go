@@ -198,3 +198,34 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels ...
 	t.Fatalf("metric %s%v not found", name, labels)
 	return 0
 }
+
+// edgebridge_buffer_written_bytes_total is what the buffer costs the flash:
+// the records' pages and a meta page per commit, not a multiple of them.
+func TestWrittenBytesCounted(t *testing.T) {
+	q, reg := openTest(t, Config{})
+	ctx := context.Background()
+	written := func() float64 { return metricValue(t, reg, "edgebridge_buffer_written_bytes_total") }
+
+	// The first append also moves the sequence reservation in dead.db.
+	if err := q.Append(ctx, []Record{{Topic: "t", Value: []byte("warm-up")}}); err != nil {
+		t.Fatal(err)
+	}
+	w0 := written()
+	if w0 < 2*4096 {
+		t.Fatalf("written %v bytes after two commits, want at least a page and a meta page each", w0)
+	}
+
+	recs := make([]Record, 2000)
+	var payload float64
+	for i := range recs {
+		recs[i] = Record{Topic: "iot.telemetry", Key: []byte("device-7"), Value: bytes.Repeat([]byte{byte(i)}, 200)}
+		payload += 200
+	}
+	if err := q.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	got := written() - w0
+	if got < payload || got > 1.5*payload+16*4096 {
+		t.Fatalf("one commit of %v payload bytes counted %v bytes written, want between 1x and 1.5x plus a few pages", payload, got)
+	}
+}

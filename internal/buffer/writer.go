@@ -413,6 +413,7 @@ func (q *Queue) update(s *segment, puts []put, dels []uint64, next uint64) (dele
 	// logged, retried and shown by Writable, instead of a crash.
 	err = withFaults(func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
+			q.countWritten(tx)
 			b := tx.Bucket(bucketRecords)
 			// Sequences only grow: fill pages completely.
 			b.FillPercent = 1.0
@@ -465,6 +466,7 @@ func (q *Queue) putDead(deads []put, reserved uint64) error {
 	var size int64
 	err := withFaults(func() error {
 		return q.dead.db.Update(func(tx *bolt.Tx) error {
+			q.countWritten(tx)
 			b := tx.Bucket(bucketRecords)
 			for _, p := range deads {
 				if err := b.Put(seqKey(p.seq), p.value); err != nil {
@@ -487,6 +489,16 @@ func (q *Queue) putDead(deads []put, reserved uint64) error {
 	q.reserved = reserved
 	q.mu.Unlock()
 	return nil
+}
+
+// countWritten makes tx, once committed, add what it wrote to the file to
+// edgebridge_buffer_written_bytes_total: its new pages and one meta page.
+func (q *Queue) countWritten(tx *bolt.Tx) {
+	meta := int64(tx.DB().Info().PageSize) // tx has no DB once committed
+	tx.OnCommit(func() {
+		st := tx.Stats()
+		q.m.written.Add(float64(st.GetPageAlloc() + meta))
+	})
 }
 
 func (q *Queue) observeCommit(start time.Time) {
@@ -776,6 +788,7 @@ func (q *Queue) requeue(seqs []uint64, now time.Time) error {
 	// letter stays listed. Nothing is lost.
 	var dBytes int64
 	err = q.dead.db.Update(func(tx *bolt.Tx) error {
+		q.countWritten(tx)
 		b := tx.Bucket(bucketRecords)
 		for _, seq := range seqs {
 			k := seqKey(seq)
