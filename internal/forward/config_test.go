@@ -108,6 +108,9 @@ func TestNewClientOptions(t *testing.T) {
 	if got := opt(kgo.ProducerBatchCompression).([]kgo.CompressionCodec); len(got) != 1 || got[0] != kgo.ZstdCompression().WithLevel(1) {
 		t.Errorf("compression = %v, want zstd (fastest) only", got)
 	}
+	if _, ok := opt(kgo.WithCompressor).(*zstdCompressor); !ok {
+		t.Errorf("compressor = %T, want the bridge's long-lived zstd encoder", opt(kgo.WithCompressor))
+	}
 }
 
 // Bad arguments are errors, never panics; a second Producer on the same

@@ -230,6 +230,13 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		kgo.RecordPartitioner(p.part),
 		kgo.ProducerOnDataLossDetected(p.onDataLoss),
 	}
+	if cfg.Compression == "zstd" {
+		zc, err := newZstdCompressor()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, kgo.WithCompressor(zc))
+	}
 	if tlsCfg != nil {
 		opts = append(opts, kgo.DialTLSConfig(tlsCfg))
 	}
