@@ -47,6 +47,13 @@ func run() int {
 	o := bench.Options{Out: os.Stdout, Log: os.Stderr}
 	quick := flag.Bool("quick", false, "short phases, one repetition, 200k buffered (about 2 minutes)")
 	flag.StringVar(&o.Bin, "bin", "bin/edgebridge", "the edgebridge binary")
+	flag.Func("bridge-env", "`NAME=value` added to the bridge's environment, e.g. GOGC=50 (repeatable)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want NAME=value, not %q", v)
+		}
+		o.Env = append(o.Env, v)
+		return nil
+	})
 	flag.IntVar(&o.Devices, "devices", 10, "simulated devices, one MQTT connection each")
 	flag.IntVar(&o.Size, "size", 200, "payload bytes")
 	flag.IntVar(&o.Window, "window", 64, "PUBACKs each device may await")

@@ -16,6 +16,7 @@ import (
 // Options shape a bench run.
 type Options struct {
 	Bin      string        // the edgebridge binary
+	Env      []string      // added to the bridge's environment
 	Devices  int           // simulated devices
 	Size     int           // payload bytes
 	Window   int           // PUBACKs each device may await
@@ -42,7 +43,14 @@ type Result struct {
 	HWM      int64               // VmHWM after the max-rate phase
 	Anon     int64               // RssAnon at the end of the max-rate phase
 	CPU100k  time.Duration       // CPU per 100k messages over the max-rate phase
-	WritePer float64             // bytes written to storage per message, same phase
+	WritePer float64             // bytes written to storage per message, same phase (/proc/PID/io write_bytes)
+	// BufferPer is what the bridge's buffer wrote per message, same phase
+	// (edgebridge_buffer_written_bytes_total); 0 for the ceiling.
+	BufferPer float64
+	// DevicePer is what reached the disk per message, same phase, from
+	// every process on the machine (the broker's persistence, the
+	// journal); -1 when the bench directory is not on a block device.
+	DevicePer float64
 }
 
 // Outage is what the Kafka outage scenario measured.
@@ -64,6 +72,8 @@ type subject interface {
 	stop() error                     // stop; its broker session stays and queues
 	stats(phase uint8) (PhaseStats, error)
 	pid() int
+	// written returns the bytes the subject's durable store wrote so far.
+	written() (float64, error)
 }
 
 type sinkSubject struct {
@@ -78,9 +88,17 @@ func (x *sinkSubject) start(ctx context.Context) (err error) {
 func (x *sinkSubject) stop() error                         { return x.s.Stop() }
 func (x *sinkSubject) stats(p uint8) (PhaseStats, error)   { return x.s.Stats(p) }
 func (x *sinkSubject) pid() int                            { return x.s.PID() }
+func (x *sinkSubject) written() (float64, error)           { return 0, nil } // it stores nothing
 func (x *bridgeSubject) stats(p uint8) (PhaseStats, error) { return x.cons.Stats(p), nil }
 func (x *bridgeSubject) pid() int                          { return x.b.PID() }
-func (x *bridgeSubject) stop() error                       { return x.b.Stop(30 * time.Second) }
+func (x *bridgeSubject) written() (float64, error) {
+	m, err := x.b.Scrape()
+	if err != nil {
+		return 0, err
+	}
+	return m["edgebridge_buffer_written_bytes_total"], nil
+}
+func (x *bridgeSubject) stop() error { return x.b.Stop(30 * time.Second) }
 
 type bridgeSubject struct {
 	b    *devstack.Bridge
@@ -205,7 +223,7 @@ func newBridge(o Options, node, mqttURL string, brokers []string, topic string) 
 	if err != nil {
 		return nil, err
 	}
-	return &devstack.Bridge{Bin: o.Bin, Config: cfg, Metrics: listen, Output: logFile}, nil
+	return &devstack.Bridge{Bin: o.Bin, Config: cfg, Metrics: listen, Output: logFile, Env: o.Env}, nil
 }
 
 // measure runs the max-rate, latency and broker-backlog phases against s,
@@ -221,6 +239,11 @@ func measure(ctx context.Context, o Options, load *Load, s subject, base uint8, 
 	if err != nil {
 		return res, err
 	}
+	w0, err := s.written()
+	if err != nil {
+		return res, err
+	}
+	d0, onDevice := deviceWritten(o.Dir)
 	lctx, cancel := context.WithTimeout(ctx, o.Live)
 	var sent int64
 	var lerr error
@@ -273,8 +296,17 @@ func measure(ctx context.Context, o Options, load *Load, s subject, base uint8, 
 	res.HWM, res.Anon = p1.HWM, p1.Anon
 	res.CPU100k = time.Duration(float64(p1.CPU-p0.CPU) / float64(sent) * 1e5)
 	res.WritePer = float64(p1.WriteBytes-p0.WriteBytes) / float64(sent)
-	logf("  max rate %.0f msg/s received (devices offered %.0f), peak RSS %.1f MiB, CPU %.2fs/100k, %.0f B written/msg",
-		res.MaxRate, res.Offered, mib(res.HWM), res.CPU100k.Seconds(), res.WritePer)
+	w1, err := s.written()
+	if err != nil {
+		return res, err
+	}
+	res.BufferPer = (w1 - w0) / float64(sent)
+	res.DevicePer = -1
+	if d1, ok := deviceWritten(o.Dir); ok && onDevice {
+		res.DevicePer = float64(d1-d0) / float64(sent)
+	}
+	logf("  max rate %.0f msg/s received (devices offered %.0f), peak RSS %.1f MiB (anon %.1f, binary %.1f, buffer maps %.1f), CPU %.2fs/100k, written/msg: %.0f B write_bytes, %.0f B by the buffer, %.0f B to the device",
+		res.MaxRate, res.Offered, mib(res.HWM), mib(p1.Anon), mib(p1.File-p1.Mapped), mib(p1.Mapped), res.CPU100k.Seconds(), res.WritePer, res.BufferPer, res.DevicePer)
 
 	for i, frac := range []float64{0.25, 0.5, 0.75} {
 		phase := base + 1 + uint8(i)

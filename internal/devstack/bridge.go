@@ -77,6 +77,7 @@ type Bridge struct {
 	Config  string    // path of the config file
 	Output  io.Writer // its stdout and stderr
 	Metrics string    // host:port of its http.listen
+	Env     []string  // added to the environment it inherits (GOGC=50, say)
 
 	cmd  *exec.Cmd
 	done chan error
@@ -86,6 +87,9 @@ type Bridge struct {
 func (b *Bridge) Start(ctx context.Context) error {
 	b.cmd = exec.Command(b.Bin, "run", "--config", b.Config)
 	b.cmd.Stdout, b.cmd.Stderr = b.Output, b.Output
+	if len(b.Env) > 0 {
+		b.cmd.Env = append(os.Environ(), b.Env...)
+	}
 	if err := b.cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", b.Bin, err)
 	}
