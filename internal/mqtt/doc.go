@@ -27,6 +27,15 @@
 // acknowledgements is the order of receipt. Three batches circulate, so at
 // most three are held in memory.
 //
+// # The connection
+//
+// paho reads and writes the net.Conn packet by packet. The intake dials the
+// connection itself (conn.go): reads go through a 64 KiB buffer, and writes
+// are gathered by one goroutine that hands the socket everything queued
+// while its previous write was in the kernel, so the PUBACKs of a batch
+// cost a few syscalls, in order, and a lone one is never held back. A
+// failed write closes the connection, which paho sees as a lost connection.
+//
 // # Backpressure
 //
 // When the Sink blocks (a full buffer under the block policy), the committer
