@@ -22,7 +22,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(uint64(7), []byte{})
 	f.Add(uint64(7), []byte{1, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, seq uint64, v []byte) {
-		r, err := decodeRecord(seq, v)
+		r, err := decodeRecord(seq, v, "")
 		if err != nil {
 			return
 		}
@@ -33,6 +33,18 @@ func FuzzDecodeRecord(f *testing.F) {
 		seal(again, seq)
 		if !bytes.Equal(again, v) {
 			t.Fatalf("round trip changed the record:\n in %x\nout %x", v, again)
+		}
+		// Key and Value share one allocation: appending to either, as
+		// the caller owning them may, must leave the other intact.
+		key, value := bytes.Clone(r.Key), bytes.Clone(r.Value)
+		grown := append(r.Value, bytes.Repeat([]byte{0xee}, ValueSpare+1)...)
+		_ = append(r.Key, 0xdd)
+		if !bytes.Equal(r.Key, key) || !bytes.Equal(grown[:len(value)], value) {
+			t.Fatalf("appending to the key or value of a record changed the other")
+		}
+		hinted, err := decodeRecord(seq, v, r.Topic)
+		if err != nil || hinted.Topic != r.Topic {
+			t.Fatalf("decoding with the topic as hint: %v, topic %q want %q", err, hinted.Topic, r.Topic)
 		}
 	})
 }

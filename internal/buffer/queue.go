@@ -514,6 +514,7 @@ func (q *Queue) Read(ctx context.Context, after uint64, maxRecords, maxBytes int
 func (q *Queue) readLocked(after uint64, maxRecords, maxBytes int) (recs []Record, corrupt []uint64, err error) {
 	i := q.segmentIndex(after + 1)
 	size := 0
+	var topic string
 	for ; i < len(q.segs) && len(recs) < maxRecords && (size < maxBytes || len(recs) == 0); i++ {
 		err = withFaults(func() error {
 			return q.segs[i].db.View(func(tx *bolt.Tx) error {
@@ -523,11 +524,12 @@ func (q *Queue) readLocked(after uint64, maxRecords, maxBytes int) (recs []Recor
 						return nil
 					}
 					seq := binary.BigEndian.Uint64(k)
-					rec, err := decodeRecord(seq, v)
+					rec, err := decodeRecord(seq, v, topic)
 					if err != nil {
 						corrupt = append(corrupt, seq)
 						continue
 					}
+					topic = rec.Topic
 					size += len(rec.Value)
 					recs = append(recs, rec)
 				}
@@ -561,7 +563,7 @@ func (q *Queue) DeadLetters(after uint64, max int) ([]Record, error) {
 		return q.dead.db.View(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketRecords).Cursor()
 			for k, v := c.Seek(seqKey(after + 1)); k != nil && len(recs) < max; k, v = c.Next() {
-				rec, err := decodeRecord(binary.BigEndian.Uint64(k), v)
+				rec, err := decodeRecord(binary.BigEndian.Uint64(k), v, "")
 				if err != nil {
 					return err
 				}

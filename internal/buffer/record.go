@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -78,7 +77,11 @@ func checksum(seq uint64, body []byte) uint32 {
 
 // decodeRecord decodes a stored value. It copies everything out of v, which
 // may be memory owned by a bbolt transaction.
-func decodeRecord(seq uint64, v []byte) (Record, error) {
+//
+// topicHint is a topic string to reuse when the record's topic is the same:
+// the records of a read usually share one, and the string is not
+// allocated again for each.
+func decodeRecord(seq uint64, v []byte, topicHint string) (Record, error) {
 	if len(v) < recordHeaderLen {
 		return Record{}, fmt.Errorf("record %d: %w: %d bytes is shorter than the header", seq, ErrCorrupt, len(v))
 	}
@@ -107,15 +110,26 @@ func decodeRecord(seq uint64, v []byte) (Record, error) {
 	if reason, body, ok = cutField(body); !ok {
 		return Record{}, fmt.Errorf("record %d: %w: bad reason", seq, ErrCorrupt)
 	}
-	r.Topic = string(topic)
-	r.Key = bytes.Clone(key)
-	r.Reason = string(reason)
-	r.Value = bytes.Clone(body)
-	if r.Value == nil {
-		r.Value = []byte{}
+	if string(topic) == topicHint {
+		r.Topic = topicHint
+	} else {
+		r.Topic = string(topic)
 	}
+	r.Reason = string(reason)
+	// One allocation holds the key and the value, with room after the
+	// value for what a reader appends in place (the forwarder appends the
+	// envelope's sequence field): what a read window holds is one copy.
+	buf := make([]byte, len(key)+len(body), len(key)+len(body)+ValueSpare)
+	copy(buf, key)
+	copy(buf[len(key):], body)
+	r.Key = buf[:len(key):len(key)]
+	r.Value = buf[len(key):]
 	return r, nil
 }
+
+// ValueSpare is the room after each Value that Read returns: a caller can
+// append that many bytes without a copy.
+const ValueSpare = 16
 
 func cutField(b []byte) (field, rest []byte, ok bool) {
 	l, n := binary.Uvarint(b)

@@ -722,7 +722,7 @@ func (q *Queue) moveToDead(seq uint64, reason string, now time.Time) error {
 		}
 		found = true
 		var err error
-		rec, err = decodeRecord(seq, v)
+		rec, err = decodeRecord(seq, v, "")
 		return err
 	})
 	if errors.Is(err, ErrCorrupt) {
@@ -756,7 +756,7 @@ func (q *Queue) requeue(seqs []uint64, now time.Time) error {
 			if v == nil {
 				return fmt.Errorf("requeue %d: %w", seq, ErrNotFound)
 			}
-			rec, err := decodeRecord(seq, v)
+			rec, err := decodeRecord(seq, v, "")
 			if err != nil {
 				return err
 			}
