@@ -17,7 +17,7 @@ import (
 // syscall serves a whole burst of mosquitto's in-flight window.
 const readBufferSize = 64 << 10
 
-// openConnection dials the broker as paho's own dialer does for the schemes
+// dial dials the broker as paho's own dialer does for the schemes
 // mqtt.url accepts (tcp and mqtt, ssl, tls and mqtts; a proxy from the
 // environment is honoured), and buffers the connection's reads.
 //
@@ -27,7 +27,7 @@ const readBufferSize = 64 << 10
 // own. At 45k msg/s each was a fifth to a quarter of the bridge's CPU (make
 // bench, docs/performance.md). See bufferedConn for how writes are gathered
 // without holding a PUBACK back.
-func openConnection(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
+func dial(uri *url.URL, o paho.ClientOptions) (*bufferedConn, error) {
 	d := o.Dialer
 	if d == nil {
 		d = &net.Dialer{Timeout: o.ConnectTimeout}
@@ -48,6 +48,17 @@ func openConnection(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 		return nil, err
 	}
 	return newBufferedConn(c, o.WriteTimeout), nil
+}
+
+// openConnection is paho's custom dialer: it dials and keeps the
+// connection for the acker (see bufferedConn.hold).
+func (s *Subscriber) openConnection(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	c, err := dial(uri, o)
+	if err != nil {
+		return nil, err
+	}
+	s.conn.Store(c)
+	return c, nil
 }
 
 // dialTLS is paho's TLS dial: straight, or through a proxy from the
@@ -82,6 +93,10 @@ func dialTLS(d *net.Dialer, host string, cfg *tls.Config) (net.Conn, error) {
 // reached only when the broker stops reading.
 const writeBufferLimit = 64 << 10
 
+// holdLimit is how much a hold may keep back: past it the writer writes
+// even while held, so a Write never waits on a hold.
+const holdLimit = 16 << 10
+
 // closeFlushTimeout bounds how long Close spends handing what is still
 // pending to the socket (the last PUBACKs and DISCONNECT of a clean stop).
 const closeFlushTimeout = time.Second
@@ -110,6 +125,7 @@ type bufferedConn struct {
 	pending   []byte
 	err       error // the first write error, or net.ErrClosed once closing
 	closing   bool
+	held      bool // see hold
 	closeOnce sync.Once
 	done      chan struct{} // closed when the writer goroutine has returned
 }
@@ -141,8 +157,28 @@ func (c *bufferedConn) Write(p []byte) (int, error) {
 		return 0, c.err
 	}
 	c.pending = append(c.pending, p...)
-	c.cond.Broadcast()
+	if !c.held || len(c.pending) >= holdLimit {
+		c.cond.Broadcast()
+	}
 	return len(p), nil
+}
+
+// hold keeps what is written from now on in the buffer until release, up
+// to holdLimit: the intake holds while it acknowledges a committed batch,
+// so the batch's PUBACKs leave in one write instead of in as many as the
+// writer goroutine can catch one by one.
+func (c *bufferedConn) hold() {
+	c.mu.Lock()
+	c.held = true
+	c.mu.Unlock()
+}
+
+// release ends a hold and hands what is pending to the socket.
+func (c *bufferedConn) release() {
+	c.mu.Lock()
+	c.held = false
+	c.cond.Broadcast()
+	c.mu.Unlock()
 }
 
 func (c *bufferedConn) writeLoop() {
@@ -150,7 +186,7 @@ func (c *bufferedConn) writeLoop() {
 	spare := make([]byte, 0, 4<<10)
 	for {
 		c.mu.Lock()
-		for len(c.pending) == 0 && !c.closing && c.err == nil {
+		for (len(c.pending) == 0 || c.held && len(c.pending) < holdLimit) && !c.closing && c.err == nil {
 			c.cond.Wait()
 		}
 		if len(c.pending) == 0 || (c.err != nil && !c.closing) {

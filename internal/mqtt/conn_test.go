@@ -198,3 +198,50 @@ func TestBufferedConnCloseWithStuckBroker(t *testing.T) {
 		t.Fatal("a Write waiting for room did not return after Close")
 	}
 }
+
+// While the intake holds the connection, the PUBACKs of a batch stay in
+// the buffer, and release sends them in one write. A hold never keeps back
+// more than holdLimit, so paho never blocks on it.
+func TestBufferedConnHold(t *testing.T) {
+	client, broker := net.Pipe()
+	defer broker.Close()
+	cc := &countingConn{Conn: client}
+	c := newBufferedConn(cc, 0)
+	defer c.Close()
+	_ = broker.SetReadDeadline(time.Now().Add(time.Minute)) // a broken hold fails, not hangs
+
+	c.hold()
+	var want bytes.Buffer
+	for _, p := range pubacks(100) {
+		if _, err := c.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		want.Write(p)
+	}
+	if n := cc.writes.Load(); n != 0 {
+		t.Fatalf("%d socket writes while held, want none", n)
+	}
+	c.release()
+	got := make([]byte, want.Len())
+	if _, err := io.ReadFull(broker, got); err != nil {
+		t.Fatalf("broker read after release: %v", err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("the held PUBACKs arrived out of order or altered")
+	}
+	if n := cc.writes.Load(); n != 1 {
+		t.Errorf("a released batch of 100 PUBACKs took %d socket writes, want 1", n)
+	}
+
+	// Past holdLimit the writer writes although the hold is on.
+	c.hold()
+	defer c.release()
+	big := bytes.Repeat([]byte{0x40}, holdLimit)
+	if _, err := c.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	got = make([]byte, len(big))
+	if _, err := io.ReadFull(broker, got); err != nil {
+		t.Fatalf("%d bytes held back: %v", len(big), err)
+	}
+}

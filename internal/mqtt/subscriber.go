@@ -76,6 +76,9 @@ type Subscriber struct {
 	ready     bool
 	connected chan uint64 // OnConnect -> subscribe loop, newest generation
 
+	// conn is the newest connection paho opened (see openConnection).
+	conn atomic.Pointer[bufferedConn]
+
 	started atomic.Bool
 
 	// Owned by the collector goroutine.
@@ -188,7 +191,7 @@ func (s *Subscriber) clientOptions() *paho.ClientOptions {
 		SetDefaultPublishHandler(s.onMessage).
 		SetOnConnectHandler(s.onConnect).
 		SetConnectionLostHandler(s.onConnectionLost).
-		SetCustomOpenConnectionFn(openConnection)
+		SetCustomOpenConnectionFn(s.openConnection)
 	if s.tls != nil {
 		o.SetTLSConfig(s.tls)
 	}
@@ -613,11 +616,21 @@ func permanent(err error) bool {
 func (s *Subscriber) ack(acks <-chan *batch, free chan<- *batch) {
 	for b := range acks {
 		n := 0
+		// paho writes each PUBACK on its own: hold them in the
+		// connection's buffer and send the batch's together. Acks of a
+		// lost connection are dropped by paho, whichever conn this is.
+		conn := s.conn.Load()
+		if conn != nil {
+			conn.hold()
+		}
 		for _, m := range b.msgs {
 			m.Ack() // a no-op for QoS 0
 			if m.Qos() > 0 {
 				n++
 			}
+		}
+		if conn != nil {
+			conn.release()
 		}
 		s.m.acked.Add(float64(n))
 		b.reset()
