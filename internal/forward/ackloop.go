@@ -135,10 +135,7 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 	}
 	p.m.inFlight.Set(float64(p.nRecs))
 	p.m.inFlightB.Set(float64(p.nBytes))
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
+	p.poke()
 	if resume && p.readCancel != nil {
 		p.readCancel()
 	}

@@ -24,7 +24,11 @@
 // bytes are read and not yet settled; franz-go gets the same limits, so its
 // Produce never blocks. When Kafka is slow or gone the window fills and
 // reading stops: the backlog stays on disk and memory stays flat, whatever
-// its size.
+// its size. Until a produce request has been answered (at start, and again
+// after one failed), the window is one read (kafka.read_batch records, at
+// most kafka.batch_max_bytes): a node that starts without its uplink, or
+// whose produce requests time out, does not hold a whole window in memory
+// to learn that. The first answer opens the whole window.
 //
 // # Lanes: failures and stalls without head-of-line blocking
 //

@@ -259,6 +259,50 @@ func TestBlackholedProduce(t *testing.T) {
 	waitFor(t, 10*time.Second, "Kafka to be reported up", r.p.Up)
 }
 
+// While Kafka cannot be reached the forwarder holds one read's worth of
+// records in memory, not the whole window: an edge node spends hours like
+// that. Once produce answers again, the whole window opens.
+func TestOutageHoldsOneRead(t *testing.T) {
+	const n = 20000
+	c := newCluster(t)
+	var hole atomic.Bool
+	hole.Store(true)
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if hole.Load() {
+			c.KeepControl()
+			return nil, nil, true // no answer
+		}
+		return nil, nil, false
+	})
+	src := newMemSource()
+	src.fill(n, 50, 100)
+	cfg := testConfig(c.ListenAddrs())
+	cfg.MaxBufferedRecords = 2000
+	cfg.ReadBatch = 100
+	r := start(t, cfg, src)
+
+	waitFor(t, 20*time.Second, "a produce timeout", func() bool {
+		return gathered(t, r.reg, "edgebridge_kafka_client_read_errors_total") > 0
+	})
+	if in := r.p.inFlight(); in == 0 || in > cfg.ReadBatch {
+		t.Errorf("%d records in flight while Kafka is unreachable, want 1 to %d (one read)", in, cfg.ReadBatch)
+	}
+
+	// Acks held: what is in flight once Kafka answers shows the window.
+	gate := make(chan struct{})
+	src.mu.Lock()
+	src.ackGate = gate
+	src.mu.Unlock()
+	hole.Store(false)
+	waitFor(t, 20*time.Second, "the whole window to open", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
+	close(gate)
+	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, 60*time.Second)
+	if dups := checkOrder(t, recs); dups != 0 {
+		t.Errorf("%d duplicates", dups)
+	}
+	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+}
+
 // gathered sums the samples of the metric family name in reg.
 func gathered(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()

@@ -204,7 +204,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		gone:         make(map[uint64]struct{}),
 		dlLogged:     make(map[string]time.Time),
 	}
-	p.kst = &kafkaState{log: log, m: m, buffered: func() int64 { return p.cl.BufferedProduceRecords() }}
+	p.kst = &kafkaState{log: log, m: m, buffered: func() int64 { return p.cl.BufferedProduceRecords() }, resumed: p.poke}
 
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -317,9 +317,18 @@ func (p *Producer) readLoop(ctx context.Context) {
 	readFailures := 0
 	for ctx.Err() == nil {
 		next := p.unparkDue(time.Now())
+		window, windowBytes := p.cfg.MaxBufferedRecords, p.cfg.MaxBufferedBytes
+		if !p.kst.isProducing() {
+			// No produce answered yet, or the last one failed: hold one
+			// read's worth in flight, enough for a produce to show that
+			// Kafka takes records, and leave the rest in the buffer
+			// rather than in memory (a node can start without its uplink
+			// and stay so for hours). The first acks open the window.
+			window, windowBytes = min(window, p.cfg.ReadBatch), min(windowBytes, p.cfg.BatchMaxBytes)
+		}
 		p.mu.Lock()
-		room := min(p.cfg.ReadBatch, p.cfg.MaxBufferedRecords-p.nRecs)
-		roomBytes := p.cfg.MaxBufferedBytes - p.nBytes
+		room := min(p.cfg.ReadBatch, window-p.nRecs)
+		roomBytes := windowBytes - p.nBytes
 		if p.nRecs == 0 {
 			roomBytes = p.cfg.MaxBufferedBytes
 		}
@@ -660,6 +669,14 @@ func (p *Producer) resumable(l *lane, now time.Time) bool {
 		return l.inflight == 0
 	}
 	return false
+}
+
+// poke wakes the read loop if it waits (waitWake).
+func (p *Producer) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 }
 
 // waitWake waits for the ack loop to free room or settle something, until

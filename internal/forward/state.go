@@ -21,10 +21,15 @@ type kafkaState struct {
 	log      *slog.Logger
 	m        *metrics
 	buffered func() int64
+	resumed  func() // a produce was answered after none or a failed one
 
-	mu   sync.Mutex // guards up and seen; never held while calling out
+	mu   sync.Mutex // guards up, seen and produced; never held while calling out
 	up   bool
 	seen bool
+	// produced: the last produce request was answered. Until the first
+	// answer and after a failed one, the Producer reads one batch at a
+	// time instead of filling its window (see readLoop).
+	produced bool
 }
 
 var (
@@ -36,6 +41,13 @@ func (s *kafkaState) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.Bro
 	err := e2e.Err()
 	switch {
 	case key == int16(kmsg.Produce):
+		s.mu.Lock()
+		resumed := err == nil && !s.produced
+		s.produced = err == nil
+		s.mu.Unlock()
+		if resumed && s.resumed != nil {
+			s.resumed()
+		}
 		s.set(err == nil, meta.NodeID, err)
 	case err != nil:
 		s.set(false, meta.NodeID, err)
@@ -65,6 +77,12 @@ func (s *kafkaState) set(up bool, node int32, err error) {
 		s.m.up.Set(0)
 		s.log.Warn("kafka unreachable, records wait in the buffer", "broker", node, "err", err)
 	}
+}
+
+func (s *kafkaState) isProducing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.produced
 }
 
 func (s *kafkaState) isUp() bool {
