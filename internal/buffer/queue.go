@@ -515,6 +515,10 @@ func (q *Queue) readLocked(after uint64, maxRecords, maxBytes int) (recs []Recor
 	i := q.segmentIndex(after + 1)
 	size := 0
 	var topic string
+	// Sized once: at most what was appended after the cursor.
+	if q.nextSeq > after+1 {
+		recs = make([]Record, 0, min(uint64(maxRecords), q.nextSeq-after-1))
+	}
 	for ; i < len(q.segs) && len(recs) < maxRecords && (size < maxBytes || len(recs) == 0); i++ {
 		err = withFaults(func() error {
 			return q.segs[i].db.View(func(tx *bolt.Tx) error {
