@@ -37,9 +37,16 @@ func get(t *testing.T, s *Server, path string) (int, string) {
 
 func TestMetrics(t *testing.T) {
 	s := newTestServer(t, Config{}, nil, nil)
-	code, body := get(t, s, "/metrics")
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip") // as Prometheus asks
+	s.srv.Handler.ServeHTTP(rec, req)
+	code, body := rec.Code, rec.Body.String()
 	if code != http.StatusOK {
 		t.Fatalf("status %d", code)
+	}
+	if enc := rec.Header().Get("Content-Encoding"); enc != "" {
+		t.Errorf("/metrics served with Content-Encoding %q: each scrape would build a compressor", enc)
 	}
 	for _, want := range []string{
 		`edgebridge_build_info{goversion="go`,
