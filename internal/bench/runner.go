@@ -369,12 +369,12 @@ func waitCount(ctx context.Context, s subject, phase uint8, n int64, timeout tim
 	}
 }
 
-// outage: live traffic at o.Nominal throughout; Kafka cut; the buffer fills
-// to 10k (RSS read) and to o.Buffered (RSS read, with a second set of
-// devices publishing as fast as they can); the bridge restarts (time to
-// ready); Kafka comes back and the backlog drains under the live traffic.
+// outage: live traffic at o.Nominal throughout; Kafka cut; a second set of
+// devices publishing as fast as they can fills the buffer to 10k (RSS
+// read) and to o.Buffered (RSS read); the bridge restarts (time to ready);
+// Kafka comes back and the backlog drains under the live traffic.
 func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.Bridge, cons *Consumer, url string, logf func(string, ...any)) (*Outage, error) {
-	const live, burst = 250, 251
+	const live, burst, warm = 250, 251, 252
 	out := &Outage{}
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	err := br.Start(rctx)
@@ -424,31 +424,44 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.
 		}
 		return peak
 	}
-	if err := waitBuffered(10_000, time.Minute); err != nil {
+	// fillTo has a second set of devices publish as fast as they can until
+	// the buffer holds n records. Both RSS readings follow such a burst and
+	// 2 s of live traffic only, so they differ in what is buffered, not in
+	// what the process has just been through (the Go runtime returns the
+	// heap a burst grew only slowly).
+	fillTo := func(prefix string, phase uint8, n int64) (int64, error) {
+		fill := &Load{BrokerURL: url, Prefix: prefix, Devices: o.Devices, Size: o.Size, Window: o.Window}
+		if err := fill.Connect(); err != nil {
+			return 0, err
+		}
+		defer fill.Close()
+		fctx, stopFill := context.WithCancel(ctx)
+		var fwg sync.WaitGroup
+		var ferr error
+		var filled int64
+		fwg.Add(1)
+		go func() { defer fwg.Done(); filled, ferr = fill.Run(fctx, phase, 0, 0) }()
+		err := waitBuffered(n, 10*time.Minute)
+		stopFill()
+		fwg.Wait()
+		if err != nil || ferr != nil {
+			return filled, errors.Join(err, ferr)
+		}
+		sleep(ctx, 2*time.Second) // let the burst's tail settle; only live traffic now
+		return filled, nil
+	}
+	warmed, err := fillTo("warm", warm, 10_000)
+	if err != nil {
 		return nil, err
 	}
 	out.Records10k = buffered()
 	out.RSS10k = peakRSS(2 * time.Second)
 	logf("  %d buffered: RSS %.1f MiB (anon %.1f, file %.1f)", out.Records10k, mib(out.RSS10k.RSS), mib(out.RSS10k.Anon), mib(out.RSS10k.File))
 
-	fill := &Load{BrokerURL: url, Prefix: "fill", Devices: o.Devices, Size: o.Size, Window: o.Window}
-	if err := fill.Connect(); err != nil {
+	filled, err := fillTo("fill", burst, int64(o.Buffered))
+	if err != nil {
 		return nil, err
 	}
-	fctx, stopFill := context.WithCancel(ctx)
-	var fwg sync.WaitGroup
-	var ferr error
-	var filled int64
-	fwg.Add(1)
-	go func() { defer fwg.Done(); filled, ferr = fill.Run(fctx, burst, 0, 0) }()
-	err = waitBuffered(int64(o.Buffered), 10*time.Minute)
-	stopFill()
-	fwg.Wait()
-	fill.Close()
-	if err != nil || ferr != nil {
-		return nil, errors.Join(err, ferr)
-	}
-	sleep(ctx, 2*time.Second) // let the burst's tail settle; only live traffic now
 	out.Full = buffered()
 	out.RSSFull = peakRSS(2 * time.Second)
 	logf("  %d buffered: RSS %.1f MiB (anon %.1f, file %.1f)", out.Full, mib(out.RSSFull.RSS), mib(out.RSSFull.Anon), mib(out.RSSFull.File))
@@ -505,10 +518,10 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.
 	}
 	out.NominalAchieved = float64(nominal.Published.Load()) / time.Since(nstart).Seconds()
 	// Everything the broker acknowledged must reach Kafka.
-	out.Published = nominal.Published.Load() + filled
+	out.Published = nominal.Published.Load() + warmed + filled
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		out.Delivered = int64(cons.Stats(live).Count + cons.Stats(burst).Count)
+		out.Delivered = int64(cons.Stats(live).Count + cons.Stats(warm).Count + cons.Stats(burst).Count)
 		if out.Delivered >= out.Published || time.Now().After(deadline) {
 			break
 		}
