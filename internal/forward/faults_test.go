@@ -220,15 +220,7 @@ func TestOnePartitionFaultedOthersFlow(t *testing.T) {
 func TestBlackholedProduce(t *testing.T) {
 	const n = 5000
 	c := newCluster(t)
-	var hole atomic.Bool
-	hole.Store(true)
-	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		if hole.Load() {
-			c.KeepControl()
-			return nil, nil, true // no answer
-		}
-		return nil, nil, false
-	})
+	hole := blackholeProduce(c)
 	src := newMemSource()
 	src.fill(n, 50, 100)
 	cfg := testConfig(c.ListenAddrs())
@@ -265,15 +257,7 @@ func TestBlackholedProduce(t *testing.T) {
 func TestOutageHoldsOneRead(t *testing.T) {
 	const n = 20000
 	c := newCluster(t)
-	var hole atomic.Bool
-	hole.Store(true)
-	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		if hole.Load() {
-			c.KeepControl()
-			return nil, nil, true // no answer
-		}
-		return nil, nil, false
-	})
+	hole := blackholeProduce(c)
 	src := newMemSource()
 	src.fill(n, 50, 100)
 	cfg := testConfig(c.ListenAddrs())
@@ -301,6 +285,21 @@ func TestOutageHoldsOneRead(t *testing.T) {
 		t.Errorf("%d duplicates", dups)
 	}
 	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+}
+
+// blackholeProduce leaves the cluster's produce requests unanswered until
+// the returned switch is set to false.
+func blackholeProduce(c *kfake.Cluster) *atomic.Bool {
+	hole := new(atomic.Bool)
+	hole.Store(true)
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if hole.Load() {
+			c.KeepControl()
+			return nil, nil, true // no answer
+		}
+		return nil, nil, false
+	})
+	return hole
 }
 
 // gathered sums the samples of the metric family name in reg.
