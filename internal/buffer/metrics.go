@@ -80,37 +80,62 @@ func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 	if reg == nil {
 		return m
 	}
-	gauge := func(name, help string, f func(Stats) float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(q.Stats()) })
+	gauges := &statsGauges{q: q}
+	gauge := func(name, help string, f func(Stats) float64) {
+		gauges.descs = append(gauges.descs, prometheus.NewDesc(name, help, nil, nil))
+		gauges.values = append(gauges.values, f)
 	}
+	gauge("edgebridge_buffer_records", "Records waiting in the buffer (dead letters excluded).",
+		func(s Stats) float64 { return float64(s.Records) })
+	gauge("edgebridge_buffer_bytes", "Logical size of what the buffer holds, dead letters included; compared with max_bytes.",
+		func(s Stats) float64 { return float64(s.Bytes + s.DeadLetterBytes) })
+	gauge("edgebridge_buffer_max_bytes", "The configured buffer.max_bytes.",
+		func(s Stats) float64 { return float64(q.cfg.MaxBytes) })
+	gauge("edgebridge_buffer_dead_letter_records", "Dead letters held in the buffer.",
+		func(s Stats) float64 { return float64(s.DeadLetters) })
+	gauge("edgebridge_buffer_oldest_record_age_seconds", "Age of the oldest record waiting in the buffer, 0 when empty.",
+		func(s Stats) float64 {
+			if s.Oldest.IsZero() {
+				return 0
+			}
+			return time.Since(s.Oldest).Seconds()
+		})
+	gauge("edgebridge_buffer_segments", "Segment files in the buffer directory.",
+		func(s Stats) float64 { return float64(s.Segments) })
+	gauge("edgebridge_buffer_disk_bytes", "Size of the buffer's files on disk.",
+		func(s Stats) float64 { return float64(s.DiskBytes) })
+	gauge("edgebridge_buffer_blocked", "1 while appends wait for room (full, below min_free_disk, or failing writes).",
+		func(s Stats) float64 {
+			if s.Blocked {
+				return 1
+			}
+			return 0
+		})
 	reg.MustRegister(
 		m.appended, m.acked, m.dropped, m.deadLetters, m.requeued, m.commits, m.fsyncs, m.written, m.commitErrs, m.quarantined,
-		gauge("edgebridge_buffer_records", "Records waiting in the buffer (dead letters excluded).",
-			func(s Stats) float64 { return float64(s.Records) }),
-		gauge("edgebridge_buffer_bytes", "Logical size of what the buffer holds, dead letters included; compared with max_bytes.",
-			func(s Stats) float64 { return float64(s.Bytes + s.DeadLetterBytes) }),
-		gauge("edgebridge_buffer_max_bytes", "The configured buffer.max_bytes.",
-			func(s Stats) float64 { return float64(q.cfg.MaxBytes) }),
-		gauge("edgebridge_buffer_dead_letter_records", "Dead letters held in the buffer.",
-			func(s Stats) float64 { return float64(s.DeadLetters) }),
-		gauge("edgebridge_buffer_oldest_record_age_seconds", "Age of the oldest record waiting in the buffer, 0 when empty.",
-			func(s Stats) float64 {
-				if s.Oldest.IsZero() {
-					return 0
-				}
-				return time.Since(s.Oldest).Seconds()
-			}),
-		gauge("edgebridge_buffer_segments", "Segment files in the buffer directory.",
-			func(s Stats) float64 { return float64(s.Segments) }),
-		gauge("edgebridge_buffer_disk_bytes", "Size of the buffer's files on disk.",
-			func(s Stats) float64 { return float64(s.DiskBytes) }),
-		gauge("edgebridge_buffer_blocked", "1 while appends wait for room (full, below min_free_disk, or failing writes).",
-			func(s Stats) float64 {
-				if s.Blocked {
-					return 1
-				}
-				return 0
-			}),
+		gauges,
 	)
 	return m
+}
+
+// statsGauges exports the gauges read from Stats with one snapshot per
+// scrape: Stats takes the queue's lock and stats every file for DiskBytes,
+// which one GaugeFunc per gauge did eight times over.
+type statsGauges struct {
+	q      *Queue
+	descs  []*prometheus.Desc
+	values []func(Stats) float64
+}
+
+func (g *statsGauges) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range g.descs {
+		ch <- d
+	}
+}
+
+func (g *statsGauges) Collect(ch chan<- prometheus.Metric) {
+	st := g.q.Stats()
+	for i, d := range g.descs {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, g.values[i](st))
+	}
 }

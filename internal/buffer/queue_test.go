@@ -229,3 +229,29 @@ func TestWrittenBytesCounted(t *testing.T) {
 		t.Fatalf("one commit of %v payload bytes counted %v bytes written, want between 1x and 1.5x plus a few pages", payload, got)
 	}
 }
+
+// The gauges an operator watches come from one Stats snapshot per scrape
+// and agree with it.
+func TestStatsGauges(t *testing.T) {
+	q, reg := openTest(t, Config{MaxBytes: 64 << 20})
+	if err := q.Append(context.Background(), []Record{rec("dev-1", 1), rec("dev-1", 2), rec("dev-2", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	st := q.Stats()
+	for name, want := range map[string]float64{
+		"edgebridge_buffer_records":             3,
+		"edgebridge_buffer_bytes":               float64(st.Bytes + st.DeadLetterBytes),
+		"edgebridge_buffer_max_bytes":           64 << 20,
+		"edgebridge_buffer_dead_letter_records": 0,
+		"edgebridge_buffer_segments":            float64(st.Segments),
+		"edgebridge_buffer_disk_bytes":          float64(st.DiskBytes),
+		"edgebridge_buffer_blocked":             0,
+	} {
+		if got := metricValue(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if age := metricValue(t, reg, "edgebridge_buffer_oldest_record_age_seconds"); age <= 0 || age > 60 {
+		t.Errorf("oldest record age %v s, want the seconds since the append", age)
+	}
+}
