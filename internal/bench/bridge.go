@@ -73,12 +73,11 @@ func fetch(listen, url string, timeout time.Duration, path string) error {
 	return err
 }
 
-// metric reads one metric of the bridge, summed over its series; 0 when it
-// cannot be read.
-func metric(b *devstack.Bridge, name string) float64 {
+// metric reads one metric of the bridge, summed over its series.
+func metric(b *devstack.Bridge, name string) (float64, error) {
 	m, err := b.Scrape()
 	if err != nil {
-		return 0
+		return 0, err
 	}
-	return m[name]
+	return m[name], nil
 }

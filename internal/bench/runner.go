@@ -92,11 +92,7 @@ func (x *sinkSubject) written() (float64, error)           { return 0, nil } // 
 func (x *bridgeSubject) stats(p uint8) (PhaseStats, error) { return x.cons.Stats(p), nil }
 func (x *bridgeSubject) pid() int                          { return x.b.PID() }
 func (x *bridgeSubject) written() (float64, error) {
-	m, err := x.b.Scrape()
-	if err != nil {
-		return 0, err
-	}
-	return m["edgebridge_buffer_written_bytes_total"], nil
+	return metric(x.b, "edgebridge_buffer_written_bytes_total")
 }
 func (x *bridgeSubject) stop() error { return x.b.Stop(30 * time.Second) }
 
@@ -401,7 +397,8 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.
 	kafka.Stop()
 	logf("  kafka cut")
 
-	buffered := func() int64 { return int64(metric(br, "edgebridge_buffer_records")) }
+	// 0 while a scrape fails (the bridge restarting): the waits go on.
+	buffered := func() int64 { v, _ := metric(br, "edgebridge_buffer_records"); return int64(v) }
 	waitBuffered := func(n int64, timeout time.Duration) error {
 		deadline := time.Now().Add(timeout)
 		for buffered() < n {
@@ -484,7 +481,7 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.
 	logf("  restarted with %d buffered: ready in %s, RSS %.1f MiB (anon %.1f, file %.1f)", buffered(), out.Restart.Round(time.Millisecond),
 		mib(out.RSSRestarted.RSS), mib(out.RSSRestarted.Anon), mib(out.RSSRestarted.File))
 
-	forwarded := func() float64 { return metric(br, "edgebridge_forward_records_total") }
+	forwarded := func() float64 { v, _ := metric(br, "edgebridge_forward_records_total"); return v }
 	f0 := forwarded()
 	if err := kafka.Start(); err != nil {
 		return nil, err
