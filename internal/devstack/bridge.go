@@ -16,27 +16,36 @@ import (
 )
 
 // BridgeConfig is what the dev stack puts into edgebridge's config file.
+// The buffer's sizes and policy are config strings ("2GiB", "drop_oldest");
+// empty keeps the dev stack's: 256MiB, 8MiB segments, 16MiB free disk, block.
 type BridgeConfig struct {
-	NodeID     string
-	MQTTURL    string
-	Brokers    []string
-	Topic      string
-	BufferDir  string
-	HTTPListen string
-	LogFormat  string // json or text
+	NodeID       string
+	MQTTURL      string
+	Brokers      []string
+	Topic        string
+	BufferDir    string
+	MaxBytes     string
+	SegmentBytes string
+	MinFreeDisk  string
+	WhenFull     string
+	HTTPListen   string
+	LogFormat    string // json or text
 }
 
-// YAML renders the config file. Kafka retries are paced for a demo that
-// cuts Kafka for seconds (production keeps the defaults).
+// YAML renders the config file. Kafka timeouts and retries are paced for
+// tests that cut or blackhole Kafka for seconds, and drops are logged each
+// second (production keeps the defaults).
 func (c BridgeConfig) YAML() string {
-	q := func(s string) string { return strconv.Quote(s) }
+	q := strconv.Quote
+	or := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
 	brokers := make([]string, len(c.Brokers))
 	for i, b := range c.Brokers {
 		brokers[i] = q(b)
-	}
-	format := c.LogFormat
-	if format == "" {
-		format = "text"
 	}
 	return fmt.Sprintf(`# written by the edgebridge dev stack
 node_id: %s
@@ -49,16 +58,19 @@ routes:
     kafka_topic: %s
 buffer:
   dir: %s
-  max_bytes: 256MiB
-  segment_bytes: 8MiB
-  min_free_disk: 16MiB
-  when_full: block
+  max_bytes: %s
+  segment_bytes: %s
+  min_free_disk: %s
+  when_full: %s
+  drop_log_interval: 1s
 kafka:
   brokers: [%s]
   linger: 5ms
   dial_timeout: 2s
   produce_request_timeout: 3s
   request_timeout_overhead: 2s
+  metadata_min_age: 500ms
+  metadata_max_age: 5s
   backoff:
     initial: 100ms
     max: 1s
@@ -68,7 +80,8 @@ log:
   level: info
   format: %s
 `, q(c.NodeID), q(c.MQTTURL), q("edgebridge-"+c.NodeID), q(c.Topic), q(c.BufferDir),
-		strings.Join(brokers, ", "), q(c.HTTPListen), format)
+		or(c.MaxBytes, "256MiB"), or(c.SegmentBytes, "8MiB"), or(c.MinFreeDisk, "16MiB"), or(c.WhenFull, "block"),
+		strings.Join(brokers, ", "), q(c.HTTPListen), or(c.LogFormat, "text"))
 }
 
 // Bridge runs the real edgebridge binary as a child process.

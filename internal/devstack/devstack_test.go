@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/edgebridge/edgebridge/internal/config"
 	edgebridgev1 "github.com/edgebridge/edgebridge/proto/edgebridge/v1"
 )
 
@@ -162,5 +164,44 @@ func TestDevicesOnMochi(t *testing.T) {
 	}
 	if got.Load() != 600 || disorder.Load() {
 		t.Fatalf("subscriber got %d, disorder %v", got.Load(), disorder.Load())
+	}
+}
+
+// The config file the dev stack writes is one edgebridge accepts, with the
+// dev stack's buffer defaults and with a test's own.
+func TestBridgeConfigLoads(t *testing.T) {
+	tests := []struct {
+		name         string
+		cfg          BridgeConfig
+		maxBytes     int64
+		segmentBytes int64
+		whenFull     string
+	}{
+		{"defaults", BridgeConfig{}, 256 << 20, 8 << 20, "block"},
+		{"buffer set", BridgeConfig{MaxBytes: "2GiB", SegmentBytes: "16MiB", MinFreeDisk: "2MiB", WhenFull: "drop_oldest", LogFormat: "json"},
+			2 << 30, 16 << 20, "drop_oldest"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			c := tt.cfg
+			c.NodeID, c.MQTTURL, c.Brokers, c.Topic = "n1", "tcp://127.0.0.1:1883", []string{"127.0.0.1:9092"}, "t"
+			c.BufferDir, c.HTTPListen = filepath.Join(dir, "buffer"), "127.0.0.1:0"
+			path := filepath.Join(dir, "edgebridge.yaml")
+			if err := c.WriteFile(path); err != nil {
+				t.Fatal(err)
+			}
+			got, err := config.Load(path)
+			if err != nil {
+				t.Fatalf("edgebridge rejects the dev stack's config: %v\n%s", err, c.YAML())
+			}
+			if b := got.Buffer; b.MaxBytes != tt.maxBytes || b.SegmentBytes != tt.segmentBytes || b.WhenFull != tt.whenFull {
+				t.Errorf("buffer max_bytes %d segment_bytes %d when_full %q, want %d %d %q",
+					b.MaxBytes, b.SegmentBytes, b.WhenFull, tt.maxBytes, tt.segmentBytes, tt.whenFull)
+			}
+			if f := got.Forward; f.MetadataMinAge != 500*time.Millisecond || f.MetadataMaxAge != 5*time.Second {
+				t.Errorf("kafka metadata_min_age %s metadata_max_age %s, want 500ms 5s", f.MetadataMinAge, f.MetadataMaxAge)
+			}
+		})
 	}
 }

@@ -19,68 +19,6 @@ import (
 	"github.com/edgebridge/edgebridge/internal/devstack"
 )
 
-// bridgeConfig is what a scenario puts into the bridge's config file.
-type bridgeConfig struct {
-	MQTTURL      string
-	Brokers      []string
-	Topic        string
-	BufferDir    string
-	MaxBytes     string // default 2GiB
-	SegmentBytes string // default 16MiB
-	MinFreeDisk  string // default 16MiB
-	WhenFull     string // default block
-	HTTPListen   string
-}
-
-func (c bridgeConfig) yaml() string {
-	or := func(v, def string) string {
-		if v == "" {
-			return def
-		}
-		return v
-	}
-	q := strconv.Quote
-	var brokers []string
-	for _, b := range c.Brokers {
-		brokers = append(brokers, q(b))
-	}
-	// Kafka timeouts are shortened so a blackholed broker is given up on in
-	// seconds (production keeps the defaults).
-	return fmt.Sprintf(`node_id: chaos-node
-shutdown_timeout: 10s
-mqtt:
-  url: %s
-  client_id: edgebridge-chaos
-routes:
-  - filter: devices/+/telemetry
-    kafka_topic: %s
-buffer:
-  dir: %s
-  max_bytes: %s
-  segment_bytes: %s
-  min_free_disk: %s
-  when_full: %s
-  drop_log_interval: 1s
-kafka:
-  brokers: [%s]
-  linger: 5ms
-  dial_timeout: 2s
-  produce_request_timeout: 3s
-  request_timeout_overhead: 2s
-  metadata_min_age: 500ms
-  metadata_max_age: 5s
-  backoff:
-    initial: 100ms
-    max: 1s
-http:
-  listen: %s
-log:
-  level: info
-  format: json
-`, q(c.MQTTURL), q(c.Topic), q(c.BufferDir), or(c.MaxBytes, "2GiB"), or(c.SegmentBytes, "16MiB"),
-		or(c.MinFreeDisk, "16MiB"), or(c.WhenFull, "block"), strings.Join(brokers, ", "), q(c.HTTPListen))
-}
-
 // bridge runs the real edgebridge binary, optionally inside a network
 // namespace, and samples its memory (VmRSS, VmHWM) the whole time.
 type bridge struct {
@@ -100,12 +38,12 @@ type bridge struct {
 	stop    chan struct{}
 }
 
-func newBridge(t *testing.T, dir string, cfg bridgeConfig, netns string) *bridge {
+func newBridge(t *testing.T, dir string, cfg devstack.BridgeConfig, netns string) *bridge {
 	t.Helper()
 	b := &bridge{t: t, bin: bridgeBin, netns: netns, cfgPath: filepath.Join(dir, "edgebridge.yaml"),
 		logPath: filepath.Join(dir, "edgebridge.log"), http: &devstack.Bridge{Metrics: cfg.HTTPListen},
 		stop: make(chan struct{})}
-	if err := os.WriteFile(b.cfgPath, []byte(cfg.yaml()), 0o644); err != nil {
+	if err := cfg.WriteFile(b.cfgPath); err != nil {
 		t.Fatal(err)
 	}
 	go b.sample()

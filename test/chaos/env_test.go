@@ -79,7 +79,7 @@ type envOpts struct {
 	// with the relay's delay and iptables statistic drops.
 	slowLink  bool
 	bufferDir string // default a directory in t.TempDir()
-	bridge    func(*bridgeConfig)
+	bridge    func(*devstack.BridgeConfig)
 }
 
 // env is one scenario's stack: real Kafka, mosquitto, the real bridge and
@@ -169,12 +169,18 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := bridgeConfig{
-		MQTTURL:    e.mq.bridgeURL(),
-		Brokers:    e.kafka.Addrs(),
-		Topic:      e.topic,
-		BufferDir:  o.bufferDir,
-		HTTPListen: fmt.Sprintf("127.0.0.1:%d", port),
+	cfg := devstack.BridgeConfig{
+		NodeID:       "chaos",
+		MQTTURL:      e.mq.bridgeURL(),
+		Brokers:      e.kafka.Addrs(),
+		Topic:        e.topic,
+		BufferDir:    o.bufferDir,
+		MaxBytes:     "2GiB",
+		SegmentBytes: "16MiB",
+		MinFreeDisk:  "16MiB",
+		WhenFull:     "block",
+		HTTPListen:   fmt.Sprintf("127.0.0.1:%d", port),
+		LogFormat:    "json",
 	}
 	if cfg.BufferDir == "" {
 		cfg.BufferDir = filepath.Join(e.dir, "buffer")

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/edgebridge/edgebridge/internal/devstack"
 )
 
 const (
@@ -236,7 +238,7 @@ func mountTmpfs(t *testing.T, size string) string {
 func TestS7DiskFull(t *testing.T) {
 	t.Run("block", func(t *testing.T) {
 		dir := mountTmpfs(t, "48m")
-		e := newEnv(t, envOpts{bufferDir: dir, bridge: func(c *bridgeConfig) {
+		e := newEnv(t, envOpts{bufferDir: dir, bridge: func(c *devstack.BridgeConfig) {
 			c.MaxBytes, c.SegmentBytes, c.MinFreeDisk, c.WhenFull = "1GiB", "4MiB", "2MiB", "block"
 		}})
 		e.br.startReady(e.ctx)
@@ -272,7 +274,7 @@ func TestS7DiskFull(t *testing.T) {
 	})
 	t.Run("drop_oldest", func(t *testing.T) {
 		dir := mountTmpfs(t, "96m")
-		e := newEnv(t, envOpts{bufferDir: dir, bridge: func(c *bridgeConfig) {
+		e := newEnv(t, envOpts{bufferDir: dir, bridge: func(c *devstack.BridgeConfig) {
 			c.MaxBytes, c.SegmentBytes, c.MinFreeDisk, c.WhenFull = "16MiB", "4MiB", "2MiB", "drop_oldest"
 		}})
 		e.br.startReady(e.ctx)
