@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -82,6 +84,20 @@ log:
 `, q(c.NodeID), q(c.MQTTURL), q("edgebridge-"+c.NodeID), q(c.Topic), q(c.BufferDir),
 		or(c.MaxBytes, "256MiB"), or(c.SegmentBytes, "8MiB"), or(c.MinFreeDisk, "16MiB"), or(c.WhenFull, "block"),
 		strings.Join(brokers, ", "), q(c.HTTPListen), or(c.LogFormat, "text"))
+}
+
+// BuildBridge compiles cmd/edgebridge into dir and returns the binary's path.
+func BuildBridge(dir string) (string, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(dir, "edgebridge")
+	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/edgebridge/edgebridge/cmd/edgebridge").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build edgebridge: %w\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // Bridge runs the real edgebridge binary as a child process.

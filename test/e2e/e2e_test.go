@@ -8,29 +8,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/edgebridge/edgebridge/internal/devstack"
 )
-
-// buildBridge compiles cmd/edgebridge into dir.
-func buildBridge(t *testing.T, dir string) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(dir, "edgebridge")
-	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/edgebridge/edgebridge/cmd/edgebridge")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build edgebridge: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // stack is a mosquitto, a kfake Kafka and the real bridge configured for
 // them; everything stops when the test ends.
@@ -49,7 +32,10 @@ func startStack(ctx context.Context, t *testing.T, nodeID, topic string) *stack 
 		t.Skip("needs mosquitto for redelivery order across bridge restarts: apt-get install mosquitto (.ci/run installs it)")
 	}
 	dir := t.TempDir()
-	bin := buildBridge(t, dir)
+	bin, err := devstack.BuildBridge(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	mosqDir := filepath.Join(dir, "mosquitto")
 	if err := os.MkdirAll(mosqDir, 0o755); err != nil {
 		t.Fatal(err)
