@@ -169,20 +169,16 @@ func (b *Bridge) Kill() {
 }
 
 // Stop sends SIGTERM and waits up to timeout for a clean exit, returning its
-// exit error (nil for status 0).
+// exit error (nil for status 0); after timeout it kills it.
 func (b *Bridge) Stop(timeout time.Duration) error {
-	if b.cmd == nil || b.cmd.Process == nil {
-		return nil
-	}
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-b.done:
-		b.cmd = nil
-		return err
-	case <-time.After(timeout):
-		b.Kill()
+	// An error means it is not running or has already exited: wait sees to
+	// both.
+	_ = b.Signal(syscall.SIGTERM)
+	exited, err := b.wait(timeout)
+	if !exited {
 		return fmt.Errorf("edgebridge did not stop within %s after SIGTERM", timeout)
 	}
+	return err
 }
 
 // PID is the running process's id.
@@ -199,16 +195,26 @@ func (b *Bridge) Signal(sig os.Signal) error {
 // Wait waits up to timeout for the bridge to exit and returns its exit
 // error (nil for status 0); after timeout it kills it.
 func (b *Bridge) Wait(timeout time.Duration) error {
-	if b.cmd == nil {
-		return nil
+	exited, err := b.wait(timeout)
+	if !exited {
+		return fmt.Errorf("edgebridge did not exit within %s", timeout)
+	}
+	return err
+}
+
+// wait waits up to timeout for the process to exit and returns its exit
+// error; after timeout it kills it and reports exited false.
+func (b *Bridge) wait(timeout time.Duration) (exited bool, err error) {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return true, nil
 	}
 	select {
 	case err := <-b.done:
 		b.cmd = nil
-		return err
+		return true, err
 	case <-time.After(timeout):
 		b.Kill()
-		return fmt.Errorf("edgebridge did not exit within %s", timeout)
+		return false, nil
 	}
 }
 
