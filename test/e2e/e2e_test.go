@@ -20,6 +20,7 @@ import (
 type stack struct {
 	broker *devstack.Mosquitto
 	kafka  *devstack.Kafka
+	topic  string
 	bridge *devstack.Bridge
 	out    *syncBuffer // the bridge's log, printed if the test fails
 }
@@ -63,7 +64,7 @@ func startStack(ctx context.Context, t *testing.T, nodeID, topic string) *stack 
 		t.Fatal(err)
 	}
 	out := &syncBuffer{}
-	s := &stack{broker: broker, kafka: kafka, out: out,
+	s := &stack{broker: broker, kafka: kafka, topic: topic, out: out,
 		bridge: &devstack.Bridge{Bin: bin, Config: cfgPath, Output: out, Metrics: bc.HTTPListen}}
 	t.Cleanup(func() {
 		s.bridge.Kill()
@@ -88,6 +89,26 @@ func (s *stack) startBridge(ctx context.Context, t *testing.T) {
 	}
 }
 
+// verifier starts a verifier reading the topic from its start, through
+// Kafka's outages, until the test ends.
+func (s *stack) verifier(ctx context.Context, t *testing.T) *devstack.Verifier {
+	v := devstack.NewVerifier()
+	vctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- v.Consume(vctx, []string{s.kafka.Addr()}, s.topic) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return v
+}
+
+// startDevices starts n simulated devices publishing messages each, rate
+// messages per second in all; the channel receives their result.
+func (s *stack) startDevices(ctx context.Context, n, messages int, rate float64) (*devstack.Devices, chan error) {
+	sim := &devstack.Devices{BrokerURL: s.broker.URL(), N: n, Messages: messages, Rate: rate}
+	done := make(chan error, 1)
+	go func() { done <- sim.Run(ctx) }()
+	return sim, done
+}
+
 // Contract 1, 2, 3 and 5 end to end: 20 devices x 2,500 QoS 1 messages while
 // Kafka is closed for a few seconds and the bridge is SIGKILLed and restarted
 // once. Every message the broker acknowledged to a device arrives in Kafka,
@@ -104,17 +125,9 @@ func TestKafkaOutageAndSIGKILL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	st := startStack(ctx, t, "e2e-node", topic)
-	broker, kafka, bridge := st.broker, st.kafka, st.bridge
-
-	v := devstack.NewVerifier()
-	vctx, vcancel := context.WithCancel(ctx)
-	vdone := make(chan error, 1)
-	go func() { vdone <- v.Consume(vctx, []string{kafka.Addr()}, topic) }()
-	defer func() { vcancel(); <-vdone }()
-
-	sim := &devstack.Devices{BrokerURL: broker.URL(), N: devices, Messages: messages, Rate: 10000}
-	simDone := make(chan error, 1)
-	go func() { simDone <- sim.Run(ctx) }()
+	kafka, bridge := st.kafka, st.bridge
+	v := st.verifier(ctx, t)
+	sim, simDone := st.startDevices(ctx, devices, messages, 10000)
 
 	// Drive the faults by progress, not by time: cut Kafka at 20%, kill the
 	// bridge at 50% (its buffer holds what Kafka did not get), restart it at
@@ -180,13 +193,8 @@ func TestKafkaOutageAndSIGKILL(t *testing.T) {
 	}
 	// The live consumer followed Kafka through its restart; a fresh one
 	// reading the stored log from the start must agree.
-	v2 := devstack.NewVerifier()
-	fctx, fcancel := context.WithCancel(ctx)
-	fdone := make(chan error, 1)
-	go func() { fdone <- v2.Consume(fctx, []string{kafka.Addr()}, topic) }()
+	v2 := st.verifier(ctx, t)
 	waitFor("fresh read", func() bool { return v2.Counts().Records >= c.Records })
-	fcancel()
-	<-fdone
 	if err := v2.Check(devices, messages); err != nil {
 		t.Errorf("fresh read of the topic: %v", err)
 	}

@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/edgebridge/edgebridge/internal/devstack"
 )
 
 // A second SIGTERM during a shutdown that waits on an unreachable Kafka
@@ -26,19 +24,12 @@ func TestSecondSignalExitsAtOnceWithoutLoss(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st := startStack(ctx, t, "signal-node", topic)
-	broker, kafka, bridge := st.broker, st.kafka, st.bridge
-
-	v := devstack.NewVerifier()
-	vctx, vcancel := context.WithCancel(ctx)
-	vdone := make(chan error, 1)
-	go func() { vdone <- v.Consume(vctx, []string{kafka.Addr()}, topic) }()
-	defer func() { vcancel(); <-vdone }()
+	kafka, bridge := st.kafka, st.bridge
+	v := st.verifier(ctx, t)
 
 	// Kafka goes away mid-stream, so that the forwarder holds records in
 	// flight and the shutdown has to wait for their flush.
-	sim := &devstack.Devices{BrokerURL: broker.URL(), N: devices, Messages: messages, Rate: 2000}
-	simDone := make(chan error, 1)
-	go func() { simDone <- sim.Run(ctx) }()
+	_, simDone := st.startDevices(ctx, devices, messages, 2000)
 	for v.Counts().Unique < 200 {
 		select {
 		case <-ctx.Done():
