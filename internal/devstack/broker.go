@@ -1,7 +1,6 @@
 package devstack
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -67,12 +67,23 @@ func (m *Mochi) URL() string  { return "tcp://" + m.addr }
 func (m *Mochi) Close() error { return m.srv.Close() }
 
 // Mosquitto is a mosquitto process with persistence on and queue limits
-// raised, as an edge node runs it (docs/mqtt-broker.md).
+// raised, as an edge node runs it (docs/mqtt-broker.md). It can be
+// restarted on the same ports with its persistence file.
 type Mosquitto struct {
-	cmd  *exec.Cmd
-	addr string
-	done chan error
-	log  *bytes.Buffer
+	bin, dir, conf string
+	addrs          []string      // listeners: [0] on loopback, then MosquittoOptions.Hosts
+	cmd            *exec.Cmd     // the running process
+	done           chan struct{} // closed once cmd has exited
+}
+
+// MosquittoOptions adjust StartMosquittoWith.
+type MosquittoOptions struct {
+	// Hosts are addresses mosquitto also listens on, each on a free port of
+	// its own (the host end of a network namespace's veth, say).
+	Hosts []string
+	// AutosaveInterval is how often mosquitto writes its persistence file
+	// besides at shutdown, in whole seconds. Default 1s.
+	AutosaveInterval time.Duration
 }
 
 // ErrNoMosquitto means mosquitto is not installed.
@@ -92,9 +103,14 @@ func MosquittoPath() (string, error) {
 }
 
 // StartMosquitto starts mosquitto on a free loopback port with its
-// configuration and persistence in dir, and waits until it accepts
-// connections.
+// configuration, persistence and log (mosquitto.log) in dir, and waits until
+// it accepts connections.
 func StartMosquitto(dir string) (*Mosquitto, error) {
+	return StartMosquittoWith(dir, MosquittoOptions{})
+}
+
+// StartMosquittoWith is StartMosquitto with options.
+func StartMosquittoWith(dir string, o MosquittoOptions) (*Mosquitto, error) {
 	bin, err := MosquittoPath()
 	if err != nil {
 		return nil, err
@@ -107,14 +123,28 @@ func StartMosquitto(dir string) (*Mosquitto, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf := fmt.Sprintf(`listener %d 127.0.0.1
-allow_anonymous true
+	m := &Mosquitto{bin: bin, dir: dir, conf: filepath.Join(dir, "mosquitto.conf"), addrs: []string{fmt.Sprintf("127.0.0.1:%d", port)}}
+	for _, h := range o.Hosts {
+		ln, err := net.Listen("tcp", net.JoinHostPort(h, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("find a free port on %s: %w", h, err)
+		}
+		m.addrs = append(m.addrs, ln.Addr().String())
+		ln.Close()
+	}
+	autosave := max(1, int(o.AutosaveInterval/time.Second))
+	var conf strings.Builder
+	for _, a := range m.addrs {
+		h, p, _ := net.SplitHostPort(a)
+		fmt.Fprintf(&conf, "listener %s %s\n", p, h)
+	}
+	fmt.Fprintf(&conf, `allow_anonymous true
 # When started as root mosquitto switches to the user "mosquitto"; stay
 # the current user so the persistence directory stays writable.
 user %s
 persistence true
 persistence_location %s/
-autosave_interval 1
+autosave_interval %d
 # The bridge acks after a group commit: a larger window means larger commits.
 max_inflight_messages 1000
 # Hold whatever the bridge cannot take yet (0 = no limit).
@@ -123,30 +153,72 @@ max_queued_bytes 0
 log_dest stderr
 log_type error
 log_type warning
-`, port, u.Username, dir)
-	path := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+`, u.Username, dir, autosave)
+	if err := os.WriteFile(m.conf, []byte(conf.String()), 0o644); err != nil {
 		return nil, err
 	}
-	m := &Mosquitto{addr: fmt.Sprintf("127.0.0.1:%d", port), done: make(chan error, 1), log: &bytes.Buffer{}}
-	m.cmd = exec.Command(bin, "-c", path)
-	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
-	if err := m.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start mosquitto: %w", err)
-	}
-	go func() { m.done <- m.cmd.Wait() }()
-	if err := waitListening(m.addr, 10*time.Second, m.done); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("mosquitto did not start: %w\n%s", err, m.log.String())
+	if err := m.start(); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
 
-func (m *Mosquitto) URL() string { return "tcp://" + m.addr }
+// start starts the process and waits until every listener accepts
+// connections.
+func (m *Mosquitto) start() error {
+	logPath := filepath.Join(m.dir, "mosquitto.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(m.bin, "-c", m.conf)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = childAttr()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start mosquitto: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	m.cmd, m.done = cmd, done
+	for _, a := range m.addrs {
+		if err := waitListening(a, 20*time.Second, done); err != nil {
+			m.Close()
+			log, _ := os.ReadFile(logPath)
+			return fmt.Errorf("mosquitto did not start: %w\n%s", err, log)
+		}
+	}
+	return nil
+}
+
+// URL is the loopback listener's.
+func (m *Mosquitto) URL() string { return "tcp://" + m.addrs[0] }
+
+// URLs are every listener's: loopback first, then MosquittoOptions.Hosts in
+// order.
+func (m *Mosquitto) URLs() []string {
+	urls := make([]string, len(m.addrs))
+	for i, a := range m.addrs {
+		urls[i] = "tcp://" + a
+	}
+	return urls
+}
+
+// Restart stops mosquitto with SIGTERM, so it writes its persistence file,
+// and starts it again on the same ports.
+func (m *Mosquitto) Restart() error {
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.done:
+	case <-time.After(30 * time.Second):
+		return errors.New("mosquitto did not stop within 30s of SIGTERM")
+	}
+	return m.start()
+}
 
 // Close stops mosquitto (SIGTERM, then SIGKILL after 5s).
 func (m *Mosquitto) Close() error {
-	if m.cmd.Process == nil {
+	if m.cmd == nil || m.cmd.Process == nil {
 		return nil
 	}
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
@@ -160,8 +232,8 @@ func (m *Mosquitto) Close() error {
 }
 
 // waitListening waits until addr accepts a TCP connection, the process
-// behind it exits (exited receives), or timeout passes.
-func waitListening(addr string, timeout time.Duration, exited <-chan error) error {
+// behind it exits (exited is closed), or timeout passes.
+func waitListening(addr string, timeout time.Duration, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -173,8 +245,8 @@ func waitListening(addr string, timeout time.Duration, exited <-chan error) erro
 			return nil
 		}
 		select {
-		case err := <-exited:
-			return fmt.Errorf("exited: %v", err)
+		case <-exited:
+			return fmt.Errorf("exited before listening on %s", addr)
 		case <-ctx.Done():
 			return fmt.Errorf("%s not listening after %s", addr, timeout)
 		case <-tick.C:

@@ -3,6 +3,7 @@ package devstack
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -203,5 +204,62 @@ func TestBridgeConfigLoads(t *testing.T) {
 				t.Errorf("kafka metadata_min_age %s metadata_max_age %s, want 500ms 5s", f.MetadataMinAge, f.MetadataMaxAge)
 			}
 		})
+	}
+}
+
+// A restart keeps what mosquitto queued for a persistent session, on the
+// same ports, and every listener accepts clients.
+func TestMosquittoRestartKeepsSession(t *testing.T) {
+	m, err := StartMosquittoWith(t.TempDir(), MosquittoOptions{Hosts: []string{"127.0.0.2"}})
+	if errors.Is(err, ErrNoMosquitto) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	urls := m.URLs()
+	if len(urls) != 2 || urls[0] != m.URL() || !strings.HasPrefix(urls[1], "tcp://127.0.0.2:") {
+		t.Fatalf("URLs = %v, want the loopback listener and one on 127.0.0.2", urls)
+	}
+	got := make(chan string, 1)
+	connect := func(url, id string, clean bool) paho.Client {
+		t.Helper()
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(clean).
+			SetAutoReconnect(false).SetOrderMatters(true).
+			SetDefaultPublishHandler(func(_ paho.Client, msg paho.Message) {
+				select {
+				case got <- string(msg.Payload()):
+				default: // a redelivery
+				}
+			}))
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect %s to %s: %v", id, url, tok.Error())
+		}
+		return c
+	}
+	sub := connect(urls[1], "sub", false)
+	if tok := sub.Subscribe("q", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	sub.Disconnect(100)
+	pub := connect(urls[0], "pub", true)
+	if tok := pub.Publish("q", 1, false, "kept"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	pub.Disconnect(100)
+
+	if err := m.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	sub = connect(urls[1], "sub", false)
+	defer sub.Disconnect(100)
+	select {
+	case msg := <-got:
+		if msg != "kept" {
+			t.Fatalf("got %q after the restart, want %q", msg, "kept")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the message queued for the persistent session was lost in the restart")
 	}
 }

@@ -4,6 +4,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -85,7 +86,7 @@ type env struct {
 	kafka  *kafka.Cluster
 	net    *edgeNet
 	relays []*relay
-	mq     *mosquitto
+	mq     *devstack.Mosquitto
 	br     *bridge
 	v      *devstack.Verifier
 	t0     time.Time
@@ -152,11 +153,22 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if err := os.MkdirAll(mqDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	extra := ""
+	// mosquitto as docs/mqtt-broker.md tells an edge node to run it, with a
+	// second listener for a bridge in a namespace.
+	mo := devstack.MosquittoOptions{AutosaveInterval: 60 * time.Second}
 	if e.net != nil {
-		extra = e.net.HostMQTT
+		mo.Hosts = []string{e.net.HostMQTT}
 	}
-	e.mq = startMosquitto(t, mqDir, extra)
+	mq, err := devstack.StartMosquittoWith(mqDir, mo)
+	if errors.Is(err, devstack.ErrNoMosquitto) {
+		t.Skip("needs mosquitto: apt-get install mosquitto (.ci/run installs it)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mq.Close() })
+	e.mq = mq
+	urls := e.mq.URLs()
 
 	port, err := devstack.FreePort()
 	if err != nil {
@@ -164,7 +176,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	cfg := devstack.BridgeConfig{
 		NodeID:       "chaos",
-		MQTTURL:      e.mq.bridgeURL(),
+		MQTTURL:      urls[len(urls)-1], // the namespace's listener, if any
 		Brokers:      e.kafka.Addrs(),
 		Topic:        e.topic,
 		BufferDir:    o.bufferDir,

@@ -41,7 +41,7 @@ func TestS2LongPartition(t *testing.T) {
 	r := pick(4000.0, 2000.0)
 	const n = 20
 	per := int((outage + after + 10*time.Second).Seconds() * r / n)
-	d := newDevices(e.mq.url(), n, per, r)
+	d := newDevices(e.mq.URL(), n, per, r)
 	ddone := e.runDevices(e.ctx, d)
 	e.waitFor("traffic", time.Minute, func() bool { return d.published.Load() >= int64(5*r) })
 
@@ -90,7 +90,7 @@ func TestS3Blackhole(t *testing.T) {
 	run := func(t *testing.T, name string, netns bool, cut, heal func(e *env)) {
 		e := newEnv(t, envOpts{netns: netns})
 		e.br.startReady(e.ctx)
-		d := newDevices(e.mq.url(), 20, 1_000_000, 2000)
+		d := newDevices(e.mq.URL(), 20, 1_000_000, 2000)
 		dctx, dcancel := context.WithCancel(e.ctx)
 		defer dcancel()
 		ddone := e.runDevices(dctx, d)
@@ -160,7 +160,7 @@ func TestS4LeaderFailover(t *testing.T) {
 	}
 	e.br.startReady(e.ctx)
 	const r = 2000.0
-	d := newDevices(e.mq.url(), 20, 1_000_000, r)
+	d := newDevices(e.mq.URL(), 20, 1_000_000, r)
 	dctx, dcancel := context.WithCancel(e.ctx)
 	defer dcancel()
 	ddone := e.runDevices(dctx, d)
@@ -243,7 +243,7 @@ func TestS7DiskFull(t *testing.T) {
 		}})
 		e.br.startReady(e.ctx)
 		e.kafka.Broker(0).Stop(30 * time.Second)
-		d := newDevices(e.mq.url(), 20, pick(20000, 50000), 0)
+		d := newDevices(e.mq.URL(), 20, pick(20000, 50000), 0)
 		if err := <-e.runDevices(e.ctx, d); err != nil {
 			t.Fatalf("devices: %v", err)
 		}
@@ -279,7 +279,7 @@ func TestS7DiskFull(t *testing.T) {
 		}})
 		e.br.startReady(e.ctx)
 		e.kafka.Broker(0).Stop(30 * time.Second)
-		d := newDevices(e.mq.url(), 20, pick(15000, 50000), 0)
+		d := newDevices(e.mq.URL(), 20, pick(15000, 50000), 0)
 		if err := <-e.runDevices(e.ctx, d); err != nil {
 			t.Fatalf("devices: %v", err)
 		}
@@ -312,7 +312,7 @@ func TestS8SlowLossyUplink(t *testing.T) {
 	dur := pick(60*time.Second, 5*time.Minute)
 	const r = 1000.0
 	const n = 20
-	d := newDevices(e.mq.url(), n, int(dur.Seconds()*r/n), r)
+	d := newDevices(e.mq.URL(), n, int(dur.Seconds()*r/n), r)
 	start := time.Now()
 	if err := <-e.runDevices(e.ctx, d); err != nil {
 		t.Fatalf("devices: %v", err)
@@ -337,7 +337,7 @@ func TestS9RestartWithBacklog(t *testing.T) {
 	e.br.startReady(e.ctx)
 	total := pick(1_000_000, 1_000_000)
 	e.kafka.Broker(0).Stop(30 * time.Second)
-	d := newDevices(e.mq.url(), 50, total/50, 0)
+	d := newDevices(e.mq.URL(), 50, total/50, 0)
 	fill := time.Now()
 	if err := <-e.runDevices(e.ctx, d); err != nil {
 		t.Fatalf("devices: %v", err)

@@ -15,7 +15,7 @@ import (
 func TestS1SteadyState(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.br.startReady(e.ctx)
-	d := newDevices(e.mq.url(), 50, 2000, 0)
+	d := newDevices(e.mq.URL(), 50, 2000, 0)
 	start := time.Now()
 	if err := <-e.runDevices(e.ctx, d); err != nil {
 		t.Fatalf("devices: %v", err)
@@ -37,7 +37,7 @@ func TestS5KillLoop(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.br.startReady(e.ctx)
 	kills := pick(20, 50)
-	d := newDevices(e.mq.url(), 20, 1_000_000, 3000)
+	d := newDevices(e.mq.URL(), 20, 1_000_000, 3000)
 	dctx, dcancel := context.WithCancel(e.ctx)
 	defer dcancel()
 	ddone := e.runDevices(dctx, d)
@@ -74,14 +74,16 @@ func TestS6MosquittoRestart(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.br.startReady(e.ctx)
 	restarts := pick(3, 10)
-	d := newDevices(e.mq.url(), 20, 1_000_000, 3000)
+	d := newDevices(e.mq.URL(), 20, 1_000_000, 3000)
 	dctx, dcancel := context.WithCancel(e.ctx)
 	defer dcancel()
 	ddone := e.runDevices(dctx, d)
 	for i := range restarts {
 		target := d.published.Load() + 10000
 		e.waitFor(fmt.Sprintf("traffic before restart %d", i+1), 2*time.Minute, func() bool { return d.published.Load() >= target })
-		e.mq.restart()
+		if err := e.mq.Restart(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	target := d.published.Load() + 10000
 	e.waitFor("traffic after the last restart", 2*time.Minute, func() bool { return d.published.Load() >= target })
