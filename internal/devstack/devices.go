@@ -25,41 +25,70 @@ func DeviceID(i int) string { return fmt.Sprintf("dev-%03d", i) }
 // DeviceTopic is the topic device id publishes to.
 func DeviceTopic(id string) string { return "devices/" + id + "/telemetry" }
 
-// Devices publishes Messages QoS 1 messages from each of N devices.
+// Devices publishes Messages QoS 1 messages from each of N devices, each on
+// a connection of its own, so the broker receives a device's messages in
+// counter order.
 type Devices struct {
 	BrokerURL string
 	N         int
 	Messages  int
 	// Rate is the total messages per second over all devices; 0 is as fast
-	// as the broker takes them.
+	// as the broker takes them. Each device keeps to its schedule from the
+	// start, so after a stall it catches up.
 	Rate float64
 	// Window is how many PUBACKs each device may await; default 32.
 	Window int
+	// Reconnect makes a device whose connection fails (a broker restart)
+	// connect again and publish again from its first counter without a
+	// PUBACK, as a real device with a clean session does. Without it Run
+	// returns at the first failure.
+	Reconnect bool
 
 	// Published counts messages the broker acknowledged (PUBACK).
 	Published atomic.Int64
+	// Reconnects counts the connections made again after one failed.
+	Reconnects atomic.Int64
+
+	mu    sync.Mutex
+	acked map[string]int // device -> highest counter with a PUBACK
+}
+
+// Total is how many messages the devices publish in all.
+func (d *Devices) Total() int64 { return int64(d.N) * int64(d.Messages) }
+
+// Acked returns, per device, the highest counter the broker acknowledged:
+// a device publishes again from the first counter without a PUBACK, so
+// counters 1 to that one were all acknowledged.
+func (d *Devices) Acked() map[string]int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]int, len(d.acked))
+	for k, v := range d.acked {
+		out[k] = v
+	}
+	return out
 }
 
 // Run connects every device and publishes until all messages are
-// acknowledged by the broker, ctx ends, or a publish fails. Each device uses
-// one connection, so the broker receives its messages in counter order.
+// acknowledged by the broker, ctx ends, or (without Reconnect) a connection
+// fails.
 func (d *Devices) Run(ctx context.Context) error {
-	window := d.Window
-	if window <= 0 {
-		window = 32
+	start := time.Now()
+	d.mu.Lock()
+	d.acked = make(map[string]int, d.N)
+	for i := range d.N {
+		d.acked[DeviceID(i)] = 0
 	}
-	var perDevice time.Duration
-	if d.Rate > 0 {
-		perDevice = time.Duration(float64(time.Second) * float64(d.N) / d.Rate)
-	}
+	d.mu.Unlock()
 	errc := make(chan error, d.N)
 	var wg sync.WaitGroup
 	for i := range d.N {
+		id := DeviceID(i)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := d.device(ctx, DeviceID(i), window, perDevice); err != nil {
-				errc <- fmt.Errorf("%s: %w", DeviceID(i), err)
+			if err := d.device(ctx, id, start); err != nil {
+				errc <- fmt.Errorf("%s: %w", id, err)
 			}
 		}()
 	}
@@ -68,62 +97,118 @@ func (d *Devices) Run(ctx context.Context) error {
 	return <-errc // nil when every device finished
 }
 
-func (d *Devices) device(ctx context.Context, id string, window int, every time.Duration) error {
+func (d *Devices) device(ctx context.Context, id string, start time.Time) error {
+	next := 1 // first counter without a PUBACK
+	for attempt := 0; next <= d.Messages; attempt++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if attempt > 0 {
+			d.Reconnects.Add(1)
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if attempt > 3000 { // ten minutes of failing connections
+			return fmt.Errorf("gave up after %d connection attempts", attempt)
+		}
+		n, err := d.session(ctx, id, next, start)
+		if err == nil {
+			return nil
+		}
+		if !d.Reconnect {
+			return err
+		}
+		next = n
+	}
+	return nil
+}
+
+// session publishes from counter next on one connection until done or the
+// connection fails, and returns the first counter without a PUBACK.
+func (d *Devices) session(ctx context.Context, id string, next int, start time.Time) (int, error) {
+	window := d.Window
+	if window <= 0 {
+		window = 32
+	}
 	opts := paho.NewClientOptions().
 		AddBroker(d.BrokerURL).
 		SetClientID("sim-" + id).
 		SetCleanSession(true).
 		SetAutoReconnect(false).
-		SetConnectTimeout(10 * time.Second).
-		SetWriteTimeout(10 * time.Second).
+		SetConnectRetry(false).
+		SetConnectTimeout(5 * time.Second).
+		SetWriteTimeout(5 * time.Second).
 		SetOrderMatters(true)
+	lost := make(chan struct{})
+	var once sync.Once
+	opts.SetConnectionLostHandler(func(paho.Client, error) { once.Do(func() { close(lost) }) })
 	c := paho.NewClient(opts)
-	if t := c.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-		return fmt.Errorf("connect: %v", t.Error())
+	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		return next, fmt.Errorf("connect: %v", t.Error())
 	}
-	defer c.Disconnect(250)
+	defer c.Disconnect(100)
 
-	var tick <-chan time.Time
-	if every > 0 {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		tick = t.C
+	type inflight struct {
+		n int
+		t paho.Token
 	}
 	topic := DeviceTopic(id)
-	pending := make([]paho.Token, 0, window)
-	wait := func(t paho.Token) error {
+	pending := make([]inflight, 0, window)
+	wait := func(f inflight) error {
 		select {
-		case <-t.Done():
+		case <-f.t.Done():
+		case <-lost:
+			return fmt.Errorf("connection lost")
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-time.After(60 * time.Second):
+			return fmt.Errorf("no PUBACK for %d after 60s", f.n)
 		}
-		if err := t.Error(); err != nil {
+		if err := f.t.Error(); err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
-		d.Published.Add(1)
+		d.mu.Lock()
+		if f.n == d.acked[id]+1 {
+			d.acked[id] = f.n
+			d.Published.Add(1)
+		}
+		d.mu.Unlock()
 		return nil
 	}
-	for n := 1; n <= d.Messages; n++ {
-		if tick != nil {
-			select {
-			case <-tick:
-			case <-ctx.Done():
-				return ctx.Err()
+	ackedUpTo := func() int {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.acked[id]
+	}
+	perDevice := d.Rate / float64(d.N)
+	for n := next; n <= d.Messages; n++ {
+		if perDevice > 0 {
+			// Pace by the schedule since start, so a reconnect catches up.
+			due := start.Add(time.Duration(float64(n-1) / perDevice * float64(time.Second)))
+			if wait := time.Until(due); wait > 0 {
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return ackedUpTo() + 1, ctx.Err()
+				}
 			}
 		}
 		b, _ := json.Marshal(Payload{Device: id, N: n})
-		pending = append(pending, c.Publish(topic, 1, false, b))
+		pending = append(pending, inflight{n, c.Publish(topic, 1, false, b)})
 		if len(pending) == window {
 			if err := wait(pending[0]); err != nil {
-				return err
+				return ackedUpTo() + 1, err
 			}
 			pending = pending[1:]
 		}
 	}
-	for _, t := range pending {
-		if err := wait(t); err != nil {
-			return err
+	for _, f := range pending {
+		if err := wait(f); err != nil {
+			return ackedUpTo() + 1, err
 		}
 	}
-	return nil
+	return d.Messages + 1, nil
 }

@@ -263,3 +263,59 @@ func TestMosquittoRestartKeepsSession(t *testing.T) {
 		t.Fatal("the message queued for the persistent session was lost in the restart")
 	}
 }
+
+// With Reconnect, devices ride through a broker restart and every counter
+// ends up acknowledged; without it, Run reports the broken connection.
+func TestDevicesAcrossBrokerRestart(t *testing.T) {
+	tests := []struct {
+		name      string
+		reconnect bool
+	}{
+		{"reconnect", true},
+		{"no reconnect", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := StartMosquitto(t.TempDir())
+			if errors.Is(err, ErrNoMosquitto) {
+				t.Skip(err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			d := &Devices{BrokerURL: m.URL(), N: 3, Messages: 1500, Rate: 3000, Reconnect: tt.reconnect}
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			for d.Published.Load() < 500 && ctx.Err() == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if err := m.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			err = <-done
+			if !tt.reconnect {
+				if err == nil {
+					t.Fatal("Run = nil after the broker restarted under it, want the connection's failure")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Reconnects.Load() == 0 {
+				t.Error("no device reconnected: the restart went unnoticed")
+			}
+			if got := d.Published.Load(); got != d.Total() {
+				t.Errorf("published = %d, want %d", got, d.Total())
+			}
+			for dev, n := range d.Acked() {
+				if n != d.Messages {
+					t.Errorf("%s acked up to %d, want %d", dev, n, d.Messages)
+				}
+			}
+		})
+	}
+}

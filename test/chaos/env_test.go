@@ -238,11 +238,18 @@ func (e *env) gauge(name string) float64 {
 	return 0
 }
 
+// newDevices is n devices publishing messages each, at rate messages per
+// second in all (0 is as fast as the broker takes them), that ride through
+// a broker restart.
+func newDevices(url string, n, messages int, rate float64) *devstack.Devices {
+	return &devstack.Devices{BrokerURL: url, N: n, Messages: messages, Rate: rate, Reconnect: true}
+}
+
 // runDevices starts d in the background; the returned channel gets its
 // result.
-func (e *env) runDevices(ctx context.Context, d *devices) <-chan error {
+func (e *env) runDevices(ctx context.Context, d *devstack.Devices) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- d.run(ctx) }()
+	go func() { done <- d.Run(ctx) }()
 	return done
 }
 
@@ -252,9 +259,9 @@ func (e *env) runDevices(ctx context.Context, d *devices) <-chan error {
 // the bridge counted as dropped by its overflow policy: at most that many
 // may be missing (more would be an uncounted loss; fewer is logged: counted
 // drops that reached Kafka anyway).
-func (e *env) verify(name string, d *devices, timeout time.Duration, r row, dropped int64) devstack.Result {
+func (e *env) verify(name string, d *devstack.Devices, timeout time.Duration, r row, dropped int64) devstack.Result {
 	e.t.Helper()
-	acked := d.ackedSnapshot()
+	acked := d.Acked()
 	var res devstack.Result
 	deadline := time.Now().Add(timeout)
 	for {

@@ -43,7 +43,7 @@ func TestS2LongPartition(t *testing.T) {
 	per := int((outage + after + 10*time.Second).Seconds() * r / n)
 	d := newDevices(e.mq.URL(), n, per, r)
 	ddone := e.runDevices(e.ctx, d)
-	e.waitFor("traffic", time.Minute, func() bool { return d.published.Load() >= int64(5*r) })
+	e.waitFor("traffic", time.Minute, func() bool { return d.Published.Load() >= int64(5*r) })
 
 	e.kafka.Broker(0).Stop(30 * time.Second)
 	cut := time.Now()
@@ -108,8 +108,8 @@ func TestS3Blackhole(t *testing.T) {
 		healed := time.Now()
 		e.waitFor("the backlog to drain", 10*time.Minute, func() bool { return e.gauge(mBuffered) < 2000 })
 		drain := time.Since(healed)
-		target := d.published.Load() + 5000
-		e.waitFor("traffic after the heal", time.Minute, func() bool { return d.published.Load() >= target })
+		target := d.Published.Load() + 5000
+		e.waitFor("traffic after the heal", time.Minute, func() bool { return d.Published.Load() >= target })
 		dcancel()
 		<-ddone
 		e.verify(name, d, 5*time.Minute, row{
@@ -203,8 +203,8 @@ func TestS4LeaderFailover(t *testing.T) {
 	}
 	e.waitFor("the backlog to drain", 10*time.Minute, func() bool { return e.gauge(mBuffered) < r })
 	drain := time.Since(restored)
-	target := d.published.Load() + 5000
-	e.waitFor("traffic after the restore", time.Minute, func() bool { return d.published.Load() >= target })
+	target := d.Published.Load() + 5000
+	e.waitFor("traffic after the restore", time.Minute, func() bool { return d.Published.Load() >= target })
 	dcancel()
 	<-ddone
 	e.verify("4 leader failover", d, 5*time.Minute, row{
@@ -257,19 +257,19 @@ func TestS7DiskFull(t *testing.T) {
 			return stable
 		})
 		acked := e.gauge(mAcked)
-		if acked >= float64(d.total()) {
-			t.Fatalf("the bridge acknowledged all %d messages: the disk never filled (make the test write more)", d.total())
+		if acked >= float64(d.Total()) {
+			t.Fatalf("the bridge acknowledged all %d messages: the disk never filled (make the test write more)", d.Total())
 		}
 		buffered := e.gauge(mBuffered)
-		t.Logf("disk full: bridge acknowledged %.0f of %d, %.0f buffered; mosquitto holds the rest", acked, d.total(), buffered)
+		t.Logf("disk full: bridge acknowledged %.0f of %d, %.0f buffered; mosquitto holds the rest", acked, d.Total(), buffered)
 		if err := e.kafka.Restart(e.ctx, e.kafka.Broker(0)); err != nil {
 			t.Fatal(err)
 		}
 		healed := time.Now()
-		e.waitFor("every message in Kafka", 10*time.Minute, func() bool { return e.v.Counts().Unique >= d.total() })
+		e.waitFor("every message in Kafka", 10*time.Minute, func() bool { return e.v.Counts().Unique >= d.Total() })
 		e.verify("7a disk full: block", d, 5*time.Minute, row{
-			Drain: rate(float64(d.total())-acked+buffered, time.Since(healed)),
-			Notes: fmt.Sprintf("buffer on a 48 MiB tmpfs, Kafka down: the bridge stopped acknowledging at %.0f of %d messages (%.0f buffered), mosquitto held the rest", acked, d.total(), buffered),
+			Drain: rate(float64(d.Total())-acked+buffered, time.Since(healed)),
+			Notes: fmt.Sprintf("buffer on a 48 MiB tmpfs, Kafka down: the bridge stopped acknowledging at %.0f of %d messages (%.0f buffered), mosquitto held the rest", acked, d.Total(), buffered),
 		}, 0)
 	})
 	t.Run("drop_oldest", func(t *testing.T) {
@@ -283,11 +283,11 @@ func TestS7DiskFull(t *testing.T) {
 		if err := <-e.runDevices(e.ctx, d); err != nil {
 			t.Fatalf("devices: %v", err)
 		}
-		e.waitFor("the bridge to take every message", 5*time.Minute, func() bool { return e.gauge(mAcked) >= float64(d.total()) })
+		e.waitFor("the bridge to take every message", 5*time.Minute, func() bool { return e.gauge(mAcked) >= float64(d.Total()) })
 		dropped := e.gauge(mDropped)
 		buffered := e.gauge(mBuffered)
 		if dropped == 0 {
-			t.Fatalf("no drops with %d messages into max_bytes 16MiB: the test proves nothing", d.total())
+			t.Fatalf("no drops with %d messages into max_bytes 16MiB: the test proves nothing", d.Total())
 		}
 		if err := e.kafka.Restart(e.ctx, e.kafka.Broker(0)); err != nil {
 			t.Fatal(err)
@@ -320,11 +320,11 @@ func TestS8SlowLossyUplink(t *testing.T) {
 	maxBuffered := 0.0
 	e.waitFor("every message in Kafka", 15*time.Minute, func() bool {
 		maxBuffered = max(maxBuffered, e.gauge(mBuffered))
-		return e.v.Counts().Unique >= d.total()
+		return e.v.Counts().Unique >= d.Total()
 	})
 	took := time.Since(start)
 	e.verify("8 slow lossy uplink", d, 5*time.Minute, row{
-		Drain: rate(float64(d.total()), took),
+		Drain: rate(float64(d.Total()), took),
 		Notes: fmt.Sprintf("%.0f msg/s offered for %s; %s; all in Kafka %s after the first publish",
 			r, dur, e.link, took.Round(100*time.Millisecond)),
 	}, 0)

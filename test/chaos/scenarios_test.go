@@ -21,10 +21,10 @@ func TestS1SteadyState(t *testing.T) {
 		t.Fatalf("devices: %v", err)
 	}
 	published := time.Since(start)
-	e.waitFor("every message in Kafka", 5*time.Minute, func() bool { return e.v.Counts().Unique >= d.total() })
+	e.waitFor("every message in Kafka", 5*time.Minute, func() bool { return e.v.Counts().Unique >= d.Total() })
 	took := time.Since(start)
 	e.verify("1 steady state", d, time.Minute, row{
-		Drain: rate(float64(d.total()), took),
+		Drain: rate(float64(d.Total()), took),
 		Notes: fmt.Sprintf("50 devices, QoS 1, unthrottled: published in %s, all in Kafka after %s (end-to-end rate in the drain column)",
 			published.Round(100*time.Millisecond), took.Round(100*time.Millisecond)),
 	}, 0)
@@ -57,8 +57,8 @@ func TestS5KillLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Traffic goes on a little after the last restart, then stops.
-	target := d.published.Load() + 15000
-	e.waitFor("traffic after the last restart", 2*time.Minute, func() bool { return d.published.Load() >= target })
+	target := d.Published.Load() + 15000
+	e.waitFor("traffic after the last restart", 2*time.Minute, func() bool { return d.Published.Load() >= target })
 	dcancel()
 	<-ddone
 	e.verify("5 bridge SIGKILL loop", d, 5*time.Minute, row{
@@ -79,19 +79,19 @@ func TestS6MosquittoRestart(t *testing.T) {
 	defer dcancel()
 	ddone := e.runDevices(dctx, d)
 	for i := range restarts {
-		target := d.published.Load() + 10000
-		e.waitFor(fmt.Sprintf("traffic before restart %d", i+1), 2*time.Minute, func() bool { return d.published.Load() >= target })
+		target := d.Published.Load() + 10000
+		e.waitFor(fmt.Sprintf("traffic before restart %d", i+1), 2*time.Minute, func() bool { return d.Published.Load() >= target })
 		if err := e.mq.Restart(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	target := d.published.Load() + 10000
-	e.waitFor("traffic after the last restart", 2*time.Minute, func() bool { return d.published.Load() >= target })
+	target := d.Published.Load() + 10000
+	e.waitFor("traffic after the last restart", 2*time.Minute, func() bool { return d.Published.Load() >= target })
 	dcancel()
 	<-ddone
 	res := e.verify("6 mosquitto restart", d, 5*time.Minute, row{
 		Notes: fmt.Sprintf("%d SIGTERM restarts of mosquitto (persistence on) under 3k msg/s; %d device reconnects",
-			restarts, d.reconnect.Load()),
+			restarts, d.Reconnects.Load()),
 	}, 0)
 	_ = res
 }
