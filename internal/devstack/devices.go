@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,11 +63,7 @@ func (d *Devices) Total() int64 { return int64(d.N) * int64(d.Messages) }
 func (d *Devices) Acked() map[string]int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make(map[string]int, len(d.acked))
-	for k, v := range d.acked {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(d.acked)
 }
 
 // Run connects every device and publishes until all messages are
