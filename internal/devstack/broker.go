@@ -182,7 +182,7 @@ func (m *Mosquitto) start() error {
 	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
 	m.cmd, m.done = cmd, done
 	for _, a := range m.addrs {
-		if err := waitListening(a, 20*time.Second, done); err != nil {
+		if err := WaitListening(a, 20*time.Second, done); err != nil {
 			m.Close()
 			log, _ := os.ReadFile(logPath)
 			return fmt.Errorf("mosquitto did not start: %w\n%s", err, log)
@@ -231,9 +231,9 @@ func (m *Mosquitto) Close() error {
 	return nil
 }
 
-// waitListening waits until addr accepts a TCP connection, the process
+// WaitListening waits until addr accepts a TCP connection, the process
 // behind it exits (exited is closed), or timeout passes.
-func waitListening(addr string, timeout time.Duration, exited <-chan struct{}) error {
+func WaitListening(addr string, timeout time.Duration, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)

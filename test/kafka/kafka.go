@@ -32,6 +32,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/edgebridge/edgebridge/internal/devstack"
 )
 
 // Options shape a cluster.
@@ -367,7 +369,7 @@ func (n *Node) start() error {
 		if addr == "" {
 			continue
 		}
-		if err := waitListening(addr, 90*time.Second, done); err != nil {
+		if err := devstack.WaitListening(addr, 90*time.Second, done); err != nil {
 			return fmt.Errorf("kafka node %d: %w\n%s", n.ID, err, n.LogTail(3000))
 		}
 	}
@@ -545,27 +547,6 @@ func (c *Cluster) WaitISR(ctx context.Context, topic string) error {
 		case <-ctx.Done():
 			return fmt.Errorf("topic %s: partitions without a leader or a full ISR: %w", topic, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// waitListening waits until addr accepts a TCP connection, the process
-// exits (done closes), or timeout passes.
-func waitListening(addr string, timeout time.Duration, done <-chan struct{}) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			conn.Close()
-			return nil
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("exited before listening on %s", addr)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not listening on %s after %s", addr, timeout)
 		}
 	}
 }
