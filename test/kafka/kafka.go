@@ -305,12 +305,28 @@ controlled.shutdown.enable=true
 	return nil
 }
 
-func (c *Cluster) format() error {
+// newClusterID returns a random KRaft cluster ID: 16 bytes in unpadded
+// base64url, like Kafka's Uuid.randomUuid, and like it never starting with
+// '-'. One in 64 random IDs does, and kafka-storage's argument parser takes
+// such a value for an option ("argument --cluster-id/-t: expected one
+// argument").
+func newClusterID() (string, error) {
 	id := make([]byte, 16)
-	if _, err := rand.Read(id); err != nil {
+	for {
+		if _, err := rand.Read(id); err != nil {
+			return "", err
+		}
+		if s := base64.RawURLEncoding.EncodeToString(id); s[0] != '-' {
+			return s, nil
+		}
+	}
+}
+
+func (c *Cluster) format() error {
+	clusterID, err := newClusterID()
+	if err != nil {
 		return err
 	}
-	clusterID := base64.RawURLEncoding.EncodeToString(id)
 	nodes := c.Nodes()
 	errs := make(chan error, len(nodes))
 	for _, n := range nodes {
