@@ -137,6 +137,7 @@ type kafkaFile struct {
 	Acks                   string        `yaml:"acks"`
 	Compression            string        `yaml:"compression"`
 	Linger                 time.Duration `yaml:"linger"`
+	ClientMetrics          bool          `yaml:"client_metrics"`
 	BatchMaxBytes          ByteSize      `yaml:"batch_max_bytes"`
 	MaxBufferedRecords     int           `yaml:"max_buffered_records"`
 	MaxBufferedBytes       ByteSize      `yaml:"max_buffered_bytes"`
@@ -352,6 +353,7 @@ func parse(data []byte, opts Options) (*Config, error) {
 		Acks:                   k.Acks,
 		Compression:            k.Compression,
 		Linger:                 k.Linger,
+		ClientMetrics:          k.ClientMetrics,
 		BatchMaxBytes:          intSize("kafka.batch_max_bytes", k.BatchMaxBytes, invalid),
 		MaxBufferedRecords:     k.MaxBufferedRecords,
 		MaxBufferedBytes:       intSize("kafka.max_buffered_bytes", k.MaxBufferedBytes, invalid),

@@ -104,6 +104,7 @@ kafka:
   brokers: [kafka-0:9092, kafka-1:9092]
   compression: lz4
   linger: 20ms
+  client_metrics: true
   batch_max_bytes: 1MiB
   max_buffered_bytes: 32MiB
   backoff:
@@ -141,7 +142,7 @@ log:
 		t.Errorf("routes = %+v", m.Routes)
 	}
 	k := cfg.Forward
-	if len(k.Brokers) != 2 || k.Compression != "lz4" || k.Linger != 20*time.Millisecond || k.BatchMaxBytes != 1<<20 ||
+	if len(k.Brokers) != 2 || k.Compression != "lz4" || k.Linger != 20*time.Millisecond || !k.ClientMetrics || k.BatchMaxBytes != 1<<20 ||
 		k.MaxBufferedBytes != 32<<20 || k.Backoff.Initial != 200*time.Millisecond || k.Backoff.Max != 30*time.Second ||
 		!k.TLS.Enabled || k.SASL.Mechanism != "scram-sha-512" || k.SASL.Password != "kpw" || k.ShutdownTimeout != (90*time.Second-m.DrainTimeout)/2 {
 		t.Errorf("kafka = %+v", k)

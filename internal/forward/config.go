@@ -31,6 +31,12 @@ type Config struct {
 	// Linger is how long a partition waits for more records before its
 	// batch is sent. yaml: kafka.linger. Default 5ms.
 	Linger time.Duration
+	// ClientMetrics lets franz-go push its client telemetry (KIP-714) to
+	// brokers that subscribe to it. Off by default: the bridge's metrics
+	// are scraped from /metrics, the pushes cross the node's uplink, and
+	// franz-go builds every codec the broker accepts for them (its lz4
+	// writer alone takes 8 MB). yaml: kafka.client_metrics.
+	ClientMetrics bool
 	// BatchMaxBytes caps one record batch before compression. Keep it at or
 	// below the topic's max.message.bytes: a record larger than this is
 	// rejected without being sent and goes to dead letters.

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"math"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func validConfig() Config {
@@ -99,6 +102,7 @@ func TestNewClientOptions(t *testing.T) {
 		{"window records", opt(kgo.MaxBufferedRecords), int64(DefaultMaxBufferedRecords)},
 		{"window bytes", opt(kgo.MaxBufferedBytes), int64(DefaultMaxBufferedBytes)},
 		{"linger", opt(kgo.ProducerLinger), DefaultLinger},
+		{"no KIP-714 telemetry push", opt(kgo.DisableClientMetrics), true},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -139,5 +143,36 @@ func TestNewRejectsBadArguments(t *testing.T) {
 	defer p.cl.Close()
 	if _, err := New(validConfig(), log, reg, newMemSource()); err == nil || !strings.Contains(err.Error(), "register forward metrics") {
 		t.Errorf("second New on one registry: %v, want a registration error", err)
+	}
+}
+
+// kfake subscribes every client to all metrics, as a broker with a client
+// metrics subscription does. The bridge must not ask for telemetry
+// subscriptions (let alone push) unless kafka.client_metrics is on; the
+// second producer shows the request is seen when it is.
+func TestNoClientTelemetryUnlessEnabled(t *testing.T) {
+	asked := func(c *kfake.Cluster) *atomic.Int64 {
+		var n atomic.Int64
+		c.ControlKey(int16(kmsg.GetTelemetrySubscriptions), func(kmsg.Request) (kmsg.Response, error, bool) {
+			n.Add(1)
+			return nil, nil, false
+		})
+		return &n
+	}
+	off, on := newCluster(t), newCluster(t)
+	offAsked, onAsked := asked(off), asked(on)
+	offSrc, onSrc := newMemSource(), newMemSource()
+	offSrc.fill(100, 7, 50)
+	onSrc.fill(100, 7, 50)
+	start(t, testConfig(off.ListenAddrs()), offSrc)
+	cfg := testConfig(on.ListenAddrs())
+	cfg.ClientMetrics = true
+	start(t, cfg, onSrc)
+
+	waitFor(t, 10*time.Second, "both producers to drain and the enabled one to ask for subscriptions", func() bool {
+		return offSrc.remaining() == 0 && onSrc.remaining() == 0 && onAsked.Load() > 0
+	})
+	if n := offAsked.Load(); n != 0 {
+		t.Errorf("default producer sent %d GetTelemetrySubscriptions requests, want 0 (kafka.client_metrics is off)", n)
 	}
 }

@@ -230,6 +230,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		kgo.RecordPartitioner(p.part),
 		kgo.ProducerOnDataLossDetected(p.onDataLoss),
 	}
+	if !cfg.ClientMetrics {
+		opts = append(opts, kgo.DisableClientMetrics())
+	}
 	if cfg.Compression == "zstd" {
 		zc, err := newZstdCompressor()
 		if err != nil {
