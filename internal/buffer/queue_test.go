@@ -168,6 +168,35 @@ func TestAppendReadAck(t *testing.T) {
 	}
 }
 
+// Contract 2: an ack deletes exactly the records it names. Acks for records
+// already gone (acked twice, between two live ones, past the end) delete
+// nothing, in particular not the neighbour a tree search lands on.
+func TestAckOnlyWhatItNames(t *testing.T) {
+	q, reg := openTest(t, Config{})
+	ctx := context.Background()
+	batch := []Record{rec("a", 1), rec("a", 2), rec("a", 3), rec("a", 4), rec("a", 5), rec("a", 6)}
+	if err := q.Append(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	s := seqsOf(batch)
+	if err := q.Ack(ctx, []uint64{s[1], s[3]}); err != nil {
+		t.Fatal(err)
+	}
+	// s[1] and s[3] again, and one past the last record.
+	if err := q.Ack(ctx, []uint64{s[3], s[1], s[5] + 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := seqsOf(readAll(t, q, 0)), []uint64{s[0], s[2], s[4], s[5]}; !slices.Equal(got, want) {
+		t.Fatalf("left after acking %d and %d (twice) and %d: %v, want %v", s[1], s[3], s[5]+1, got, want)
+	}
+	if st := q.Stats(); st.Records != 4 {
+		t.Fatalf("Stats().Records = %d, want 4", st.Records)
+	}
+	if got := metricValue(t, reg, "edgebridge_buffer_acked_records_total"); got != 2 {
+		t.Fatalf("acked counter %v, want 2", got)
+	}
+}
+
 // metricValue returns the value of the counter or gauge name whose labels
 // include the given name/value pairs.
 func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {

@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -424,17 +425,21 @@ func (q *Queue) update(s *segment, puts []put, dels []uint64, next uint64) (dele
 				dCount++
 				dBytes += storedSize(p.value)
 			}
+			// One cursor for every delete: Get and Delete would each
+			// walk the tree from the root with a cursor of their own.
 			slices.Sort(dels)
+			c := b.Cursor()
+			var k [8]byte
 			for _, seq := range dels {
-				k := seqKey(seq)
-				v := b.Get(k)
-				if v == nil {
+				binary.BigEndian.PutUint64(k[:], seq)
+				ck, v := c.Seek(k[:])
+				if !bytes.Equal(ck, k[:]) {
 					continue
 				}
 				dCount--
 				dBytes -= storedSize(v)
 				deleted++
-				if err := b.Delete(k); err != nil {
+				if err := c.Delete(); err != nil {
 					return err
 				}
 			}
