@@ -32,14 +32,10 @@ func TestRetriableFaultsNoDuplicates(t *testing.T) {
 			src.fill(n, 50, 100)
 			start(t, testConfig(c.ListenAddrs()), src)
 
-			recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, 30*time.Second)
-			if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
-				t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
-			}
+			delivered(t, c, src, n, 30*time.Second)
 			if h.Hits() == 0 {
 				t.Error("the fault never fired")
 			}
-			waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
 			if dl := src.deadLetters(); len(dl) != 0 {
 				t.Errorf("dead letters %v for a retriable error", dl)
 			}
@@ -99,11 +95,7 @@ func TestPermanentErrorsDeadLetterOnlyTheCulprit(t *testing.T) {
 			src.fill(after, 40, 100)
 			r := start(t, testConfig(c.ListenAddrs()), src)
 
-			recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, before+after, 30*time.Second)
-			if dups := checkOrder(t, recs); dups != 0 {
-				t.Errorf("%d duplicates", dups)
-			}
-			waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+			recs := delivered(t, c, src, before+after, 30*time.Second)
 			if dl := src.deadLetters(); len(dl) != 1 || dl[poison] != tt.reason {
 				t.Errorf("dead letters = %v, want only seq %d with %q", dl, poison, tt.reason)
 			}
@@ -219,13 +211,8 @@ func TestOnePartitionFaultedOthersFlow(t *testing.T) {
 // no panic or ErrMaxBuffered - and everything arrives once the hole closes.
 func TestBlackholedProduce(t *testing.T) {
 	const n = 5000
-	c := newCluster(t)
-	hole := blackholeProduce(c)
-	src := newMemSource()
-	src.fill(n, 50, 100)
-	cfg := testConfig(c.ListenAddrs())
-	cfg.MaxBufferedRecords = 500
-	r := start(t, cfg, src)
+	b := startBlackholed(t, n, func(cfg *Config) { cfg.MaxBufferedRecords = 500 })
+	r, cfg, src := b.r, b.cfg, b.src
 
 	waitFor(t, 10*time.Second, "the window to fill", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
 	waitFor(t, 20*time.Second, "a produce timeout", func() bool {
@@ -242,12 +229,8 @@ func TestBlackholedProduce(t *testing.T) {
 		t.Errorf("%d records left the buffer while Kafka acknowledged none", n-got)
 	}
 
-	hole.Store(false)
-	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, 60*time.Second)
-	if dups := checkOrder(t, recs); dups != 0 {
-		t.Errorf("%d duplicates", dups)
-	}
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	b.hole.Store(false)
+	delivered(t, b.c, src, n, 60*time.Second)
 	waitFor(t, 10*time.Second, "Kafka to be reported up", r.p.Up)
 }
 
@@ -256,14 +239,11 @@ func TestBlackholedProduce(t *testing.T) {
 // that. Once produce answers again, the whole window opens.
 func TestOutageHoldsOneRead(t *testing.T) {
 	const n = 20000
-	c := newCluster(t)
-	hole := blackholeProduce(c)
-	src := newMemSource()
-	src.fill(n, 50, 100)
-	cfg := testConfig(c.ListenAddrs())
-	cfg.MaxBufferedRecords = 2000
-	cfg.ReadBatch = 100
-	r := start(t, cfg, src)
+	b := startBlackholed(t, n, func(cfg *Config) {
+		cfg.MaxBufferedRecords = 2000
+		cfg.ReadBatch = 100
+	})
+	r, cfg, src := b.r, b.cfg, b.src
 
 	waitFor(t, 20*time.Second, "a produce timeout", func() bool {
 		return gathered(t, r.reg, "edgebridge_kafka_client_read_errors_total") > 0
@@ -277,29 +257,40 @@ func TestOutageHoldsOneRead(t *testing.T) {
 	src.mu.Lock()
 	src.ackGate = gate
 	src.mu.Unlock()
-	hole.Store(false)
+	b.hole.Store(false)
 	waitFor(t, 20*time.Second, "the whole window to open", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
 	close(gate)
-	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, 60*time.Second)
-	if dups := checkOrder(t, recs); dups != 0 {
-		t.Errorf("%d duplicates", dups)
-	}
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	delivered(t, b.c, src, n, 60*time.Second)
 }
 
-// blackholeProduce leaves the cluster's produce requests unanswered until
-// the returned switch is set to false.
-func blackholeProduce(c *kfake.Cluster) *atomic.Bool {
-	hole := new(atomic.Bool)
-	hole.Store(true)
+// blackholed is a producer running against a cluster that leaves produce
+// requests unanswered while hole is true.
+type blackholed struct {
+	c    *kfake.Cluster
+	hole *atomic.Bool
+	src  *memSource
+	cfg  Config
+	r    *running
+}
+
+// startBlackholed starts a producer, with testConfig changed by tune, on n
+// records (50 keys, 100-byte values) against a cluster whose produce
+// requests go unanswered until b.hole is set to false.
+func startBlackholed(t *testing.T, n int, tune func(*Config)) *blackholed {
+	c := newCluster(t)
+	b := &blackholed{c: c, hole: new(atomic.Bool), src: newMemSource(), cfg: testConfig(c.ListenAddrs())}
+	b.hole.Store(true)
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		if hole.Load() {
+		if b.hole.Load() {
 			c.KeepControl()
 			return nil, nil, true // no answer
 		}
 		return nil, nil, false
 	})
-	return hole
+	b.src.fill(n, 50, 100)
+	tune(&b.cfg)
+	b.r = start(t, b.cfg, b.src)
+	return b
 }
 
 // gathered sums the samples of the metric family name in reg.

@@ -27,11 +27,7 @@ func TestNormalFlow(t *testing.T) {
 	cfg.Compression = "zstd"
 	r := start(t, cfg, src)
 
-	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, 60*time.Second)
-	if dups := checkOrder(t, recs); dups != 0 {
-		t.Errorf("%d duplicates on a healthy link", dups)
-	}
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	recs := delivered(t, c, src, n, 60*time.Second)
 	if got := value(t, r.p.m.records); got != n {
 		t.Errorf("edgebridge_forward_records_total = %v, want %d", got, n)
 	}

@@ -309,6 +309,19 @@ func newConsumer(t testing.TB, addrs []string, topics ...string) *consumer {
 	return &consumer{cl: cl}
 }
 
+// delivered consumes the n records produced to testTopic at c, checks that
+// each key's arrive in order and none twice, waits for src to empty, and
+// returns them.
+func delivered(t testing.TB, c *kfake.Cluster, src *memSource, n int, timeout time.Duration) []got {
+	t.Helper()
+	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, timeout)
+	if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
+		t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
+	}
+	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	return recs
+}
+
 // until polls until at least n records were consumed in all.
 func (c *consumer) until(t testing.TB, n int, timeout time.Duration) []got {
 	t.Helper()
