@@ -263,6 +263,25 @@ func TestOutageHoldsOneRead(t *testing.T) {
 	delivered(t, b.c, src, n, 60*time.Second)
 }
 
+// The one read held while Kafka cannot be reached is also bounded in bytes
+// (kafka.batch_max_bytes), from the first read on: with large payloads,
+// kafka.read_batch records alone could be tens of megabytes.
+func TestOutageHoldsOneReadOfBytes(t *testing.T) {
+	b := startBlackholed(t, 5000, func(cfg *Config) {
+		cfg.ReadBatch = 1000
+		cfg.BatchMaxBytes = 16 << 10
+	})
+	waitFor(t, 20*time.Second, "a produce timeout", func() bool {
+		return gathered(t, b.r.reg, "edgebridge_kafka_client_read_errors_total") > 0
+	})
+	// Records are over 100 bytes each (key and value).
+	if in, most := b.r.p.inFlight(), b.cfg.BatchMaxBytes/100; in == 0 || in > most {
+		t.Errorf("%d records in flight while Kafka is unreachable, want 1 to %d (kafka.batch_max_bytes %d)", in, most, b.cfg.BatchMaxBytes)
+	}
+	b.hole.Store(false)
+	delivered(t, b.c, b.src, 5000, 60*time.Second)
+}
+
 // blackholed is a producer running against a cluster that leaves produce
 // requests unanswered while hole is true.
 type blackholed struct {

@@ -331,10 +331,8 @@ func (p *Producer) readLoop(ctx context.Context) {
 		}
 		p.mu.Lock()
 		room := min(p.cfg.ReadBatch, window-p.nRecs)
+		// A read returns at least one record, whatever its size.
 		roomBytes := windowBytes - p.nBytes
-		if p.nRecs == 0 {
-			roomBytes = p.cfg.MaxBufferedBytes
-		}
 		if room <= 0 || roomBytes <= 0 {
 			p.mu.Unlock()
 			if !p.waitWake(ctx, next) {
