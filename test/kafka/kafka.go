@@ -19,7 +19,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,15 +165,6 @@ func (c *Cluster) killAll() {
 	}
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 const log4j2 = `status = warn
 appender.console.type = Console
 appender.console.name = STDOUT
@@ -198,13 +188,13 @@ func (c *Cluster) configure() error {
 			return nil, err
 		}
 		if broker {
-			p, err := freePort()
+			p, err := devstack.FreePort()
 			if err != nil {
 				return nil, err
 			}
 			node.Addr = fmt.Sprintf("127.0.0.1:%d", p)
 			if len(c.opts.EdgeAdvertised) > 0 {
-				p, err := freePort()
+				p, err := devstack.FreePort()
 				if err != nil {
 					return nil, err
 				}
@@ -212,7 +202,7 @@ func (c *Cluster) configure() error {
 			}
 		}
 		if controller {
-			p, err := freePort()
+			p, err := devstack.FreePort()
 			if err != nil {
 				return nil, err
 			}
