@@ -24,6 +24,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -206,13 +207,44 @@ type Options struct {
 	Hostname func() (string, error)
 }
 
+// Bounds on what Parse reads. A complete config is a few KiB and a
+// password a few dozen bytes: past these the file is not a config (a path
+// mistaken for another, /dev/zero), and reading on would only fill memory.
+const (
+	maxFileBytes   = 1 << 20
+	maxSecretBytes = 64 << 10
+)
+
 // Load reads, expands, decodes, defaults and validates the file at path.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readBounded(path, maxFileBytes)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return Parse(data, Options{File: path, Dir: filepath.Dir(path)})
+}
+
+// readBounded reads a regular file of at most limit bytes. Devices and
+// FIFOs are refused: they may never end.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than the maximum %s", path, ByteSize(limit))
+	}
+	return data, nil
 }
 
 // Parse is Load on bytes already read.
@@ -227,6 +259,9 @@ func Parse(data []byte, opts Options) (*Config, error) {
 }
 
 func parse(data []byte, opts Options) (*Config, error) {
+	if len(data) > maxFileBytes {
+		return nil, &Error{File: opts.File, Msg: fmt.Sprintf("%d bytes is above the maximum %s of a config file", len(data), ByteSize(maxFileBytes)), Err: ErrInvalid}
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		// yaml.v3 says "yaml: line N: ...".
@@ -256,7 +291,7 @@ func parse(data []byte, opts Options) (*Config, error) {
 			invalid(key+"_file", "set %s or %s_file, not both", key, key)
 			return ""
 		}
-		b, err := os.ReadFile(path(file))
+		b, err := readBounded(path(file), maxSecretBytes)
 		if err != nil {
 			invalid(key+"_file", "read secret: %v", err)
 			return ""

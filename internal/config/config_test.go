@@ -1,7 +1,9 @@
 package config
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -486,5 +488,81 @@ func TestParseByteSize(t *testing.T) {
 	}
 	if s := ByteSize(4 << 30).String(); s != "4GiB" {
 		t.Errorf("String = %q", s)
+	}
+}
+
+// A file that is not a config, or one that expands itself through its
+// anchors, is refused with an error naming the problem: the parser never
+// recurses until the stack overflows, nor expands aliases until memory is
+// gone, nor reads a secret file that never ends.
+func TestHostileFiles(t *testing.T) {
+	// Each route merges the one before it; the last is repeated: every
+	// repetition expands the whole chain again.
+	var laughs strings.Builder
+	laughs.WriteString("kafka:\n  brokers: [a:9092]\nroutes:\n  - &r0 {filter: devices/+/telemetry, kafka_topic: t}\n")
+	for i := 1; i < 30; i++ {
+		fmt.Fprintf(&laughs, "  - &r%d {<<: *r%d}\n", i, i-1)
+	}
+	laughs.WriteString(strings.Repeat("  - *r29\n", 3000))
+	huge := minimal + "# " + strings.Repeat("x", 1<<20) + "\n"
+
+	bigSecret := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(bigSecret, bytes.Repeat([]byte("x"), 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		yaml string
+		want string
+	}{
+		{
+			name: "a merge key that merges its own mapping",
+			yaml: "buffer: &b\n  dir: /x\n  <<: *b\n",
+			want: `edgebridge.yaml:3: buffer: alias *b refers to a node that contains it (its anchor &b is at line 1)`,
+		},
+		{
+			name: "a list that holds itself",
+			yaml: "routes: &r [*r]\n",
+			want: `edgebridge.yaml:1: routes[0]: alias *r refers to a node that contains it`,
+		},
+		{
+			name: "a section that holds its parent",
+			yaml: "kafka: &k\n  backoff: *k\n",
+			want: `edgebridge.yaml:2: kafka.backoff: alias *k refers to a node that contains it`,
+		},
+		{
+			name: "billion laughs: aliases of aliases multiply the file",
+			yaml: laughs.String(),
+			want: `aliases expand to more than 10000 values`,
+		},
+		{
+			name: "a file larger than any config",
+			yaml: huge,
+			want: fmt.Sprintf("edgebridge.yaml: %d bytes is above the maximum 1MiB of a config file", len(huge)),
+		},
+		{
+			name: "a secret file that never ends",
+			yaml: minimal + "mqtt:\n  username: u\n  password_file: /dev/zero\n",
+			want: `mqtt.password_file: read secret: /dev/zero is not a regular file`,
+		},
+		{
+			name: "a secret file larger than any password",
+			yaml: minimal + "mqtt:\n  username: u\n  password_file: " + bigSecret + "\n",
+			want: `mqtt.password_file: read secret: ` + bigSecret + ` is larger than the maximum 64KiB`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), opts(nil))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error\n  %.500v\nwant it to contain\n  %s", err, tt.want)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %.200v is not ErrInvalid", err)
+			}
+		})
 	}
 }

@@ -20,7 +20,23 @@ type decoder struct {
 	file      string
 	lookupEnv func(string) (string, bool)
 	root      reflect.Type // for suggesting a key that exists elsewhere
+
+	// The node tree is a graph once aliases are followed: an alias may
+	// point at a node that contains it (`a: &a {<<: *a}`), and aliases of
+	// aliases may multiply a small file into billions of values ("billion
+	// laughs"). open holds the mappings and lists being decoded, so that an
+	// alias to one of them is refused instead of recursing until the stack
+	// overflows; viaAlias counts the nodes decoded through an alias, so the
+	// expansion stops at maxAliasNodes instead of taking the CPU and memory.
+	open     map[*yaml.Node]bool
+	aliases  int // aliases being followed
+	viaAlias int
 }
+
+// maxAliasNodes bounds the nodes decoded through aliases. An anchor shared
+// by every route of a large file expands to a few thousand nodes; past this
+// the file is expanding itself.
+const maxAliasNodes = 10000
 
 var (
 	durationType = reflect.TypeOf(time.Duration(0))
@@ -48,10 +64,22 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		n = n.Content[0]
 	}
 	if n.Kind == yaml.AliasNode {
-		n = n.Alias
+		return d.decodeAlias(n, v, path)
+	}
+	if d.aliases > 0 {
+		if d.viaAlias++; d.viaAlias > maxAliasNodes {
+			return d.errf(n, path, "aliases expand to more than %d values: the file multiplies itself through its anchors", maxAliasNodes)
+		}
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil // "key:" with no value keeps the default
+	}
+	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+		if d.open == nil {
+			d.open = map[*yaml.Node]bool{}
+		}
+		d.open[n] = true
+		defer delete(d.open, n)
 	}
 	t := v.Type()
 	switch {
@@ -111,6 +139,20 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		return fmt.Errorf("config: field %s has unsupported type %s", path, t) // a bug in this package
 	}
 	return nil
+}
+
+// decodeAlias decodes the node an alias points at, unless that node is
+// being decoded already: then the alias is inside its own anchor.
+func (d *decoder) decodeAlias(n *yaml.Node, v reflect.Value, path string) error {
+	if n.Alias == nil {
+		return d.errf(n, path, "alias *%s has no anchor", n.Value)
+	}
+	if d.open[n.Alias] {
+		return d.errf(n, path, "alias *%s refers to a node that contains it (its anchor &%s is at line %d)", n.Value, n.Value, n.Alias.Line)
+	}
+	d.aliases++
+	defer func() { d.aliases-- }()
+	return d.decode(n.Alias, v, path)
 }
 
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) error {
