@@ -95,8 +95,14 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 		l.inflight--
 		l.bytes -= f.size
 		l.lastProgress = now
+		t := f.topic
+		t.inflight--
 		switch {
 		case f.err == nil && acked:
+			if t.phase == topicProbing {
+				t.probeOK = true
+				resume = true
+			}
 			p.m.records.Inc()
 			p.m.latency.Observe(now.Sub(f.appended).Seconds())
 			l.tries = 0
@@ -129,6 +135,10 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 		case stopping:
 			p.leftover++
 		default:
+			if cls, reason := classify(f.err); cls == parkTopic {
+				t.skip(f.seq)
+				p.parkTopic(t, reason, f.err, now)
+			}
 			p.fail(f, now)
 		}
 		resume = resume || (l.state != laneOpen && p.resumable(l, now))

@@ -18,9 +18,15 @@ const (
 	// the culprit is not known yet: the record is sent again alone and goes
 	// to dead letters only if it fails alone.
 	permanentRecord
-	// permanentTopic: every record for the topic fails the same way; the
-	// record goes to dead letters at once.
+	// permanentTopic: every record for the topic fails the same way and
+	// always will (no topic, a name Kafka cannot take); the record goes to
+	// dead letters at once.
 	permanentTopic
+	// parkTopic: every record for the topic fails the same way until an
+	// operator acts (an ACL, a topic to create). The topic is parked: its
+	// records stay in the buffer, in order, and are tried again after a
+	// long capped backoff; the other topics keep flowing.
+	parkTopic
 )
 
 // classify is the one place that decides whether a produce error is worth
@@ -50,11 +56,11 @@ func classify(err error) (failure, string) {
 	case kerr.PolicyViolation:
 		return permanentRecord, "policy_violation"
 	case kerr.TopicAuthorizationFailed:
-		return permanentTopic, "topic_authorization_failed"
+		return parkTopic, "topic_authorization_failed"
 	case kerr.UnknownTopicOrPartition, kerr.UnknownTopicID:
 		// franz-go retries these (kgo.UnknownTopicRetries, against several
 		// metadata refreshes) before it fails a record with them.
-		return permanentTopic, "unknown_topic"
+		return parkTopic, "unknown_topic"
 	case kerr.InvalidTopicException:
 		return permanentTopic, "invalid_topic"
 	}

@@ -26,9 +26,9 @@ func TestClassify(t *testing.T) {
 		{kerr.CorruptMessage, permanentRecord, "corrupt_message"},
 		{kerr.InvalidTimestamp, permanentRecord, "invalid_timestamp"},
 		{kerr.PolicyViolation, permanentRecord, "policy_violation"},
-		{kerr.TopicAuthorizationFailed, permanentTopic, "topic_authorization_failed"},
-		{kerr.UnknownTopicOrPartition, permanentTopic, "unknown_topic"},
-		{kerr.UnknownTopicID, permanentTopic, "unknown_topic"},
+		{kerr.TopicAuthorizationFailed, parkTopic, "topic_authorization_failed"},
+		{kerr.UnknownTopicOrPartition, parkTopic, "unknown_topic"},
+		{kerr.UnknownTopicID, parkTopic, "unknown_topic"},
 		{kerr.InvalidTopicException, permanentTopic, "invalid_topic"},
 		{errNoTopic, permanentTopic, "no_topic"},
 		// Waiting loses nothing: these retry.

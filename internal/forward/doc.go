@@ -51,11 +51,25 @@
 //
 // # Permanent errors
 //
-// classify decides. Topic-wide errors (authorization, unknown topic) send the
-// record to dead letters at once. A rejected batch (MESSAGE_TOO_LARGE,
-// INVALID_RECORD, ...) fails the whole partition in franz-go without saying
-// which record was bad, so each failed record is sent again alone and goes to
-// dead letters only if it fails alone; the others flow on.
+// classify decides. An error that concerns a whole topic never stops the
+// other topics:
+//   - A topic Kafka refuses until an operator acts (TOPIC_AUTHORIZATION_FAILED
+//     on metadata or produce, an unknown topic), or whose metadata Kafka
+//     answers with any other error, is parked: its records are skipped and
+//     stay in the buffer, in order, and the others flow. After a capped
+//     backoff (5s doubling to 5m; a metadata error is asked again after the
+//     usual backoff) one record is sent as a probe; once Kafka takes it the
+//     cursor is rewound to the topic's first skipped record. A parked topic
+//     shows in edgebridge_forward_parked_topics{reason} and is logged when
+//     it is parked and when it resumes.
+//   - A topic that can never be written (no topic, a name Kafka rejects)
+//     sends its records to dead letters.
+//
+// A rejected batch (MESSAGE_TOO_LARGE, INVALID_RECORD, ...) fails the whole
+// partition in franz-go without saying which record was bad, so each failed
+// record is sent again alone and goes to dead letters only if it fails
+// alone; the others flow on. Any other error is retried, from the buffer,
+// after a backoff.
 //
 // # Shutdown
 //

@@ -128,39 +128,54 @@ func produceCarries(req kmsg.Request, p int32, marker []byte) bool {
 	return false
 }
 
-// Topic-wide permanent errors dead-letter every record of that topic at
-// once; the other topic keeps flowing.
-func TestTopicErrorsDeadLetter(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(1, "secret"))
+// Topic-wide errors: a topic Kafka refuses until an operator acts
+// (authorization, unknown topic) is parked with its records kept; one that
+// can never be written (a name Kafka rejects, no topic at all) goes to dead
+// letters. The other topic keeps flowing either way.
+func TestTopicErrors(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "secret", "bad"))
 	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "secret", Err: kerr.TopicAuthorizationFailed, Count: -1})
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "bad", Err: kerr.InvalidTopicException, Count: -1})
 	src := newMemSource()
 	want := map[uint64]string{}
+	kept := 0
 	for i := range 600 {
-		switch i % 3 {
+		switch i % 4 {
 		case 0:
 			src.add(testTopic, []byte("dev-"+strconv.Itoa(i%7)), []byte("ok"))
 		case 1:
-			want[src.add("secret", []byte("dev-1"), []byte("x"))] = "topic_authorization_failed"
+			src.add("secret", []byte("dev-1"), []byte("x"))
+			kept++
 		case 2:
-			if i < 30 { // an absent topic costs franz-go a few metadata rounds
-				want[src.add("no-such-topic", []byte("dev-1"), []byte("x"))] = "unknown_topic"
-			}
+			want[src.add("bad", []byte("dev-1"), []byte("x"))] = "invalid_topic"
+		case 3:
+			src.add("no-such-topic", []byte("dev-1"), []byte("x"))
+			kept++
 		}
 	}
 	want[src.add("", []byte("dev-1"), []byte("x"))] = "no_topic"
-	start(t, testConfig(c.ListenAddrs()), src)
+	r := start(t, testConfig(c.ListenAddrs()), src)
 
-	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, 200, 30*time.Second)
+	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, 150, 30*time.Second)
 	checkOrder(t, recs)
-	waitFor(t, 20*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	waitFor(t, 20*time.Second, "the dead letters", func() bool { return len(src.deadLetters()) == len(want) })
+	waitFor(t, 20*time.Second, "only the parked topics' records in the buffer", func() bool { return src.remaining() == kept })
 	dl := src.deadLetters()
-	if len(dl) != len(want) {
-		t.Fatalf("%d dead letters, want %d", len(dl), len(want))
-	}
 	for seq, reason := range want {
 		if dl[seq] != reason {
 			t.Errorf("seq %d: dead letter reason %q, want %q", seq, dl[seq], reason)
 		}
+	}
+	for _, reason := range []string{"topic_authorization_failed", "unknown_topic"} {
+		waitFor(t, 20*time.Second, "a topic parked for "+reason, func() bool {
+			return parkedTopics(t, r, reason) == 1
+		})
+	}
+	if got := parkedTopics(t, r, ""); got != 2 {
+		t.Errorf("edgebridge_forward_parked_topics = %v, want 2", got)
+	}
+	if got := src.remaining(); got != kept {
+		t.Errorf("%d records in the buffer, want the %d of the parked topics", got, kept)
 	}
 }
 

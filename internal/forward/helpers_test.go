@@ -199,6 +199,8 @@ func testLogger(t testing.TB) (*slog.Logger, *logSink) {
 	return slog.New(slog.NewJSONHandler(sink, &slog.HandlerOptions{Level: slog.LevelInfo})), sink
 }
 
+var testTopicBackoff = backoff{initial: 100 * time.Millisecond, max: 500 * time.Millisecond}
+
 type running struct {
 	p      *Producer
 	reg    *prometheus.Registry
@@ -221,6 +223,9 @@ func startWith(t testing.TB, cfg Config, src Source, log *slog.Logger) *running 
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	// A parked topic is tried again within a test's patience
+	// (TestParkedTopicBackoffDefaults checks the real waits).
+	p.topicBo = testTopicBackoff
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{p: p, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- p.Run(ctx) }()
@@ -283,6 +288,7 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 
 // got is one record read back from Kafka.
 type got struct {
+	topic     string
 	seq       uint64
 	key       string
 	partition int32
@@ -299,9 +305,15 @@ type consumer struct {
 
 func newConsumer(t testing.TB, addrs []string, topics ...string) *consumer {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond),
-		kgo.MetadataMinAge(50*time.Millisecond))
+	return newConsumerWith(t, addrs, nil, topics...)
+}
+
+// newConsumerWith is newConsumer with more client options (SASL, say).
+func newConsumerWith(t testing.TB, addrs []string, opts []kgo.Opt, topics ...string) *consumer {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50 * time.Millisecond),
+		kgo.MetadataMinAge(50 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,13 +356,13 @@ func (c *consumer) until(t testing.TB, n int, timeout time.Duration) []got {
 			if err != nil {
 				t.Errorf("record without a sequence header: %v", h)
 			}
-			c.all = append(c.all, got{seq: seq, key: string(r.Key), partition: r.Partition, offset: r.Offset, headers: h, value: r.Value})
+			c.all = append(c.all, got{topic: r.Topic, seq: seq, key: string(r.Key), partition: r.Partition, offset: r.Offset, headers: h, value: r.Value})
 		})
 	}
 	return c.all
 }
 
-// checkOrder fails the test if, per key, the first arrival of each sequence
+// checkOrder fails the test if, per topic and key, the first arrival of each sequence
 // is not in increasing order (duplicates of earlier records are allowed
 // after a crash; a record before an earlier one is not). It returns the
 // number of duplicates.
@@ -364,10 +376,11 @@ func checkOrder(t testing.TB, recs []got) (dups int) {
 			continue
 		}
 		seen[r.seq] = true
-		if r.seq < last[r.key] {
-			t.Errorf("key %s: seq %d arrived after seq %d", r.key, r.seq, last[r.key])
+		k := r.topic + "/" + r.key
+		if r.seq < last[k] {
+			t.Errorf("topic %s key %s: seq %d arrived after seq %d", r.topic, r.key, r.seq, last[k])
 		}
-		last[r.key] = r.seq
+		last[k] = r.seq
 	}
 	return dups
 }

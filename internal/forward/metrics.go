@@ -15,6 +15,11 @@ var failureReasons = []string{
 	"topic_authorization_failed", "unknown_topic", "invalid_topic", "no_topic",
 }
 
+// parkReasons are the reason labels of edgebridge_forward_parked_topics:
+// classify's parkTopic reasons, and "metadata" for a topic whose metadata
+// Kafka answers with any other error.
+var parkReasons = []string{"topic_authorization_failed", "unknown_topic", "metadata"}
+
 type metrics struct {
 	records     prometheus.Counter
 	failed      *prometheus.CounterVec
@@ -27,6 +32,7 @@ type metrics struct {
 	inFlight    prometheus.Gauge
 	inFlightB   prometheus.Gauge
 	parked      prometheus.Gauge
+	topics      *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -76,13 +82,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "edgebridge_forward_parked_partitions",
 			Help: "Partitions set aside because they stalled or failed; the others keep flowing.",
 		}),
+		topics: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edgebridge_forward_parked_topics",
+			Help: "Topics whose records wait in the buffer because Kafka refuses the whole topic (no write ACL, no such topic), by reason; the other topics keep flowing.",
+		}, []string{"reason"}),
+	}
+	for _, r := range parkReasons {
+		m.topics.WithLabelValues(r)
 	}
 	for _, r := range failureReasons {
 		m.failed.WithLabelValues(r)
 	}
 	for _, c := range []prometheus.Collector{
 		m.records, m.failed, m.retries, m.reordered, m.latency, m.up, m.lastSuccess,
-		m.dataLoss, m.inFlight, m.inFlightB, m.parked,
+		m.dataLoss, m.inFlight, m.inFlightB, m.parked, m.topics,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register forward metrics: %w", err)

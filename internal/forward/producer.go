@@ -50,6 +50,7 @@ type Producer struct {
 	cl      *kgo.Client
 	m       *metrics
 	bo      backoff
+	topicBo backoff // waits of a parked topic
 	kst     *kafkaState
 	part    *partitioner
 	results chan *flight // promises -> ack loop; room for the whole window
@@ -68,15 +69,17 @@ type Producer struct {
 	absent    map[string]time.Time // topics Kafka said do not exist, until when
 	scratch   kgo.Record
 
-	mu         sync.Mutex
-	inflight   map[uint64]*flight
-	nRecs      int
-	nBytes     int
-	lanes      map[laneKey]*lane
-	laneIdx    sync.Map         // laneKey -> *lane, for batchFailed, which cannot take mu
-	suspects   map[uint64]*lane // records whose batch Kafka rejected; sent again alone
-	parked     int
-	readCancel context.CancelFunc // interrupts the reader's Read; nil when not reading
+	mu           sync.Mutex
+	inflight     map[uint64]*flight
+	nRecs        int
+	nBytes       int
+	lanes        map[laneKey]*lane
+	laneIdx      sync.Map         // laneKey -> *lane, for batchFailed, which cannot take mu
+	suspects     map[uint64]*lane // records whose batch Kafka rejected; sent again alone
+	parked       int
+	topics       map[string]*topicState
+	parkedTopics int                // topics parked or probing
+	readCancel   context.CancelFunc // interrupts the reader's Read; nil when not reading
 	// While the reader reads again below highWater, settle notes here what
 	// it acked or dead-lettered since that Read began: the Read may have
 	// returned it while it was still in flight.
@@ -94,6 +97,7 @@ type flight struct {
 	appended time.Time
 	size     int
 	lane     *lane
+	topic    *topicState
 	isolated bool
 	err      error
 }
@@ -188,6 +192,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		src:          src,
 		m:            m,
 		bo:           backoff{initial: cfg.Backoff.Initial, max: cfg.Backoff.Max},
+		topicBo:      backoff{initial: topicRetryInitial, max: topicRetryMax},
 		part:         newPartitioner(),
 		results:      make(chan *flight, cfg.MaxBufferedRecords+1),
 		wake:         make(chan struct{}, 1),
@@ -200,6 +205,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		absent:       make(map[string]time.Time),
 		inflight:     make(map[uint64]*flight, cfg.MaxBufferedRecords),
 		lanes:        make(map[laneKey]*lane),
+		topics:       make(map[string]*topicState),
 		suspects:     make(map[uint64]*lane),
 		gone:         make(map[uint64]struct{}),
 		dlLogged:     make(map[string]time.Time),
@@ -425,10 +431,17 @@ func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
 			f.err = errNoTopic
 			f.size = len(rec.Key) + len(rec.Value)
 		}
-		if f.err == nil && len(f.rec.Key) > 0 && !p.knowPartitions(ctx, f.rec.Topic) {
-			return false
+		held := false
+		if f.err == nil && len(f.rec.Key) > 0 {
+			held = p.topicHeld(f)
+			if !held {
+				var ok bool
+				if held, ok = p.knowPartitions(ctx, f); !ok {
+					return false
+				}
+			}
 		}
-		for {
+		for !held {
 			act, until := p.decide(f, time.Now())
 			if act == actWait {
 				if !p.waitWake(ctx, until) {
@@ -457,19 +470,41 @@ func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
 	return true
 }
 
-// knowPartitions makes sure the partition count of topic is known before
-// its first keyed record is produced, so that every keyed record is tracked
-// on the lane of its real partition: a failure must stop exactly the
-// records that franz-go failed with it. It waits (with backoff) while Kafka
-// cannot be asked, and returns false only when ctx ends. A topic Kafka says
-// does not exist is let through: franz-go fails its records and they go to
-// dead letters.
-func (p *Producer) knowPartitions(ctx context.Context, topic string) bool {
+// topicHeld skips f if its topic is parked, as decide would, before
+// knowPartitions asks Kafka about the topic for each of its records.
+func (p *Producer) topicHeld(f *flight) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.inflight[f.seq]; ok {
+		return false
+	}
+	if _, ok := p.gone[f.seq]; ok {
+		return false
+	}
+	t := p.topic(f.rec.Topic)
+	if t.phase != topicParked {
+		return false
+	}
+	t.skip(f.seq)
+	return true
+}
+
+// knowPartitions makes sure the partition count of f's topic is known
+// before its first keyed record is produced, so that every keyed record is
+// tracked on the lane of its real partition: a failure must stop exactly
+// the records that franz-go failed with it. It waits (with backoff) while
+// Kafka cannot be asked at all, and returns ok false only when ctx ends.
+// An error for this one topic never holds the others: a topic Kafka says
+// does not exist, or whose name it cannot take, is let through (franz-go
+// fails its records and classify decides); any other error parks the topic
+// (held true) and the record is skipped.
+func (p *Producer) knowPartitions(ctx context.Context, f *flight) (held, ok bool) {
+	topic := f.rec.Topic
 	if p.part.count(topic) > 0 {
-		return true
+		return false, true
 	}
 	if until, ok := p.absent[topic]; ok && time.Now().Before(until) {
-		return true
+		return false, true
 	}
 	for n := 1; ; n++ {
 		req := kmsg.NewPtrMetadataRequest()
@@ -482,28 +517,38 @@ func (p *Producer) knowPartitions(ctx context.Context, topic string) bool {
 				if t.Topic == nil || *t.Topic != topic {
 					continue
 				}
+				terr := kerr.ErrorForCode(t.ErrorCode)
+				cls, reason := classify(terr)
 				switch {
-				case t.ErrorCode == 0 && len(t.Partitions) > 0:
+				case terr == nil && len(t.Partitions) > 0:
 					p.part.learn(topic, len(t.Partitions))
-					return true
-				case t.ErrorCode == kerr.UnknownTopicOrPartition.Code:
+					return false, true
+				case t.ErrorCode == kerr.UnknownTopicOrPartition.Code, cls == permanentTopic:
 					p.absent[topic] = time.Now().Add(p.cfg.MetadataMinAge)
-					return true
+					return false, true
+				case terr == nil:
+					terr = errors.New("topic without partitions in the metadata response")
 				}
-				err = kerr.ErrorForCode(t.ErrorCode)
+				if cls != parkTopic {
+					reason = "metadata"
+				}
+				p.mu.Lock()
+				tp := p.topic(topic)
+				tp.skip(f.seq)
+				p.parkTopic(tp, reason, fmt.Errorf("metadata: %w", terr), time.Now())
+				p.mu.Unlock()
+				return true, true
 			}
-			if err == nil {
-				err = errors.New("topic missing from the metadata response")
-			}
+			err = errors.New("topic missing from the metadata response")
 		}
 		if ctx.Err() != nil {
-			return false
+			return false, false
 		}
 		if n == 1 {
 			p.log.Warn("cannot learn the partitions of a topic, waiting", "topic", topic, "err", err)
 		}
 		if !sleepCtx(ctx, p.bo.delay(n)) {
-			return false
+			return false, false
 		}
 	}
 }
@@ -519,6 +564,10 @@ func (p *Producer) decide(f *flight, now time.Time) (act action, until time.Time
 	}
 	if _, ok := p.gone[f.seq]; ok {
 		return actSkip, time.Time{} // read again after a rewind, settled since
+	}
+	t := p.topic(f.rec.Topic)
+	if p.holdTopic(t, f.seq) {
+		return actSkip, time.Time{}
 	}
 	l := p.laneFor(f.rec.Topic, f.rec.Key)
 	if l.state == laneOpen && l.failing.Load() {
@@ -566,6 +615,8 @@ func (p *Producer) decide(f *flight, now time.Time) (act action, until time.Time
 	l.inflight++
 	l.bytes += f.size
 	f.lane = l
+	t.inflight++
+	f.topic = t
 	f.rec.Context = l.round.Load().ctx
 	p.inflight[f.seq] = f
 	p.nRecs++
@@ -634,8 +685,11 @@ func (p *Producer) setState(l *lane, s laneState) {
 func (p *Producer) unparkDue(now time.Time) (next time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.parkedTopics > 0 {
+		next = p.unparkTopics(now)
+	}
 	if p.parked == 0 {
-		return time.Time{}
+		return next
 	}
 	for _, l := range p.lanes {
 		if !p.resumable(l, now) {

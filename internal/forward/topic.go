@@ -1,0 +1,138 @@
+package forward
+
+import "time"
+
+// A topic Kafka refuses as a whole (classify's parkTopic: no write or
+// describe ACL, no such topic; or any error in its metadata) is parked
+// rather than dead-lettered: its records stay in the buffer, in order,
+// while the other topics flow. After a long capped backoff one record is
+// sent as a probe; when Kafka takes it the topic resumes from its first
+// skipped record, otherwise it waits again for longer.
+const (
+	topicRetryInitial = 5 * time.Second
+	topicRetryMax     = 5 * time.Minute
+)
+
+type topicPhase int
+
+const (
+	topicOpen    topicPhase = iota
+	topicParked             // waiting for retryAt; every record skipped
+	topicProbing            // one record in flight to see whether Kafka takes the topic again
+)
+
+// topicState is guarded by Producer.mu.
+type topicState struct {
+	name        string
+	phase       topicPhase
+	reason      string
+	since       time.Time
+	retryAt     time.Time
+	tries       int
+	inflight    int
+	skippedFrom uint64 // lowest sequence skipped while parked or probing; 0 for none
+	probeOK     bool   // Kafka took a record while probing: resume
+}
+
+func (t *topicState) skip(seq uint64) {
+	if t.skippedFrom == 0 || seq < t.skippedFrom {
+		t.skippedFrom = seq
+	}
+}
+
+// topic returns the state of a topic; p.mu is held.
+func (p *Producer) topic(name string) *topicState {
+	t := p.topics[name]
+	if t == nil {
+		t = &topicState{name: name}
+		p.topics[name] = t
+	}
+	return t
+}
+
+// holdTopic tells whether the record seq of topic must be skipped because
+// its topic is parked, or is probing with its probe in flight; p.mu is held.
+func (p *Producer) holdTopic(t *topicState, seq uint64) bool {
+	switch t.phase {
+	case topicParked:
+	case topicProbing:
+		if t.inflight == 0 && !t.probeOK {
+			return false // this record is the probe
+		}
+	default:
+		return false
+	}
+	t.skip(seq)
+	return true
+}
+
+// parkTopic parks t, or keeps it parked for longer after a failed probe;
+// p.mu is held. Records of t already in flight fail with it and call this
+// again: only the first failure of a round counts as a try.
+func (p *Producer) parkTopic(t *topicState, reason string, err error, now time.Time) {
+	switch t.phase {
+	case topicParked:
+		if t.reason != reason {
+			p.m.topics.WithLabelValues(t.reason).Dec()
+			p.m.topics.WithLabelValues(reason).Inc()
+			t.reason = reason
+		}
+		return
+	case topicOpen:
+		t.since = now
+		t.tries = 0
+		p.m.topics.WithLabelValues(reason).Inc()
+		p.parkedTopics++
+	case topicProbing:
+		p.m.topics.WithLabelValues(t.reason).Dec()
+		p.m.topics.WithLabelValues(reason).Inc()
+	}
+	t.tries++
+	t.phase = topicParked
+	t.reason = reason
+	t.probeOK = false
+	bo := p.topicBo
+	if reason == "metadata" {
+		bo = p.bo // an error in the answer, not a refusal: ask again soon
+	}
+	t.retryAt = now.Add(bo.delay(t.tries))
+	if t.tries == 1 {
+		p.log.Warn("kafka refuses a topic, its records wait in the buffer while the other topics flow",
+			"topic", t.name, "reason", reason, "retry_in", t.retryAt.Sub(now).Round(time.Millisecond), "err", err)
+	} else {
+		p.log.Debug("topic still refused", "topic", t.name, "reason", reason, "tries", t.tries, "err", err)
+	}
+}
+
+// unparkTopics moves the topics whose wait is over to probing, and the
+// probed ones Kafka took back to open, rewinding the cursor to the first
+// record each skipped. It returns the earliest end of a wait (zero if
+// none). p.mu is held.
+func (p *Producer) unparkTopics(now time.Time) (next time.Time) {
+	for _, t := range p.topics {
+		switch {
+		case t.phase == topicParked && !now.Before(t.retryAt):
+			t.phase = topicProbing
+		case t.phase == topicProbing && t.probeOK:
+			t.phase = topicOpen
+			t.probeOK = false
+			p.parkedTopics--
+			p.m.topics.WithLabelValues(t.reason).Dec()
+			p.log.Info("kafka takes the topic again, sending its buffered records",
+				"topic", t.name, "reason", t.reason, "parked_for", now.Sub(t.since).Round(time.Millisecond), "tries", t.tries)
+			t.tries = 0
+		case t.phase == topicParked:
+			if next.IsZero() || t.retryAt.Before(next) {
+				next = t.retryAt
+			}
+			continue
+		default:
+			continue
+		}
+		if t.skippedFrom > 0 && t.skippedFrom-1 < p.cursor {
+			p.cursor = t.skippedFrom - 1
+		}
+		t.skippedFrom = 0
+	}
+	return next
+}
