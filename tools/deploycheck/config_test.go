@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -246,7 +247,7 @@ func TestMosquittoConfig(t *testing.T) {
 	if err := os.WriteFile(path, []byte(local), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
+	var out lockedBuffer // read while mosquitto still writes to it
 	cmd := exec.Command(bin, "-c", path)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -278,6 +279,25 @@ func TestMosquittoConfig(t *testing.T) {
 	if s := out.String(); strings.Contains(strings.ToLower(s), "error") || strings.Contains(strings.ToLower(s), "deprecated") {
 		t.Errorf("mosquitto complains about the config:\n%s", s)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer a child process writes to while the test
+// reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func mosquittoPath() (string, error) {
