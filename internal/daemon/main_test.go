@@ -55,3 +55,35 @@ func TestMainExitCodes(t *testing.T) {
 		})
 	}
 }
+
+// A password in mqtt.url (from ${ENV} or written out) is refused, and the
+// refusal points to mqtt.password_file without printing the password.
+func TestValidateRefusesURLCredentials(t *testing.T) {
+	const secret = "Sup3rSecret"
+	t.Setenv("MQTT_PASSWORD", secret)
+	dir := t.TempDir()
+	for _, url := range []string{
+		"tcp://edgebridge:${MQTT_PASSWORD}@127.0.0.1:1883",
+		"ssl://edgebridge:" + secret + "@broker.local:8883",
+		"tcp://edgebridge:" + secret + "@127.0.0.1", // no port either
+	} {
+		t.Run(url, func(t *testing.T) {
+			cfg := filepath.Join(dir, "c.yaml")
+			if err := os.WriteFile(cfg, []byte("node_id: n1\nmqtt:\n  url: "+url+"\nroutes:\n  - filter: devices/+/telemetry\n    kafka_topic: iot.telemetry\n"+
+				"buffer:\n  dir: "+dir+"/buf\nkafka:\n  brokers: [\"127.0.0.1:9092\"]\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out, errb bytes.Buffer
+			code := Main([]string{"validate", "--config", cfg}, &out, &errb, Build{})
+			if code != ExitUsage {
+				t.Errorf("exit code %d, want %d", code, ExitUsage)
+			}
+			if !strings.Contains(errb.String(), "holds credentials: set mqtt.username and mqtt.password_file") {
+				t.Errorf("stderr does not point to mqtt.password_file:\n%s", errb.String())
+			}
+			if strings.Contains(out.String()+errb.String(), secret) {
+				t.Errorf("the password is printed:\nstdout: %s\nstderr: %s", out.String(), errb.String())
+			}
+		})
+	}
+}

@@ -157,19 +157,24 @@ func (c Config) Validate() error {
 	if strings.ContainsAny(c.ClientID, "\x00") || len(c.ClientID) > 65535 {
 		bad("mqtt.client_id %q is not a legal MQTT client id", c.ClientID)
 	}
+	// The URL is quoted redacted: a password in it would otherwise be
+	// printed by every error below, and url.Parse's own error repeats it.
+	broker := redactURL(c.Broker)
 	u, err := url.Parse(c.Broker)
 	switch {
 	case err != nil:
-		bad("mqtt.url %q: %v", c.Broker, err)
+		bad("mqtt.url %q is not a URL", broker)
+	case u.User != nil:
+		bad("mqtt.url %q holds credentials: set mqtt.username and mqtt.password_file (or mqtt.password: ${ENV}) instead, which are never printed", broker)
 	case u.Host == "" || u.Port() == "":
-		bad("mqtt.url %q must be scheme://host:port", c.Broker)
+		bad("mqtt.url %q must be scheme://host:port", broker)
 	case u.Scheme == "tcp" || u.Scheme == "mqtt":
 		if c.TLS.isSet() {
-			bad("mqtt.tls is set but mqtt.url %q is not a TLS URL: use ssl://, tls:// or mqtts://", c.Broker)
+			bad("mqtt.tls is set but mqtt.url %q is not a TLS URL: use ssl://, tls:// or mqtts://", broker)
 		}
 	case isTLSScheme(u.Scheme):
 	default:
-		bad("mqtt.url %q: scheme %q is not one of tcp, mqtt, ssl, tls, mqtts", c.Broker, u.Scheme)
+		bad("mqtt.url %q: scheme %q is not one of tcp, mqtt, ssl, tls, mqtts", broker, u.Scheme)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("mqtt.tls.cert_file and mqtt.tls.key_file must be set together")
@@ -227,3 +232,25 @@ func (c Config) Validate() error {
 }
 
 func isTLSScheme(s string) bool { return s == "ssl" || s == "tls" || s == "mqtts" }
+
+// redactURL replaces the user information of a broker URL (what precedes
+// the last "@" of the authority) with "xxxxx", whether or not the rest of
+// the URL parses.
+func redactURL(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		scheme, rest = "", s
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return s
+	}
+	if ok {
+		scheme += "://"
+	}
+	return scheme + "xxxxx" + rest[at:]
+}

@@ -41,6 +41,12 @@ func TestConfigValidate(t *testing.T) {
 		{"batch bytes below payload", func(c *Config) { c.MaxBatchBytes = 10; c.MaxPayloadBytes = 100 }, "mqtt.max_batch_bytes (10) must be >= mqtt.max_payload_bytes (100)"},
 		{"negative queue", func(c *Config) { c.QueueSize = -1 }, "mqtt.queue_size must be > 0"},
 		{"no routes", func(c *Config) { c.Routes = nil }, "routes: at least one route"},
+		{"credentials in the url", func(c *Config) { c.Broker = "tcp://bridge:s3cret@h:1883" },
+			`mqtt.url "tcp://xxxxx@h:1883" holds credentials: set mqtt.username and mqtt.password_file`},
+		{"user alone in the url", func(c *Config) { c.Broker = "ssl://bridge@h:8883" }, `mqtt.url "ssl://xxxxx@h:8883" holds credentials`},
+		{"credentials in a url that does not parse", func(c *Config) { c.Broker = "tcp://bridge:s3cret@h:1883\x7f" }, `mqtt.url "tcp://xxxxx@h:1883\x7f" is not a URL`},
+		{"credentials in a url without scheme", func(c *Config) { c.Broker = "bridge:s3cret@h:1883" }, `mqtt.url "xxxxx@h:1883"`},
+		{"credentials in a url with a bad scheme", func(c *Config) { c.Broker = "http://bridge:s3cret@h:1/x@y" }, `mqtt.url "http://xxxxx@h:1/x@y"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
