@@ -235,6 +235,12 @@ func TestRuleBehaviour(t *testing.T) {
 			edgebridge_mqtt_dropped_total{job="edgebridge", node="b", reason="stopping"} 0x10`,
 		at: "9m", wrap: "sgn(%s)", want: `{node="a", reason="overflow"} 1`,
 	}, {
+		name: "a parked topic fires with its reason", path: edgeRules, rule: "EdgebridgeTopicParked",
+		load: `edgebridge_forward_parked_topics{job="edgebridge", node="a", reason="topic_authorization_failed"} 0 1x10
+			edgebridge_forward_parked_topics{job="edgebridge", node="a", reason="unknown_topic"} 0x10
+			edgebridge_forward_parked_topics{job="edgebridge", node="b", reason="topic_authorization_failed"} 0x10`,
+		at: "5m", wrap: "%s", want: `{node="a", reason="topic_authorization_failed"} 1`,
+	}, {
 		name: "dead letters growing", path: edgeRules, rule: "EdgebridgeDeadLettersGrowing",
 		load: `edgebridge_buffer_dead_lettered_records_total{job="edgebridge", node="a"} 5x5 6x5
 			edgebridge_buffer_dead_lettered_records_total{job="edgebridge", node="b"} 5x10`,
