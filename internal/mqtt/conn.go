@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -120,6 +121,13 @@ type bufferedConn struct {
 	r       *bufio.Reader
 	timeout time.Duration
 
+	// connack gathers the first bytes paho reads: the broker's CONNACK.
+	// Only Read touches it, and paho never reads from two goroutines at
+	// once. session publishes what it said (see sessionPresent).
+	connack  [4]byte
+	connackN int
+	session  atomic.Int32
+
 	mu        sync.Mutex
 	cond      *sync.Cond // pending grew or shrank, err was set, or closing began
 	pending   []byte
@@ -143,7 +151,43 @@ func newBufferedConn(c net.Conn, writeTimeout time.Duration) *bufferedConn {
 	return bc
 }
 
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *bufferedConn) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.connackN < len(c.connack) && n > 0 {
+		c.connackN += copy(c.connack[c.connackN:], p[:n])
+		if c.connackN == len(c.connack) {
+			c.session.Store(parseConnack(c.connack))
+		}
+	}
+	return n, err
+}
+
+// What the CONNACK of a connection said about the session.
+const (
+	sessionUnknown int32 = iota // not read yet, or not a CONNACK
+	sessionNew                  // the broker had no session for the client id
+	sessionResumed              // the broker kept the session
+)
+
+// parseConnack reads an MQTT 3.1.1 CONNACK (§3.2): type 2, remaining
+// length 2, the acknowledge flags (bit 0: session present) and the return
+// code. Anything else is unknown, which the intake treats as a new session.
+func parseConnack(b [4]byte) int32 {
+	if b[0] != 0x20 || b[1] != 0x02 || b[2]&^1 != 0 || b[3] != 0 {
+		return sessionUnknown
+	}
+	if b[2]&1 == 1 {
+		return sessionResumed
+	}
+	return sessionNew
+}
+
+// sessionPresent reports the session present flag of the connection's
+// CONNACK. paho v1.5 reads the flag but hands it only to the ConnectToken
+// of the first Connect; a reconnect drops it (client.reconnect), so the
+// intake takes it from the bytes. Once paho called OnConnect it has read
+// the CONNACK, so the flag is known.
+func (c *bufferedConn) sessionPresent() bool { return c.session.Load() == sessionResumed }
 
 // Write queues p for the socket. It returns the error of an earlier socket
 // write, if one failed.

@@ -55,6 +55,27 @@
 // is stored twice; order per device holds, because the redelivered copies
 // follow the originals.
 //
+// # Subscriptions
+//
+// The broker keeps the subscriptions of the persistent session, and every
+// SUBSCRIBE makes it send the matching retained messages again (MQTT 3.1.1
+// §3.8.4), each stored again. So the intake subscribes to every route on
+// the first connection of the process (the routes may have changed since
+// the session was made, and MQTT 3.1.1 cannot list a session's
+// subscriptions: a restart stores the retained messages once more), and
+// after that only when the CONNACK says the broker has no session (it
+// expired it or lost its store; counted in
+// edgebridge_mqtt_session_lost_total, as what it held is gone) and for the
+// filters not yet granted. A reconnect to a kept session sends no
+// SUBSCRIBE. paho v1.5 drops the CONNACK's session present flag on
+// reconnects, so the connection (conn.go) reads it from the bytes.
+//
+// A refusal in the SUBACK (0x80, usually the broker's ACL) is tried again
+// on the same connection with backoff. Meanwhile the intake is not ready
+// (edgebridge_mqtt_up 0, /readyz fails), logs the filter and counts it in
+// edgebridge_mqtt_subscribe_errors_total{reason="refused"} (timeout and
+// error count failed SUBSCRIBEs).
+//
 // # Rejected messages
 //
 // A message whose topic matches no route, whose device id cannot be taken

@@ -13,6 +13,10 @@ type metrics struct {
 	up            prometheus.Gauge
 	connects      prometheus.Counter
 	connLost      prometheus.Counter
+	// subscribeErrors counts failed SUBSCRIBEs (timeout, error) and, per
+	// filter, SUBACK failures (refused).
+	subscribeErrors *prometheus.CounterVec
+	sessionLost     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -59,15 +63,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "edgebridge_mqtt_connection_lost_total",
 			Help: "Connections to the broker lost.",
 		}),
+		subscribeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgebridge_mqtt_subscribe_errors_total",
+			Help: "Subscriptions not granted, by reason: refused counts filters of a SUBACK, timeout and error count SUBSCRIBEs. The intake is not ready meanwhile.",
+		}, []string{"reason"}),
+		sessionLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_mqtt_session_lost_total",
+			Help: "Connections on which the broker no longer had the session the bridge subscribed in: what it held for the bridge is lost; the bridge subscribes again.",
+		}),
 	}
 	for _, r := range rejectReasons {
 		m.rejected.WithLabelValues(r)
 	}
 	m.dropped.WithLabelValues("stopping")
+	for _, r := range subscribeReasons {
+		m.subscribeErrors.WithLabelValues(r)
+	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.received, m.acked, m.rejected, m.dropped, m.batchSize, m.commitSeconds, m.commitErrors, m.up, m.connects, m.connLost} {
+	for _, c := range []prometheus.Collector{m.received, m.acked, m.rejected, m.dropped, m.batchSize, m.commitSeconds, m.commitErrors, m.up, m.connects, m.connLost, m.subscribeErrors, m.sessionLost} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

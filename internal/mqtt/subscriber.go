@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/url"
 	"strconv"
@@ -68,13 +69,25 @@ type Subscriber struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 
-	// stateMu guards gen and the ready flag. gen changes with each
-	// connection and each loss, so a subscription that completes after its
-	// connection was lost does not mark the Subscriber ready.
+	// stateMu guards gen, opened, lost and the ready flag. gen changes
+	// with each connection and each loss, so a subscription that completes
+	// after its connection was lost does not mark the Subscriber ready.
+	//
+	// opened and lost count paho's OnConnect and OnConnectionLost calls.
+	// paho runs each in a goroutine of its own, so they can come out of
+	// order: connection 1 is lost, paho reconnects at once and calls
+	// OnConnect for connection 2, and only then does the OnConnectionLost
+	// of connection 1 run. Every connection gets one OnConnect and at most
+	// one OnConnectionLost, so a connection is up only while opened > lost:
+	// a loss that leaves opened > lost is an older connection's, and must
+	// not take readiness from the newer one (which, on a resumed session,
+	// is ready as soon as its OnConnect runs).
 	stateMu   sync.Mutex
 	gen       uint64
+	opened    uint64
+	lost      uint64
 	ready     bool
-	connected chan uint64 // OnConnect -> subscribe loop, newest generation
+	connected chan connEvent // OnConnect -> subscribe loop, newest connection
 
 	// conn is the newest connection paho opened (see openConnection).
 	conn atomic.Pointer[bufferedConn]
@@ -85,6 +98,12 @@ type Subscriber struct {
 	env   edgebridgev1.Envelope
 	ts    timestamppb.Timestamp
 	attrs map[string]string
+}
+
+// connEvent is a connection paho opened, for the subscribe loop.
+type connEvent struct {
+	gen            uint64
+	sessionPresent bool // the CONNACK's: the broker kept the session
 }
 
 type inbound struct {
@@ -137,7 +156,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, sink Sink) (*S
 		filters:   map[string]byte{},
 		in:        make(chan inbound, cfg.QueueSize),
 		stop:      make(chan struct{}),
-		connected: make(chan uint64, 1),
+		connected: make(chan connEvent, 1),
 		attrs:     map[string]string{},
 	}
 	for _, r := range routes.routes {
@@ -292,20 +311,34 @@ func (s *Subscriber) connect(ctx context.Context, client paho.Client) {
 
 func (s *Subscriber) onConnect(paho.Client) {
 	s.m.connects.Inc()
+	// paho calls OnConnect after it read the CONNACK of the connection it
+	// just opened, the newest one. Should that connection be gone already
+	// and the next one not be past its CONNACK, the flag reads false: the
+	// loop subscribes, which is safe, only costly.
+	present := false
+	if c := s.conn.Load(); c != nil {
+		present = c.sessionPresent()
+	}
 	var gen uint64
-	s.setState(func() { s.gen++; gen = s.gen })
-	s.log.Info("connected", "broker", s.cfg.Broker)
-	// Keep only the newest generation: an older one is stale.
+	s.setState(func() { s.gen++; s.opened++; gen = s.gen })
+	s.log.Info("connected", "broker", s.cfg.Broker, "session_present", present)
+	// Keep only the newest connection: an older one is stale.
 	select {
 	case <-s.connected:
 	default:
 	}
-	s.connected <- gen
+	s.connected <- connEvent{gen: gen, sessionPresent: present}
 }
 
 func (s *Subscriber) onConnectionLost(_ paho.Client, err error) {
 	s.m.connLost.Inc()
-	s.setState(func() { s.gen++; s.ready = false })
+	s.setState(func() {
+		s.lost++
+		if s.opened <= s.lost { // else see stateMu
+			s.gen++
+			s.ready = false
+		}
+	})
 	s.log.Warn("connection lost", "broker", s.cfg.Broker, "err", err)
 }
 
@@ -320,73 +353,135 @@ func (s *Subscriber) setState(f func()) {
 	}
 }
 
-// subscribeLoop subscribes to every route after each connection. The
-// broker keeps the subscriptions of the persistent session, but a new
-// session, or one the broker expired, has none.
+// subscribeLoop subscribes after each connection, as far as the session
+// needs it.
+//
+// A SUBSCRIBE, even of a filter the session already has, makes the broker
+// send every matching retained message again (MQTT 3.1.1 §3.8.4), and the
+// intake stores each again. The broker keeps the subscriptions of the
+// persistent session, so the loop sends SUBSCRIBE only:
+//   - on the first connection of the process, whatever the broker kept:
+//     the routes may have changed since the session was made (a new
+//     filter, another QoS), and MQTT 3.1.1 has no way to list a session's
+//     subscriptions. The retained messages are stored once more per start.
+//   - when the CONNACK says the broker has no session (it expired it, or
+//     lost its store): a new session has no subscriptions.
+//   - for the filters the broker has not granted yet.
+//
+// So a reconnect that finds the session (session present) with every
+// filter granted sends no SUBSCRIBE: the subscriptions, and what the broker
+// queued meanwhile, are there. A filter the broker refused is tried again
+// on the same connection, with backoff (an ACL can be reloaded).
 func (s *Subscriber) subscribeLoop(ctx context.Context, client paho.Client) {
+	// pending holds the filters the current session does not have.
+	// Owned by this goroutine.
+	pending := maps.Clone(s.filters)
 	for {
-		var gen uint64
+		var ev connEvent
 		select {
 		case <-ctx.Done():
 			return
-		case gen = <-s.connected:
+		case ev = <-s.connected:
 		}
-		wait := s.cfg.ConnectRetryInterval
-		for {
-			err := s.subscribe(ctx, client)
-			if err == nil {
-				ok := false
-				s.setState(func() {
-					if s.gen == gen {
-						s.ready, ok = true, true
-					}
-				})
-				if ok {
-					s.log.Info("subscribed", "filters", len(s.filters))
-				}
-				break
+		if !ev.sessionPresent {
+			if len(pending) < len(s.filters) {
+				// The session this process subscribed in is gone.
+				s.m.sessionLost.Inc()
+				s.log.Warn("broker has no session for the bridge, subscribing again: messages it held for the bridge are lost", "broker", s.cfg.Broker, "client_id", s.cfg.ClientID)
 			}
+			pending = maps.Clone(s.filters)
+		}
+		sent := len(pending) > 0
+		try := maps.Clone(pending)
+		wait := s.cfg.ConnectRetryInterval
+		for len(try) > 0 {
+			failed, err := s.subscribe(ctx, client, try)
 			if ctx.Err() != nil {
 				return
 			}
-			s.log.Error("subscribe failed", "err", err)
-			if !client.IsConnectionOpen() {
-				break // the next connection subscribes again
+			if err != nil {
+				s.log.Error("subscribe failed", "err", err)
+			} else {
+				for f := range try {
+					if failed[f] == "" {
+						delete(pending, f)
+						delete(try, f)
+					}
+				}
+			}
+			if len(try) == 0 || !client.IsConnectionOpen() {
+				break // the next connection subscribes what is pending
 			}
 			if !sleep(ctx, jitter(wait)) {
 				return
 			}
 			wait = min(2*wait, s.cfg.MaxReconnectInterval)
 		}
+		if len(pending) > 0 {
+			continue // not ready: subscribe logged and counted why
+		}
+		ok := false
+		s.setState(func() {
+			if s.gen == ev.gen && s.opened > s.lost {
+				s.ready, ok = true, true
+			}
+		})
+		switch {
+		case !ok:
+		case sent:
+			s.log.Info("subscribed", "filters", len(s.filters))
+		default:
+			s.log.Info("session resumed, subscriptions kept", "filters", len(s.filters))
+		}
 	}
 }
 
-func (s *Subscriber) subscribe(ctx context.Context, client paho.Client) error {
-	tok := client.SubscribeMultiple(s.filters, nil) // nil: the default handler
+// Reasons of edgebridge_mqtt_subscribe_errors_total.
+const (
+	subscribeRefused = "refused" // SUBACK failure (0x80): an ACL, most often
+	subscribeTimeout = "timeout" // no SUBACK within mqtt.connect_timeout
+	subscribeError   = "error"   // not sent, or the connection was lost first
+)
+
+var subscribeReasons = []string{subscribeRefused, subscribeTimeout, subscribeError}
+
+// subscribe sends one SUBSCRIBE for filters (filter -> route QoS) and
+// returns, for each filter the broker did not grant, the reason.
+func (s *Subscriber) subscribe(ctx context.Context, client paho.Client, filters map[string]byte) (map[string]string, error) {
+	tok := client.SubscribeMultiple(filters, nil) // nil: the default handler
 	t := time.NewTimer(s.cfg.ConnectTimeout)
 	defer t.Stop()
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	case <-t.C:
-		return fmt.Errorf("no SUBACK within mqtt.connect_timeout (%s)", s.cfg.ConnectTimeout)
+		s.m.subscribeErrors.WithLabelValues(subscribeTimeout).Inc()
+		return nil, fmt.Errorf("no SUBACK within mqtt.connect_timeout (%s)", s.cfg.ConnectTimeout)
 	}
 	if err := tok.Error(); err != nil {
-		return err
+		s.m.subscribeErrors.WithLabelValues(subscribeError).Inc()
+		return nil, err
 	}
-	var refused []string
-	if st, ok := tok.(*paho.SubscribeToken); ok {
-		for f, code := range st.Result() {
-			if code == 0x80 {
-				refused = append(refused, f)
-			}
+	st, ok := tok.(*paho.SubscribeToken)
+	if !ok {
+		s.m.subscribeErrors.WithLabelValues(subscribeError).Inc()
+		return nil, fmt.Errorf("paho returned a %T for SUBSCRIBE, not its SUBACK", tok)
+	}
+	granted := st.Result()
+	failed := map[string]string{}
+	for f, want := range filters {
+		code, ok := granted[f]
+		switch {
+		case !ok || code > 2: // 0x80, or a code MQTT 3.1.1 does not have
+			failed[f] = subscribeRefused
+			s.log.Error("broker refused the subscription (check its ACL)", "filter", f, "qos", want, "return_code", code)
+		default:
+			continue
 		}
+		s.m.subscribeErrors.WithLabelValues(failed[f]).Inc()
 	}
-	if len(refused) > 0 {
-		return fmt.Errorf("broker refused filters %q (check its ACL)", refused)
-	}
-	return nil
+	return failed, nil
 }
 
 // onMessage is paho's handler. It only queues the message.
