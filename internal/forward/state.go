@@ -11,21 +11,33 @@ import (
 	"github.com/twmb/franz-go/plugin/kslog"
 )
 
+// stateLogEvery bounds the "kafka reachable" / "kafka unreachable" lines to
+// one per interval, whatever the hooks see: a broker that accepts the
+// connection and then rejects the credentials answers ApiVersions before
+// every refusal, many times a second.
+const stateLogEvery = time.Minute
+
 // kafkaState follows whether Kafka takes our records, from franz-go's broker
 // hooks, and logs and exports the changes. Kafka is up once a produce
-// request succeeds and down once one fails or a dial fails. With nothing to
-// produce, any successful request counts as up; while records wait, only a
-// produce answer does (a blackholed produce path next to a healthy metadata
-// path is down).
+// request is answered and down once one fails, a dial or the connection's
+// TLS or SASL handshake fails, or any request fails. Only answers to
+// Produce and Metadata requests count as up (Metadata only with nothing to
+// produce: a blackholed produce path next to a healthy metadata path is
+// down); requests that succeed before authentication, such as ApiVersions,
+// prove nothing.
 type kafkaState struct {
 	log      *slog.Logger
 	m        *metrics
 	buffered func() int64
 	resumed  func() // a produce was answered after none or a failed one
 
-	mu   sync.Mutex // guards up, seen and produced; never held while calling out
+	mu   sync.Mutex // guards the fields below; never held while calling out
 	up   bool
 	seen bool
+	// What the log last said, when, and the changes it has not told.
+	loggedUp bool
+	loggedAt time.Time
+	untold   int
 	// produced: the last produce request was answered. Until the first
 	// answer and after a failed one, the Producer reads one batch at a
 	// time instead of filling its window (see readLoop).
@@ -51,7 +63,7 @@ func (s *kafkaState) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.Bro
 		s.set(err == nil, meta.NodeID, err)
 	case err != nil:
 		s.set(false, meta.NodeID, err)
-	case s.buffered() == 0:
+	case key == int16(kmsg.Metadata) && s.buffered() == 0:
 		s.set(true, meta.NodeID, nil)
 	}
 }
@@ -62,20 +74,35 @@ func (s *kafkaState) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _
 	}
 }
 
+// set records what a hook saw. The gauge follows every change; the log
+// says the state when it differs from what the log last said, at most once
+// per stateLogEvery, with the number of changes in between.
 func (s *kafkaState) set(up bool, node int32, err error) {
+	now := time.Now()
 	s.mu.Lock()
-	changed := !s.seen || s.up != up
+	first := !s.seen
+	changed := first || s.up != up
 	s.up, s.seen = up, true
-	s.mu.Unlock()
-	if !changed {
-		return
+	if changed {
+		s.untold++
+		if up {
+			s.m.up.Set(1)
+		} else {
+			s.m.up.Set(0)
+		}
 	}
-	if up {
-		s.m.up.Set(1)
-		s.log.Info("kafka reachable", "broker", node)
-	} else {
-		s.m.up.Set(0)
-		s.log.Warn("kafka unreachable, records wait in the buffer", "broker", node, "err", err)
+	tell := first || up != s.loggedUp && now.Sub(s.loggedAt) >= stateLogEvery
+	changes := s.untold
+	if tell {
+		s.loggedUp, s.loggedAt, s.untold = up, now, 0
+	}
+	s.mu.Unlock()
+	switch {
+	case !tell:
+	case up:
+		s.log.Info("kafka reachable", "broker", node, "changes", changes)
+	default:
+		s.log.Warn("kafka unreachable, records wait in the buffer", "broker", node, "changes", changes, "err", err)
 	}
 }
 
