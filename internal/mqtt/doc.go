@@ -70,11 +70,15 @@
 // SUBSCRIBE. paho v1.5 drops the CONNACK's session present flag on
 // reconnects, so the connection (conn.go) reads it from the bytes.
 //
-// A refusal in the SUBACK (0x80, usually the broker's ACL) is tried again
-// on the same connection with backoff. Meanwhile the intake is not ready
+// A filter is subscribed only when the SUBACK grants it the route's QoS. A
+// refusal (0x80, usually the broker's ACL) is tried again on the same
+// connection with backoff; a grant below the route's QoS is an error too,
+// since a broker delivering at QoS 0 neither keeps nor redelivers, and is
+// tried again on the next connection. Either way the intake is not ready
 // (edgebridge_mqtt_up 0, /readyz fails), logs the filter and counts it in
-// edgebridge_mqtt_subscribe_errors_total{reason="refused"} (timeout and
-// error count failed SUBSCRIBEs).
+// edgebridge_mqtt_subscribe_errors_total{reason} (refused, qos_downgraded;
+// timeout and error count failed SUBSCRIBEs). What the broker delivers at
+// the lower QoS is still stored, with the QoS it came at in the envelope.
 //
 // # Rejected messages
 //

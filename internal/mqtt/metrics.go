@@ -14,7 +14,7 @@ type metrics struct {
 	connects      prometheus.Counter
 	connLost      prometheus.Counter
 	// subscribeErrors counts failed SUBSCRIBEs (timeout, error) and, per
-	// filter, SUBACK failures (refused).
+	// filter, SUBACK failures (refused, qos_downgraded).
 	subscribeErrors *prometheus.CounterVec
 	sessionLost     prometheus.Counter
 }
@@ -65,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		subscribeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgebridge_mqtt_subscribe_errors_total",
-			Help: "Subscriptions not granted, by reason: refused counts filters of a SUBACK, timeout and error count SUBSCRIBEs. The intake is not ready meanwhile.",
+			Help: "Subscriptions not granted at the route's QoS, by reason: refused and qos_downgraded count filters of a SUBACK, timeout and error count SUBSCRIBEs. The intake is not ready meanwhile.",
 		}, []string{"reason"}),
 		sessionLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgebridge_mqtt_session_lost_total",

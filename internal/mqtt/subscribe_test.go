@@ -4,8 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
 )
@@ -148,6 +152,187 @@ func TestRestartSubscribesTheCurrentRoutes(t *testing.T) {
 	if got := metricValue(sub.m.sessionLost); got != 0 {
 		t.Errorf("edgebridge_mqtt_session_lost_total = %v after a restart onto a kept session, want 0", got)
 	}
+}
+
+// grantHook makes mochi answer the bridge's SUBSCRIBE with the granted QoS
+// of grant[filter], or a failure (0x80) for refuseCode; filters not in
+// grant get what they asked for.
+type grantHook struct {
+	mochi.HookBase
+	client string
+
+	mu    sync.Mutex
+	grant map[string]byte
+}
+
+const refuseCode = 0x80
+
+func (h *grantHook) ID() string { return "grant" }
+
+func (h *grantHook) Provides(b byte) bool { return b == mochi.OnSubscribe }
+
+func (h *grantHook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if cl.ID != h.client {
+		return pk
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, f := range pk.Filters {
+		g, ok := h.grant[f.Filter]
+		switch {
+		case !ok:
+		case g == refuseCode:
+			// mochi fails an invalid filter with 0x80 for MQTT 3.1.1;
+			// paho matches return codes to filters by position.
+			pk.Filters[i].Filter = "refused/#/invalid"
+		default:
+			pk.Filters[i].Qos = g
+		}
+	}
+	return pk
+}
+
+func (h *grantHook) set(grant map[string]byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.grant = grant
+}
+
+// Finding 14: a SUBACK granting less than the route's QoS is a failure,
+// like a refusal: the bridge is not ready, and the reason is counted.
+// A downgraded filter still delivers (at the granted QoS, as the record
+// shows): nothing is dropped on purpose, but delivery is no longer at
+// least once, and /readyz says so.
+func TestSubackBelowTheRouteQoSIsNotReady(t *testing.T) {
+	const filter, topic = "devices/+/telemetry", "devices/d1/telemetry"
+	tests := []struct {
+		name     string
+		routeQoS int
+		grant    byte
+		reason   string // "" : granted as asked
+	}{
+		{name: "qos 1 granted", routeQoS: 1, grant: 1},
+		{name: "qos 2 granted", routeQoS: 2, grant: 2},
+		{name: "qos 1 route granted qos 0", routeQoS: 1, grant: 0, reason: subscribeQoSDowngraded},
+		{name: "qos 2 route granted qos 1", routeQoS: 2, grant: 1, reason: subscribeQoSDowngraded},
+		{name: "qos 2 route granted qos 0", routeQoS: 2, grant: 0, reason: subscribeQoSDowngraded},
+		{name: "refused", routeQoS: 1, grant: refuseCode, reason: subscribeRefused},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig("")
+			cfg.ClientID = "bridge-grant"
+			cfg.Routes = []Route{{Filter: filter, KafkaTopic: "telemetry", QoS: tt.routeQoS}}
+			hook := &grantHook{client: cfg.ClientID, grant: map[string]byte{filter: tt.grant}}
+			broker, _ := startMochi(t, nil, hook)
+			cfg.Broker = broker
+			sink := &fakeSink{}
+			sub := startSubscriber(t, cfg, sink)
+			pub := newPublisher(t, broker, "pub")
+
+			if tt.reason == "" {
+				waitFor(t, "bridge ready", sub.Ready)
+				for _, r := range subscribeReasons {
+					if v := metricValue(sub.m.subscribeErrors.WithLabelValues(r)); v != 0 {
+						t.Errorf("edgebridge_mqtt_subscribe_errors_total{reason=%q} = %v, want 0", r, v)
+					}
+				}
+				return
+			}
+			errs := sub.m.subscribeErrors.WithLabelValues(tt.reason)
+			if tt.reason == subscribeRefused {
+				// Retried on the connection: a second refusal came after
+				// the first left the loop.
+				waitFor(t, "two refusals counted", func() bool { return metricValue(errs) >= 2 })
+			} else {
+				waitFor(t, "SUBACK handled", func() bool { return metricValue(errs) >= 1 || sub.Ready() })
+				// What the broker delivers at the lower QoS is stored, and
+				// the record says at which QoS it came.
+				publish(t, pub, topic, byte(tt.routeQoS), false, []byte("downgraded"))
+				waitFor(t, "message stored", func() bool { return hasRecord(t, sink, "downgraded") })
+				if q := decode(t, sink.records()[0]).GetQos(); q != uint32(tt.grant) {
+					t.Errorf("record qos %d, want the granted %d", q, tt.grant)
+				}
+			}
+			if sub.Ready() {
+				t.Errorf("Ready() with %s granted %d for a QoS %d route", filter, tt.grant, tt.routeQoS)
+			}
+			if v := metricValue(sub.m.up); v != 0 {
+				t.Errorf("edgebridge_mqtt_up = %v, want 0", v)
+			}
+			if v := metricValue(errs); v < 1 {
+				t.Errorf("edgebridge_mqtt_subscribe_errors_total{reason=%q} = %v, want >= 1", tt.reason, v)
+			}
+		})
+	}
+}
+
+// Once the broker grants the route's QoS the bridge becomes ready, on the
+// next connection for a downgrade; a reconnect to the kept session then
+// subscribes nothing again.
+func TestDowngradedSubscriptionRecoversOnReconnect(t *testing.T) {
+	const filter = "devices/+/telemetry"
+	cfg := testConfig("")
+	cfg.ClientID = "bridge-regrant"
+	hook := &grantHook{client: cfg.ClientID, grant: map[string]byte{filter: 0}}
+	subs := &subscribeCounter{client: cfg.ClientID}
+	broker, srv := startMochi(t, nil, hook, subs)
+	cfg.Broker = broker
+	sub := startSubscriber(t, cfg, &fakeSink{})
+	errs := sub.m.subscribeErrors.WithLabelValues(subscribeQoSDowngraded)
+	waitFor(t, "downgrade counted", func() bool { return metricValue(errs) == 1 })
+
+	hook.set(nil) // the broker's policy is fixed
+	for i := range 2 {
+		connects := metricValue(sub.m.connects)
+		cl, ok := srv.Clients.Get(cfg.ClientID)
+		if !ok {
+			t.Fatal("bridge not connected to mochi")
+		}
+		cl.Stop(fmt.Errorf("test %d: drop the bridge", i))
+		reconnected(t, sub, connects)
+	}
+	// SUBSCRIBEs: the first connection (both filters), the second (the
+	// downgraded filter only), none on the third.
+	if got, want := subs.filters(), [][]string{{"devices/+/telemetry", "site/+/+/events"}, {"devices/+/telemetry"}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("SUBSCRIBE filters per packet %q, want %q", got, want)
+	}
+	if v := metricValue(errs); v != 1 {
+		t.Errorf("edgebridge_mqtt_subscribe_errors_total{reason=qos_downgraded} = %v, want 1", v)
+	}
+}
+
+// subscribeCounter records the filters of each SUBSCRIBE the client sends.
+type subscribeCounter struct {
+	mochi.HookBase
+	client string
+
+	mu   sync.Mutex
+	subs [][]string
+}
+
+func (h *subscribeCounter) ID() string { return "subscribe-counter" }
+
+func (h *subscribeCounter) Provides(b byte) bool { return b == mochi.OnSubscribe }
+
+func (h *subscribeCounter) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if cl.ID == h.client {
+		var fs []string
+		for _, f := range pk.Filters {
+			fs = append(fs, f.Filter)
+		}
+		slices.Sort(fs)
+		h.mu.Lock()
+		h.subs = append(h.subs, fs)
+		h.mu.Unlock()
+	}
+	return pk
+}
+
+func (h *subscribeCounter) filters() [][]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.subs)
 }
 
 // paho runs OnConnect and OnConnectionLost each in a goroutine of its own:

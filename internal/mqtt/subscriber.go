@@ -177,7 +177,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, sink Sink) (*S
 }
 
 // Ready reports whether the Subscriber is connected to the broker and
-// subscribed to every route: messages flow. For the daemon's /readyz.
+// subscribed to every route at the route's QoS: messages flow, at least
+// once. For the daemon's /readyz.
 func (s *Subscriber) Ready() bool {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
@@ -366,15 +367,17 @@ func (s *Subscriber) setState(f func()) {
 //     subscriptions. The retained messages are stored once more per start.
 //   - when the CONNACK says the broker has no session (it expired it, or
 //     lost its store): a new session has no subscriptions.
-//   - for the filters the broker has not granted yet.
+//   - for the filters not yet granted at their route's QoS.
 //
 // So a reconnect that finds the session (session present) with every
 // filter granted sends no SUBSCRIBE: the subscriptions, and what the broker
 // queued meanwhile, are there. A filter the broker refused is tried again
-// on the same connection, with backoff (an ACL can be reloaded).
+// on the same connection, with backoff (an ACL can be reloaded); one granted
+// below its route's QoS only on the next connection: the broker granted by
+// policy, and each try makes it send the filter's retained messages again.
 func (s *Subscriber) subscribeLoop(ctx context.Context, client paho.Client) {
-	// pending holds the filters the current session does not have.
-	// Owned by this goroutine.
+	// pending holds the filters the current session does not have at
+	// their route's QoS. Owned by this goroutine.
 	pending := maps.Clone(s.filters)
 	for {
 		var ev connEvent
@@ -403,8 +406,11 @@ func (s *Subscriber) subscribeLoop(ctx context.Context, client paho.Client) {
 				s.log.Error("subscribe failed", "err", err)
 			} else {
 				for f := range try {
-					if failed[f] == "" {
+					switch failed[f] {
+					case "":
 						delete(pending, f)
+						delete(try, f)
+					case subscribeQoSDowngraded:
 						delete(try, f)
 					}
 				}
@@ -438,15 +444,19 @@ func (s *Subscriber) subscribeLoop(ctx context.Context, client paho.Client) {
 
 // Reasons of edgebridge_mqtt_subscribe_errors_total.
 const (
-	subscribeRefused = "refused" // SUBACK failure (0x80): an ACL, most often
-	subscribeTimeout = "timeout" // no SUBACK within mqtt.connect_timeout
-	subscribeError   = "error"   // not sent, or the connection was lost first
+	subscribeRefused       = "refused"        // SUBACK failure (0x80): an ACL, most often
+	subscribeQoSDowngraded = "qos_downgraded" // granted below the route's QoS
+	subscribeTimeout       = "timeout"        // no SUBACK within mqtt.connect_timeout
+	subscribeError         = "error"          // not sent, or the connection was lost first
 )
 
-var subscribeReasons = []string{subscribeRefused, subscribeTimeout, subscribeError}
+var subscribeReasons = []string{subscribeRefused, subscribeQoSDowngraded, subscribeTimeout, subscribeError}
 
 // subscribe sends one SUBSCRIBE for filters (filter -> route QoS) and
-// returns, for each filter the broker did not grant, the reason.
+// returns, for each filter the broker did not grant at its route's QoS,
+// the reason. A grant below the route's QoS is a failure: the broker would
+// deliver at that QoS, and a QoS 0 message is neither kept nor redelivered
+// by the broker, so the intake would quietly become at-most-once.
 func (s *Subscriber) subscribe(ctx context.Context, client paho.Client, filters map[string]byte) (map[string]string, error) {
 	tok := client.SubscribeMultiple(filters, nil) // nil: the default handler
 	t := time.NewTimer(s.cfg.ConnectTimeout)
@@ -476,6 +486,10 @@ func (s *Subscriber) subscribe(ctx context.Context, client paho.Client, filters 
 		case !ok || code > 2: // 0x80, or a code MQTT 3.1.1 does not have
 			failed[f] = subscribeRefused
 			s.log.Error("broker refused the subscription (check its ACL)", "filter", f, "qos", want, "return_code", code)
+		case code < want:
+			failed[f] = subscribeQoSDowngraded
+			s.log.Error("broker granted a lower qos than the route's: the filter's messages are not delivered at least once",
+				"filter", f, "qos", want, "granted_qos", code)
 		default:
 			continue
 		}
