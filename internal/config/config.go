@@ -195,6 +195,21 @@ type logFile struct {
 	Format string `yaml:"format"`
 }
 
+// Upper bounds of buffer.* (the buffer package bounds them from below), so
+// that a unit too many is refused at validate rather than tried on disk.
+const (
+	// maxBufferBytes bounds buffer.max_bytes and buffer.min_free_disk:
+	// more disk than an edge node has; a larger value is a unit slip.
+	maxBufferBytes = 1 << 40
+	// maxSegmentBytes: the head segment is mapped at twice its size up
+	// front, and a damaged segment is rescanned whole.
+	maxSegmentBytes = 1 << 30
+	// maxSegments bounds buffer.max_bytes / buffer.segment_bytes: every
+	// segment is an open bbolt file (a descriptor, a mapping, a freelist
+	// rebuilt by scanning it at Open), kept for the life of the process.
+	maxSegments = 4096
+)
+
 // Options are the process facts Parse needs; Load fills them from the OS.
 type Options struct {
 	// File names the file in error messages.
@@ -378,6 +393,22 @@ func parse(data []byte, opts Options) (*Config, error) {
 	cfg.Buffer = cfg.Buffer.WithDefaults()
 	if err := cfg.Buffer.Validate(); err != nil {
 		errs = append(errs, componentError(opts.File, err))
+	}
+	for _, n := range []struct {
+		key    string
+		v, max int64
+	}{
+		{"buffer.max_bytes", cfg.Buffer.MaxBytes, maxBufferBytes},
+		{"buffer.min_free_disk", cfg.Buffer.MinFreeDisk, maxBufferBytes},
+		{"buffer.segment_bytes", cfg.Buffer.SegmentBytes, maxSegmentBytes},
+	} {
+		if n.v > n.max {
+			invalid(n.key, "%d is above the maximum %d (%s)", n.v, n.max, ByteSize(n.max))
+		}
+	}
+	if sb := cfg.Buffer.SegmentBytes; sb > 0 && cfg.Buffer.MaxBytes/sb > maxSegments {
+		invalid("buffer.segment_bytes", "%s makes buffer.max_bytes (%s) %d segments, above the maximum %d: raise buffer.segment_bytes to at least %s",
+			ByteSize(sb), ByteSize(cfg.Buffer.MaxBytes), cfg.Buffer.MaxBytes/sb, maxSegments, ByteSize((cfg.Buffer.MaxBytes+maxSegments-1)/maxSegments))
 	}
 
 	k := f.Kafka

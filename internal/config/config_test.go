@@ -332,6 +332,42 @@ func TestErrors(t *testing.T) {
 			want: `buffer.max_bytes: must be at least twice mqtt.max_batch_bytes + mqtt.max_payload_bytes`,
 		},
 		{
+			name: "a buffer larger than any edge disk",
+			yaml: "buffer:\n  dir: /x\n  max_bytes: 9223372036854775807\n",
+			is:   ErrInvalid,
+			want: `edgebridge.yaml: buffer.max_bytes: 9223372036854775807 is above the maximum 1099511627776 (1TiB)`,
+		},
+		{
+			name: "min free disk larger than any edge disk",
+			yaml: "buffer:\n  dir: /x\n  min_free_disk: 2TiB\n",
+			is:   ErrInvalid,
+			want: `edgebridge.yaml: buffer.min_free_disk: 2199023255552 is above the maximum 1099511627776 (1TiB)`,
+		},
+		{
+			name: "a segment larger than can be mapped",
+			yaml: "buffer:\n  dir: /x\n  max_bytes: 8GiB\n  segment_bytes: 2GiB\n",
+			is:   ErrInvalid,
+			want: `edgebridge.yaml: buffer.segment_bytes: 2147483648 is above the maximum 1073741824 (1GiB)`,
+		},
+		{
+			name: "more segments than files to keep open",
+			yaml: "buffer:\n  dir: /x\n  max_bytes: 1TiB\n",
+			is:   ErrInvalid,
+			want: `edgebridge.yaml: buffer.segment_bytes: 16MiB makes buffer.max_bytes (1TiB) 65536 segments, above the maximum 4096: raise buffer.segment_bytes to at least 256MiB`,
+		},
+		{
+			name: "a Kafka window larger than the node's memory",
+			yaml: base + "kafka:\n  brokers: [a:9092]\n  max_buffered_records: 100000000\n",
+			is:   ErrInvalid,
+			want: `edgebridge.yaml: invalid kafka config: kafka.max_buffered_records: 100000000 is above the maximum 1000000`,
+		},
+		{
+			name: "an intake queue longer than MQTT's in-flight window",
+			yaml: "mqtt:\n  queue_size: 2000000000\n",
+			is:   ErrInvalid,
+			want: `edgebridge.yaml: invalid mqtt config: mqtt.queue_size: 2000000000 is above the maximum 65535`,
+		},
+		{
 			name: "shutdown timeout shorter than the intake's drain",
 			yaml: "shutdown_timeout: 3s\n",
 			is:   ErrInvalid,

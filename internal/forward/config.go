@@ -151,6 +151,29 @@ const (
 	maxMetadataMaxAge = 60 * time.Second
 )
 
+// Upper bounds of the sizes and counts, so that a zero or a unit too many
+// is refused at validate instead of allocated at start. Each is what a
+// 4 GB edge node can hold with the rest of the bridge running.
+const (
+	// maxBrokers: the seeds only locate the cluster; the client learns
+	// every broker from metadata.
+	maxBrokers = 100
+	// maxBatchMaxBytes: a batch is built, then compressed into a second
+	// buffer, in memory, for each partition in flight.
+	maxBatchMaxBytes = 256 << 20
+	// maxMaxBufferedRecords: a record in the window costs about 400 bytes
+	// of heap beyond its payload (its flight with the kgo.Record and
+	// headers, its slot in the in-flight map and in the results channel,
+	// both allocated for the whole window at start): 400 MB at this bound.
+	maxMaxBufferedRecords = 1_000_000
+	// maxMaxBufferedBytes: the payloads in flight live in the heap, which
+	// the GC lets grow to twice what is live: up to 1 GiB at this bound.
+	maxMaxBufferedBytes = 512 << 20
+	// maxReadBatch: one read is one bbolt read transaction, kept short: it
+	// pins the pages it reads and holds off the remap of a growing head.
+	maxReadBatch = 100_000
+)
+
 // DefaultConfig returns the defaults; NodeID and Brokers have none.
 func DefaultConfig() Config {
 	return Config{
@@ -225,6 +248,8 @@ func (c Config) Validate() error {
 		return bad("node_id must be set")
 	case len(c.Brokers) == 0:
 		return bad("kafka.brokers must list at least one broker (there is no default: a client that falls back to localhost:9092 sends nowhere)")
+	case len(c.Brokers) > maxBrokers:
+		return bad("kafka.brokers: %d brokers is above the maximum %d (seed brokers only locate the cluster)", len(c.Brokers), maxBrokers)
 	}
 	for i, b := range c.Brokers {
 		if strings.TrimSpace(b) == "" {
@@ -266,17 +291,28 @@ func (c Config) Validate() error {
 	if c.Backoff.Max < c.Backoff.Initial {
 		return bad("kafka.backoff.max must be >= kafka.backoff.initial")
 	}
-	if c.BatchMaxBytes < 512 || c.BatchMaxBytes > 1<<30 {
-		return bad("kafka.batch_max_bytes must be between 512 and 1GiB, not %d", c.BatchMaxBytes)
-	}
-	if c.MaxBufferedRecords < 1 {
-		return bad("kafka.max_buffered_records must be >= 1, not %d", c.MaxBufferedRecords)
+	for _, n := range []struct {
+		key      string
+		v        int
+		min, max int
+		maxText  string
+	}{
+		{"kafka.batch_max_bytes", c.BatchMaxBytes, 512, maxBatchMaxBytes, "256MiB"},
+		{"kafka.max_buffered_records", c.MaxBufferedRecords, 1, maxMaxBufferedRecords, ""},
+		{"kafka.max_buffered_bytes", c.MaxBufferedBytes, 1, maxMaxBufferedBytes, "512MiB"},
+		{"kafka.read_batch", c.ReadBatch, 1, maxReadBatch, ""},
+	} {
+		switch {
+		case n.v < n.min:
+			return bad("%s must be >= %d, not %d", n.key, n.min, n.v)
+		case n.v > n.max && n.maxText != "":
+			return bad("%s: %d is above the maximum %d (%s)", n.key, n.v, n.max, n.maxText)
+		case n.v > n.max:
+			return bad("%s: %d is above the maximum %d", n.key, n.v, n.max)
+		}
 	}
 	if c.MaxBufferedBytes < c.BatchMaxBytes {
 		return bad("kafka.max_buffered_bytes must be >= kafka.batch_max_bytes")
-	}
-	if c.ReadBatch < 1 {
-		return bad("kafka.read_batch must be >= 1, not %d", c.ReadBatch)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return bad("kafka.tls.cert_file and kafka.tls.key_file must be set together")

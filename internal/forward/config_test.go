@@ -45,7 +45,18 @@ func TestConfigValidate(t *testing.T) {
 		{"backoff max below initial", func(c *Config) { c.Backoff = Backoff{Initial: time.Second, Max: 100 * time.Millisecond} }, "kafka.backoff.max must be >= kafka.backoff.initial"},
 		{"compression", func(c *Config) { c.Compression = "gzip" }, "kafka.compression must be one of"},
 		{"compression case", func(c *Config) { c.Compression = "LZ4" }, ""},
-		{"batch too small", func(c *Config) { c.BatchMaxBytes = 100 }, "kafka.batch_max_bytes must be between"},
+		{"batch too small", func(c *Config) { c.BatchMaxBytes = 100 }, "kafka.batch_max_bytes must be >= 512, not 100"},
+		{"batch too large", func(c *Config) { c.BatchMaxBytes = 1 << 30; c.MaxBufferedBytes = 1 << 30 }, "kafka.batch_max_bytes: 1073741824 is above the maximum 268435456 (256MiB)"},
+		{"window too many records", func(c *Config) { c.MaxBufferedRecords = 100_000_000 }, "kafka.max_buffered_records: 100000000 is above the maximum 1000000"},
+		{"window at its bound", func(c *Config) {
+			c.MaxBufferedRecords = 1_000_000
+			c.MaxBufferedBytes = 512 << 20
+			c.ReadBatch = 100_000
+		}, ""},
+		{"window too many bytes", func(c *Config) { c.MaxBufferedBytes = 4 << 30 }, "kafka.max_buffered_bytes: 4294967296 is above the maximum 536870912 (512MiB)"},
+		{"read batch too large", func(c *Config) { c.ReadBatch = 1_000_000 }, "kafka.read_batch: 1000000 is above the maximum 100000"},
+		{"negative read batch", func(c *Config) { c.ReadBatch = -1 }, "kafka.read_batch must be >= 1, not -1"},
+		{"too many seed brokers", func(c *Config) { c.Brokers = make([]string, 101) }, "kafka.brokers: 101 brokers is above the maximum 100"},
 		{"window bytes below batch", func(c *Config) { c.MaxBufferedBytes = 1000; c.BatchMaxBytes = 2000 }, "kafka.max_buffered_bytes must be >= kafka.batch_max_bytes"},
 		{"negative window", func(c *Config) { c.MaxBufferedRecords = -1 }, "kafka.max_buffered_records must be >= 1"},
 		{"pitfall tls cert without key", func(c *Config) { c.TLS.CertFile = "/c.pem" }, "kafka.tls.cert_file and kafka.tls.key_file must be set together"},

@@ -109,6 +109,26 @@ const (
 	DefaultRejectLogInterval    = 10 * time.Second
 )
 
+// Upper bounds of the sizes and counts, so that a zero or a unit too many
+// is refused at validate instead of allocated at start. Each is what a
+// 4 GB edge node can hold with the rest of the bridge running.
+const (
+	// maxInFlight bounds mqtt.queue_size and mqtt.max_batch. MQTT packet
+	// identifiers are 16 bits: a session has at most 65535 QoS 1 and 2
+	// messages unacknowledged, and the intake acknowledges only after the
+	// commit, so neither the queue nor a batch can ever hold more.
+	maxInFlight = 65535
+	// maxMaxPayloadBytes: a payload is held several times on its way (paho's
+	// packet, the batch arena, the Kafka record), for every message queued.
+	maxMaxPayloadBytes = 16 << 20
+	// maxMaxBatchBytes: a batch is one bbolt transaction, built in memory
+	// (the arena, then bbolt's dirty pages) and fsynced at once.
+	maxMaxBatchBytes = 64 << 20
+	// maxRoutes: each route is a subscription, and every pair of filters
+	// is checked for overlap.
+	maxRoutes = 1000
+)
+
 // WithDefaults returns c with every unset field set to its default.
 func (c Config) WithDefaults() Config {
 	if c.Broker == "" {
@@ -205,16 +225,20 @@ func (c Config) Validate() error {
 		bad("mqtt.max_reconnect_interval (%s) must be >= mqtt.connect_retry_interval (%s)", c.MaxReconnectInterval, c.ConnectRetryInterval)
 	}
 	for _, n := range []struct {
-		key string
-		v   int
+		key     string
+		v, max  int
+		maxText string
 	}{
-		{"mqtt.max_payload_bytes", c.MaxPayloadBytes},
-		{"mqtt.max_batch", c.MaxBatch},
-		{"mqtt.max_batch_bytes", c.MaxBatchBytes},
-		{"mqtt.queue_size", c.QueueSize},
+		{"mqtt.max_payload_bytes", c.MaxPayloadBytes, maxMaxPayloadBytes, " (16MiB)"},
+		{"mqtt.max_batch", c.MaxBatch, maxInFlight, " (MQTT's in-flight window)"},
+		{"mqtt.max_batch_bytes", c.MaxBatchBytes, maxMaxBatchBytes, " (64MiB)"},
+		{"mqtt.queue_size", c.QueueSize, maxInFlight, " (MQTT's in-flight window)"},
 	} {
-		if n.v < 0 {
+		switch {
+		case n.v < 0:
 			bad("%s must be > 0, got %d", n.key, n.v)
+		case n.v > n.max:
+			bad("%s: %d is above the maximum %d%s", n.key, n.v, n.max, n.maxText)
 		}
 	}
 	if c.MaxBatchBytes < c.MaxPayloadBytes {
@@ -222,6 +246,8 @@ func (c Config) Validate() error {
 	}
 	if len(c.Routes) == 0 {
 		bad("routes: at least one route is required")
+	} else if len(c.Routes) > maxRoutes {
+		bad("routes: %d routes is above the maximum %d", len(c.Routes), maxRoutes)
 	} else if _, err := newRouteTable(c.Routes); err != nil {
 		errs = append(errs, err)
 	}

@@ -40,6 +40,14 @@ func TestConfigValidate(t *testing.T) {
 		{"reconnect below retry", func(c *Config) { c.MaxReconnectInterval = time.Millisecond }, "mqtt.max_reconnect_interval"},
 		{"batch bytes below payload", func(c *Config) { c.MaxBatchBytes = 10; c.MaxPayloadBytes = 100 }, "mqtt.max_batch_bytes (10) must be >= mqtt.max_payload_bytes (100)"},
 		{"negative queue", func(c *Config) { c.QueueSize = -1 }, "mqtt.queue_size must be > 0"},
+		{"queue beyond the in-flight window", func(c *Config) { c.QueueSize = 1_000_000_000 }, "mqtt.queue_size: 1000000000 is above the maximum 65535 (MQTT's in-flight window)"},
+		{"batch beyond the in-flight window", func(c *Config) { c.MaxBatch = 100_000 }, "mqtt.max_batch: 100000 is above the maximum 65535"},
+		{"payload too large", func(c *Config) { c.MaxPayloadBytes = 256 << 20; c.MaxBatchBytes = 256 << 20 }, "mqtt.max_payload_bytes: 268435456 is above the maximum 16777216 (16MiB)"},
+		{"batch bytes too large", func(c *Config) { c.MaxBatchBytes = 1 << 30 }, "mqtt.max_batch_bytes: 1073741824 is above the maximum 67108864 (64MiB)"},
+		{"everything at its bound", func(c *Config) {
+			c.QueueSize, c.MaxBatch, c.MaxPayloadBytes, c.MaxBatchBytes = 65535, 65535, 16<<20, 64<<20
+		}, ""},
+		{"too many routes", func(c *Config) { c.Routes = make([]Route, 1001) }, "routes: 1001 routes is above the maximum 1000"},
 		{"no routes", func(c *Config) { c.Routes = nil }, "routes: at least one route"},
 		{"credentials in the url", func(c *Config) { c.Broker = "tcp://bridge:s3cret@h:1883" },
 			`mqtt.url "tcp://xxxxx@h:1883" holds credentials: set mqtt.username and mqtt.password_file`},
