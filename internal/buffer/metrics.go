@@ -28,10 +28,16 @@ type metrics struct {
 	written     prometheus.Counter
 	commitErrs  prometheus.Counter
 	quarantined prometheus.Counter
+	// damagedFiles counts files found damaged while running.
+	damagedFiles prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 	m := &metrics{
+		damagedFiles: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgebridge_buffer_damaged_files_total",
+			Help: "Buffer files found damaged while running (a fault reading or committing a page); the bridge stops appending and exits for a restart that quarantines them.",
+		}),
 		appended: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgebridge_buffer_appended_records_total",
 			Help: "Records committed to the buffer, dead letters included.",
@@ -111,8 +117,15 @@ func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 			}
 			return 0
 		})
+	gauge("edgebridge_buffer_damaged", "1 once a buffer file was found damaged while running: appends stopped until a restart quarantines it.",
+		func(s Stats) float64 {
+			if s.Damaged {
+				return 1
+			}
+			return 0
+		})
 	reg.MustRegister(
-		m.appended, m.acked, m.dropped, m.deadLetters, m.requeued, m.commits, m.fsyncs, m.written, m.commitErrs, m.quarantined,
+		m.appended, m.acked, m.dropped, m.deadLetters, m.requeued, m.commits, m.fsyncs, m.written, m.commitErrs, m.quarantined, m.damagedFiles,
 		gauges,
 	)
 	return m

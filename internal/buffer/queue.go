@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -50,16 +49,27 @@ type Queue struct {
 	closed   bool
 	blocked  bool  // appends are waiting for room
 	writeErr error // the last failed commit, nil once one succeeds
+	damaged  error // the first file found damaged while running (see damage)
+
+	damagedCh chan struct{} // closed by damage
+
+	// Set by Open only.
+	recovering bool // a damaged file is being recovered (see recover.go)
+	lostAtOpen int  // records recovery could not salvage
 
 	// Writer state, touched only by the writer goroutine.
 	appends    []*request // waiting appends, FIFO
+	halfDone   []*request // appends whose records are committed, not yet their dead letters
 	acks       []*request
 	ops        []*request // dead letter, requeue, corrupt drops: one at a time
 	retryAt    time.Time  // after a failed commit, when to try again
 	retryDelay time.Duration
-	dropLog    dropLog
-	high       bool // above highWater of max_bytes
-	commits    uint64
+	// The same for a failed operation, which does not hold back commits.
+	opRetryAt    time.Time
+	opRetryDelay time.Duration
+	dropLog      dropLog
+	high         bool // above highWater of max_bytes
+	commits      uint64
 	// quarantined counts the files Open moved aside, added to the metric
 	// once the metrics exist.
 	quarantined int
@@ -83,6 +93,7 @@ type Stats struct {
 	Segments        int       // segment files
 	DiskBytes       int64     // size of all files on disk
 	Blocked         bool      // appends are waiting for room
+	Damaged         bool      // a file was found damaged while running (see Damaged)
 }
 
 type opKind int
@@ -106,6 +117,10 @@ type request struct {
 	deadDone   bool        // its dead letters are committed (a retry skips them)
 	cancelled  atomic.Bool // the caller gave up waiting for room
 	waitedRoom bool
+	dead       []put // its dead letters, once sequences are assigned
+
+	// requeue: the records committed to the head, set once they are
+	requeued []put
 
 	// ack, dead letter, requeue, corrupt drop
 	seqs   []uint64
@@ -144,6 +159,8 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, erro
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 		notify:  make(chan struct{}),
+
+		damagedCh: make(chan struct{}),
 	}
 	q.dropLog.interval = cfg.DropLogInterval
 	q.m = newMetrics(nil, q)
@@ -156,6 +173,9 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, erro
 	}
 	q.m = newMetrics(reg, q)
 	q.m.quarantined.Add(float64(q.quarantined))
+	if q.lostAtOpen > 0 {
+		q.m.dropped.WithLabelValues(DropCorrupt).Add(float64(q.lostAtOpen))
+	}
 	st := q.Stats()
 	// Checking the files and rebuilding bbolt's freelists touched every
 	// page: none of it needs to stay resident.
@@ -167,9 +187,26 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, erro
 }
 
 // load opens every file of the directory, checks it and recovers the
-// sequence counter.
+// sequence counter. Damaged files are recovered as recover.go describes.
 func (q *Queue) load() error {
-	entries, err := os.ReadDir(q.cfg.Dir)
+	dir := q.cfg.Dir
+	damaged, err := readDamaged(dir)
+	if err != nil {
+		return err
+	}
+	unfinished, err := finishSalvages(dir)
+	if err != nil {
+		return err
+	}
+	marked, err := exists(filepath.Join(dir, recoveringName))
+	if err != nil {
+		return err
+	}
+	// A recovery that did not finish, or damage found while running, needs
+	// the jump even if every file now opens cleanly.
+	q.recovering = marked || unfinished || len(damaged) > 0
+
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
@@ -181,17 +218,14 @@ func (q *Queue) load() error {
 	}
 	slices.Sort(firsts)
 
-	quarantined := false
-	var hint uint64 // the highest sequence a damaged file may have used
-
-	dead, deadHint, dq, err := q.openChecked(filepath.Join(q.cfg.Dir, deadFileName), false)
+	var hint uint64 // the highest sequence any file may have used, plus one
+	dead, deadHint, err := q.openChecked(filepath.Join(dir, deadFileName), false, damaged[deadFileName])
 	if err != nil {
 		return err
 	}
 	q.dead = dead
-	quarantined = quarantined || dq
 	hint = max(hint, deadHint)
-	if err := q.dead.db.View(func(tx *bolt.Tx) error {
+	if err := q.view(q.dead, func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keyReserved); len(v) == 8 {
 			q.reserved = binary.BigEndian.Uint64(v)
 		}
@@ -201,12 +235,11 @@ func (q *Queue) load() error {
 	}
 
 	for i, first := range firsts {
-		path := filepath.Join(q.cfg.Dir, segmentName(first))
-		seg, h, sq, err := q.openChecked(path, i == len(firsts)-1)
+		name := segmentName(first)
+		seg, h, err := q.openChecked(filepath.Join(dir, name), i == len(firsts)-1, damaged[name])
 		if err != nil {
 			return err
 		}
-		quarantined = quarantined || sq
 		hint = max(hint, h, first)
 		if seg.count == 0 && i != len(firsts)-1 {
 			// Fully acked before the last run ended: reclaim now.
@@ -219,10 +252,11 @@ func (q *Queue) load() error {
 	}
 
 	q.nextSeq = max(1, hint)
-	if quarantined {
-		// A damaged file may have held sequences nobody can read any
-		// more: continue above everything that may have been handed out.
-		q.nextSeq = max(q.nextSeq, q.reserved)
+	if err := q.finishMoves(); err != nil {
+		return err
+	}
+	if q.recovering {
+		return q.finishRecovery()
 	}
 	if len(q.segs) == 0 {
 		return q.roll()
@@ -230,92 +264,60 @@ func (q *Queue) load() error {
 	return nil
 }
 
-// openChecked opens a bbolt file and verifies it completely. A damaged file
-// is quarantined and what can be read from it is written to a fresh file
-// at the same path. It returns the highest sequence the file may have used.
-func (q *Queue) openChecked(path string, head bool) (seg *segment, hint uint64, quarantined bool, err error) {
+// openChecked opens a bbolt file and verifies it completely. A damaged file,
+// or one found damaged while running (forced), is recovered (recoverFile).
+// Any other failure to read it fails Open and changes nothing. It returns
+// the highest sequence the file may have used, plus one.
+func (q *Queue) openChecked(path string, head, forced bool) (seg *segment, hint uint64, err error) {
 	first, _ := parseSegmentName(filepath.Base(path))
 	seg = &segment{path: path, first: first}
 	var res scanResult
-	if fileSize(path) > 0 {
+	if forced {
+		err = fmt.Errorf("%w: found damaged while the bridge ran", ErrCorrupt)
+	} else if fileSize(path) > 0 {
 		// Verify read-only first (see scanSegment); an empty file is
 		// one a crash interrupted at creation and bbolt initializes it.
-		ro := boltOptions(q.cfg, false)
-		ro.ReadOnly = true
 		var db *bolt.DB
-		if db, err = openBolt(path, ro); err == nil {
+		if db, err = openBolt(path, readOnlyOptions(q.cfg)); err == nil {
 			res, err = scanSegment(db)
 			db.Close()
 		}
 	}
 	if err == nil {
 		if seg.db, err = openBolt(path, boltOptions(q.cfg, head)); err == nil {
-			err = ensureBuckets(seg.db)
+			err = q.ensureBuckets(seg)
 		}
 	}
 	switch {
 	case err == nil:
 		seg.count, seg.bytes = res.count, res.bytes
 		seg.size = usedSize(seg.db)
-		return seg, max(res.nextSeq, res.last+1), false, nil
+		return seg, max(res.nextSeq, res.last+1), nil
 	case isLockTimeout(err):
-		return nil, 0, false, fmt.Errorf("%s is locked by another process (waited %s): %w", path, q.cfg.LockTimeout, err)
-	case errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrNotExist):
-		return nil, 0, false, fmt.Errorf("open %s: %w", path, err)
+		return nil, 0, fmt.Errorf("%s is locked by another process (waited %s): %w", path, q.cfg.LockTimeout, err)
+	case !isDamage(err):
+		if seg.db != nil {
+			seg.db.Close()
+		}
+		return nil, 0, fmt.Errorf("open %s (nothing was changed; the file is not known to be damaged): %w", path, err)
 	}
 	if seg.db != nil {
 		seg.db.Close()
 	}
-
-	// Damaged: move it aside, never delete it, and salvage.
-	moved, qerr := quarantine(q.cfg.Dir, path, time.Now())
-	if qerr != nil {
-		return nil, 0, false, fmt.Errorf("%s is damaged (%v) and cannot be moved aside: %w", path, err, qerr)
-	}
-	q.quarantined++
-	recs, salvagedNext := salvage(moved, q.cfg)
-	q.log.Error("buffer file damaged: moved to quarantine, salvaging readable records",
-		"file", path, "quarantined_as", moved, "salvaged_records", len(recs), "err", err)
-
-	seg = &segment{path: path, first: first}
-	if seg.db, err = openBolt(path, boltOptions(q.cfg, head)); err != nil {
-		return nil, 0, true, fmt.Errorf("create %s after quarantine: %w", path, err)
-	}
-	if err := ensureBuckets(seg.db); err != nil {
-		seg.db.Close()
-		return nil, 0, true, err
-	}
-	hint = salvagedNext
-	if len(recs) > 0 {
-		err := seg.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketRecords)
-			for _, r := range recs {
-				if err := b.Put(seqKey(r.seq), r.value); err != nil {
-					return err
-				}
-				seg.count++
-				seg.bytes += storedSize(r.value)
-				hint = max(hint, r.seq+1)
-			}
-			return nil
-		})
-		if err != nil {
-			seg.db.Close()
-			return nil, 0, true, fmt.Errorf("write salvaged records to %s: %w", path, err)
-		}
-	}
-	seg.size = usedSize(seg.db)
-	return seg, hint, true, nil
+	return q.recoverFile(path, head, err)
 }
 
-func ensureBuckets(db *bolt.DB) error {
-	if db.IsReadOnly() {
+// ensureBuckets creates the buckets of a file a crash interrupted at
+// creation.
+func (q *Queue) ensureBuckets(s *segment) error {
+	var ok bool
+	if err := q.view(s, func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketRecords) != nil && tx.Bucket(bucketMeta) != nil
 		return nil
+	}); err != nil || ok {
+		return err
 	}
-	return db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketRecords) != nil && tx.Bucket(bucketMeta) != nil {
-			return nil
-		}
+	return q.write(s, func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketRecords); err != nil {
 			return err
 		}
@@ -342,7 +344,8 @@ func (q *Queue) roll() error {
 	if err != nil {
 		return fmt.Errorf("create segment %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	seg := &segment{path: path, first: q.nextSeq, db: db}
+	err = q.write(seg, func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketRecords); err != nil {
 			return err
 		}
@@ -360,7 +363,7 @@ func (q *Queue) roll() error {
 		os.Remove(path)
 		return fmt.Errorf("create segment %s: %w", path, err)
 	}
-	seg := &segment{path: path, first: q.nextSeq, db: db, size: usedSize(db)}
+	seg.size = usedSize(db)
 	q.mu.Lock()
 	q.segs = append(q.segs, seg)
 	q.mu.Unlock()
@@ -481,6 +484,9 @@ func (q *Queue) Read(ctx context.Context, after uint64, maxRecords, maxBytes int
 		recs, corrupt, err := q.readLocked(after, maxRecords, maxBytes)
 		notify := q.notify
 		q.mu.RUnlock()
+		if re, ok := errors.AsType[*readError](err); ok && errors.Is(err, errFault) {
+			q.damage(re.seg, re.err)
+		}
 		if len(corrupt) > 0 {
 			// Dropping them counts and logs them; the reader moves on.
 			derr := q.submit(ctx, &request{kind: opDropCorrupt, seqs: corrupt, done: make(chan error, 1)})
@@ -520,32 +526,39 @@ func (q *Queue) readLocked(after uint64, maxRecords, maxBytes int) (recs []Recor
 		recs = make([]Record, 0, min(uint64(maxRecords), q.nextSeq-after-1))
 	}
 	for ; i < len(q.segs) && len(recs) < maxRecords && (size < maxBytes || len(recs) == 0); i++ {
-		err = withFaults(func() error {
-			return q.segs[i].db.View(func(tx *bolt.Tx) error {
-				c := tx.Bucket(bucketRecords).Cursor()
-				for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
-					if len(recs) >= maxRecords || (size >= maxBytes && len(recs) > 0) {
-						return nil
-					}
-					seq := binary.BigEndian.Uint64(k)
-					rec, err := decodeRecord(seq, v, topic)
-					if err != nil {
-						corrupt = append(corrupt, seq)
-						continue
-					}
-					topic = rec.Topic
-					size += len(rec.Value)
-					recs = append(recs, rec)
+		err = viewLocked(q.segs[i], func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketRecords).Cursor()
+			for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
+				if len(recs) >= maxRecords || (size >= maxBytes && len(recs) > 0) {
+					return nil
 				}
-				return nil
-			})
+				seq := binary.BigEndian.Uint64(k)
+				rec, err := decodeRecord(seq, v, topic)
+				if err != nil {
+					corrupt = append(corrupt, seq)
+					continue
+				}
+				topic = rec.Topic
+				size += len(rec.Value)
+				recs = append(recs, rec)
+			}
+			return nil
 		})
 		if err != nil {
-			return recs, corrupt, fmt.Errorf("read segment %s: %w", q.segs[i].path, err)
+			return recs, corrupt, &readError{seg: q.segs[i], err: err}
 		}
 	}
 	return recs, corrupt, nil
 }
+
+// readError is a failed read of one segment.
+type readError struct {
+	seg *segment
+	err error
+}
+
+func (e *readError) Error() string { return fmt.Sprintf("read segment %s: %v", e.seg.path, e.err) }
+func (e *readError) Unwrap() error { return e.err }
 
 // segmentIndex returns the index of the segment that holds seq, or of the
 // first segment after it. Callers hold mu.
@@ -563,18 +576,16 @@ func (q *Queue) DeadLetters(after uint64, max int) ([]Record, error) {
 		return nil, ErrClosed
 	}
 	var recs []Record
-	err := withFaults(func() error {
-		return q.dead.db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketRecords).Cursor()
-			for k, v := c.Seek(seqKey(after + 1)); k != nil && len(recs) < max; k, v = c.Next() {
-				rec, err := decodeRecord(binary.BigEndian.Uint64(k), v, "")
-				if err != nil {
-					return err
-				}
-				recs = append(recs, rec)
+	err := viewLocked(q.dead, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(recs) < max; k, v = c.Next() {
+			rec, err := decodeRecord(binary.BigEndian.Uint64(k), v, "")
+			if err != nil {
+				return err
 			}
-			return nil
-		})
+			recs = append(recs, rec)
+		}
+		return nil
 	})
 	return recs, err
 }
@@ -583,7 +594,7 @@ func (q *Queue) DeadLetters(after uint64, max int) ([]Record, error) {
 func (q *Queue) Stats() Stats {
 	q.mu.RLock()
 	defer q.mu.RUnlock()
-	s := Stats{NextSeq: q.nextSeq, Segments: len(q.segs), Blocked: q.blocked}
+	s := Stats{NextSeq: q.nextSeq, Segments: len(q.segs), Blocked: q.blocked, Damaged: q.damaged != nil}
 	if q.dead != nil {
 		s.DeadLetters, s.DeadLetterBytes, s.DiskBytes = q.dead.count, q.dead.bytes, fileSize(q.dead.path)
 	}
@@ -597,13 +608,11 @@ func (q *Queue) Stats() Stats {
 		}
 	}
 	if oldest >= 0 && !q.closed {
-		_ = withFaults(func() error {
-			return q.segs[oldest].db.View(func(tx *bolt.Tx) error {
-				if _, v := tx.Bucket(bucketRecords).Cursor().First(); v != nil {
-					s.Oldest, _ = recordTime(v)
-				}
-				return nil
-			})
+		_ = viewLocked(q.segs[oldest], func(tx *bolt.Tx) error {
+			if _, v := tx.Bucket(bucketRecords).Cursor().First(); v != nil {
+				s.Oldest, _ = recordTime(v)
+			}
+			return nil
 		})
 	}
 	return s
@@ -616,6 +625,8 @@ func (q *Queue) Writable() error {
 	switch {
 	case q.closed:
 		return ErrClosed
+	case q.damaged != nil:
+		return fmt.Errorf("buffer damaged, restart to quarantine: %w", q.damaged)
 	case q.writeErr != nil:
 		return fmt.Errorf("buffer writes failing: %w", q.writeErr)
 	case q.blocked:
@@ -643,11 +654,13 @@ func (q *Queue) Close() error {
 
 func (q *Queue) closeFiles() error {
 	var errs []error
-	for _, s := range q.segs {
-		errs = append(errs, s.db.Close())
-	}
-	if q.dead != nil {
-		errs = append(errs, q.dead.db.Close())
+	for _, s := range append(slices.Clone(q.segs), q.dead) {
+		// A damaged file's write transaction was left open (see
+		// Queue.write): closing would wait for it forever. The process
+		// is about to exit, which releases it.
+		if s != nil && s.damaged == nil {
+			errs = append(errs, s.db.Close())
+		}
 	}
 	return errors.Join(errs...)
 }

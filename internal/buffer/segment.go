@@ -42,6 +42,10 @@ type segment struct {
 	db    *bolt.DB
 	count int   // live records
 	bytes int64 // their logical size
+	// damaged is the fault found in this file while running (see
+	// Queue.damage); guarded by Queue.mu. A damaged file is never written
+	// or closed again.
+	damaged error
 	// size is bbolt's high-water mark of used pages (tx.Size), which
 	// decides when to roll. The file itself may be larger: bbolt grows it
 	// ahead in steps of up to 16 MiB.
@@ -98,6 +102,11 @@ func boltOptions(cfg Config, head bool) *bolt.Options {
 		// map freelist stays fast after a large drain frees many pages.
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
+		// Rebuild the freelist at open, right after scanSegment walked
+		// the same pages on a goroutine where a fault is an error: the
+		// first write transaction would otherwise walk them on bbolt's
+		// goroutine, where a fault kills the process.
+		PreLoadFreelist: true,
 	}
 	if head {
 		// Map the whole segment up front so the writer never remaps
@@ -107,18 +116,32 @@ func boltOptions(cfg Config, head bool) *bolt.Options {
 	return o
 }
 
+// readOnlyOptions are the options for checking a file without changing it.
+func readOnlyOptions(cfg Config) *bolt.Options {
+	o := boltOptions(cfg, false)
+	o.ReadOnly = true
+	// A read-only file needs no freelist: loading one walks every page on
+	// bbolt's goroutine.
+	o.PreLoadFreelist = false
+	return o
+}
+
 // openBolt opens a bbolt file, turning the panics bbolt raises on some
 // damaged files into errors.
 func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
-	defer recoverCorrupt(&err)
-	return bolt.Open(path, 0o600, o)
+	err = withFaults(func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, o)
+		return err
+	})
+	return db, err
 }
 
 // recoverCorrupt converts a panic or memory fault (bbolt reading a damaged
 // page) into ErrCorrupt. It must be deferred directly.
 func recoverCorrupt(err *error) {
 	if r := recover(); r != nil {
-		*err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		*err = fmt.Errorf("%w: %w: %v", ErrCorrupt, errFault, r)
 	}
 }
 
@@ -202,6 +225,13 @@ func verify(seq uint64, v []byte) error {
 	return nil
 }
 
+// moveError is a quarantine whose rename failed: the file could not be
+// moved aside.
+type moveError struct{ err error }
+
+func (e *moveError) Error() string { return "cannot be moved aside: " + e.err.Error() }
+func (e *moveError) Unwrap() error { return e.err }
+
 // quarantine moves a damaged file aside, never deleting it, and returns
 // its new path.
 func quarantine(dir, path string, now time.Time) (string, error) {
@@ -211,20 +241,26 @@ func quarantine(dir, path string, now time.Time) (string, error) {
 	}
 	dst := filepath.Join(qdir, fmt.Sprintf("%s.%s", filepath.Base(path), now.UTC().Format("20060102T150405.000000000Z")))
 	if err := os.Rename(path, dst); err != nil {
-		return "", fmt.Errorf("quarantine %q: %w", path, err)
+		return "", &moveError{err}
 	}
-	return dst, syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return dst, fmt.Errorf("moved to %q, but syncing the directory failed: %w", dst, err)
+	}
+	return dst, nil
 }
 
-// salvage reads whatever records of a quarantined file still pass their
-// checksum. It stops at the first damage it cannot step over and returns
-// what it got so far; it never fails.
-func salvage(path string, cfg Config) (recs []salvaged, nextSeq uint64) {
-	o := boltOptions(cfg, false)
-	o.ReadOnly = true
-	db, err := openBolt(path, o)
+// salvage reads whatever records of a damaged file still pass their
+// checksum, with the highest sequence its meta says was used. It stops at
+// the first damage it cannot step over; lost counts the records it saw
+// fail their checksum (records behind unreadable pages are not seen). It
+// fails only when the file cannot be read for a reason that is not damage.
+func salvage(path string, cfg Config) (recs []salvaged, nextSeq uint64, lost int, err error) {
+	db, err := openBolt(path, readOnlyOptions(cfg))
 	if err != nil {
-		return nil, 0
+		if isDamage(err) {
+			return nil, 0, 0, nil
+		}
+		return nil, 0, 0, err
 	}
 	defer db.Close()
 	_ = withFaults(func() error {
@@ -244,10 +280,13 @@ func salvage(path string, cfg Config) (recs []salvaged, nextSeq uint64) {
 			c := b.Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
 				if len(k) != 8 {
+					lost++
 					continue
 				}
 				seq := binary.BigEndian.Uint64(k)
+				nextSeq = max(nextSeq, seq+1)
 				if verify(seq, v) != nil {
+					lost++
 					continue
 				}
 				recs = append(recs, salvaged{seq: seq, value: append([]byte(nil), v...)})
@@ -255,7 +294,7 @@ func salvage(path string, cfg Config) (recs []salvaged, nextSeq uint64) {
 			return nil
 		})
 	})
-	return recs, nextSeq
+	return recs, nextSeq, lost, nil
 }
 
 type salvaged struct {

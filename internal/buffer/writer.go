@@ -97,6 +97,9 @@ func (q *Queue) nextWake() (time.Duration, bool) {
 	if !q.retryAt.IsZero() {
 		return max(time.Until(q.retryAt), time.Millisecond), true
 	}
+	if !q.opRetryAt.IsZero() {
+		return max(time.Until(q.opRetryAt), time.Millisecond), true
+	}
 	if len(q.appends) > 0 {
 		// Free disk can come back without anything telling us.
 		return time.Second, true
@@ -127,12 +130,12 @@ func (q *Queue) pendingBytes() int64 {
 }
 
 func (q *Queue) failAll() {
-	for _, list := range [][]*request{q.appends, q.acks, q.ops} {
+	for _, list := range [][]*request{q.appends, q.halfDone, q.acks, q.ops} {
 		for _, r := range list {
 			r.done <- ErrClosed
 		}
 	}
-	q.appends, q.acks, q.ops = nil, nil, nil
+	q.appends, q.halfDone, q.acks, q.ops = nil, nil, nil, nil
 	// Callers that handed a request over are answered; no new one can be
 	// handed over because nobody receives from q.reqs any more.
 }
@@ -151,16 +154,12 @@ func (q *Queue) cycle() bool {
 	if now.Before(q.retryAt) {
 		return false
 	}
-	for len(q.ops) > 0 {
-		r := q.ops[0]
-		err := q.runOp(r, now)
-		if isStorageErr(err) {
-			q.failed(err, now)
-			return false
-		}
-		r.done <- err
-		q.ops = q.ops[1:]
+	// Calls whose records are committed come first: their dead letters.
+	if err := q.commitDead(); err != nil {
+		q.failed(err, now)
+		return false
 	}
+	q.runOps(now)
 
 	admitted, drop := q.admit(now)
 	if drop > 0 {
@@ -187,13 +186,19 @@ func (q *Queue) cycle() bool {
 		q.checkHighWater()
 	}
 	for _, r := range admitted {
-		r.done <- nil
+		if len(r.dead) == 0 {
+			r.done <- nil
+		}
 	}
 	for _, r := range q.acks {
 		r.done <- nil
 	}
 	acked := len(q.acks) > 0
 	q.acks = q.acks[:0]
+	if err := q.commitDead(); err != nil {
+		q.failed(err, now)
+		return false
+	}
 	if merr != nil {
 		q.failed(merr, now)
 		return false
@@ -202,10 +207,48 @@ func (q *Queue) cycle() bool {
 	return acked && len(q.appends) > 0
 }
 
+// runOps carries out the waiting dead-letter moves, requeues and corrupt
+// drops, one at a time. One that fails on storage is retried after a
+// backoff of its own, and never holds back appends and acks: an operation
+// that cannot succeed must not stop every later commit.
+func (q *Queue) runOps(now time.Time) {
+	if now.Before(q.opRetryAt) {
+		return
+	}
+	for len(q.ops) > 0 {
+		r := q.ops[0]
+		err := q.runOp(r, now)
+		if isStorageErr(err) {
+			q.m.commitErrs.Inc()
+			q.opRetryDelay = min(max(2*q.opRetryDelay, 50*time.Millisecond), maxRetryDelay)
+			q.opRetryAt = now.Add(q.opRetryDelay)
+			if q.opRetryDelay == 50*time.Millisecond {
+				q.log.Error("buffer operation failed: retrying it, appends and acks go on", "err", err)
+			}
+			return
+		}
+		r.done <- err
+		q.ops = q.ops[1:]
+		q.opRetryAt, q.opRetryDelay = time.Time{}, 0
+	}
+}
+
 // admit returns the waiting appends, in order, that may commit now, and
 // how many bytes of old records drop_oldest must delete first.
 func (q *Queue) admit(now time.Time) (admitted []*request, drop int64) {
 	if len(q.appends) == 0 {
+		return nil, 0
+	}
+	q.mu.RLock()
+	damaged := q.damaged
+	q.mu.RUnlock()
+	if damaged != nil {
+		// Stop acknowledging: the broker keeps the messages until the
+		// restart that quarantines the damaged file.
+		for _, r := range q.appends {
+			r.waitedRoom = true
+		}
+		q.setBlocked(true)
 		return nil, 0
 	}
 	if q.cfg.MinFreeDisk > 0 {
@@ -326,43 +369,43 @@ type put struct {
 	value []byte
 }
 
-// commit writes the admitted appends and the waiting acks. Dead letters
-// among the appends go to dead.db first; then one transaction on the head
-// segment holds the records, the head's acks and the sequence counter; acks
-// of older segments take one transaction per segment.
+// commit writes the admitted appends and the waiting acks. One transaction
+// on the head segment holds the records, the head's acks and a next_seq
+// above every sequence handed out, dead letters' included; acks of older
+// segments take one transaction per segment. Dead letters among the appends
+// go to dead.db after the head committed (commitDead): a failure in between
+// leaves their sequences used and never handed out again, and nothing of a
+// call that failed before the head committed is stored anywhere.
 func (q *Queue) commit(admitted []*request) error {
 	next := q.nextSeq
-	var puts, deads []put
+	var puts []put
+	var withDead []*request
 	for _, r := range admitted {
+		r.dead = r.dead[:0]
 		for i := range r.recs {
-			if r.recs[i].Reason != "" && r.deadDone {
-				continue
-			}
 			r.recs[i].Seq = next
 			seal(r.values[i], next)
 			if r.recs[i].Reason != "" {
-				deads = append(deads, put{next, r.values[i]})
+				r.dead = append(r.dead, put{next, r.values[i]})
 			} else {
 				puts = append(puts, put{next, r.values[i]})
 			}
 			next++
 		}
-	}
-	if len(deads) > 0 || next > q.reserved {
-		reserved := q.reserved
-		if next > reserved {
-			reserved = next + reserveStep
+		if len(r.dead) > 0 {
+			withDead = append(withDead, r)
 		}
-		if err := q.putDead(deads, reserved); err != nil {
+	}
+	if next > q.reserved {
+		if _, err := q.putDead(nil, next+reserveStep); err != nil {
 			return err
 		}
-		for _, r := range admitted {
-			r.deadDone = true
-		}
-		q.m.deadLetters.Add(float64(len(deads)))
 	}
 
 	// Acks, grouped by segment; the head's share the append transaction.
+	// Acks in a damaged file are left out: it can no longer be written,
+	// its records are sent again after the restart that salvages them
+	// (duplicates, never a loss), and the other acks go on.
 	bySeg := map[*segment][]uint64{}
 	for _, r := range q.acks {
 		for _, seq := range r.seqs {
@@ -370,7 +413,9 @@ func (q *Queue) commit(admitted []*request) error {
 				continue
 			}
 			s := q.segs[q.segmentIndex(seq)]
-			bySeg[s] = append(bySeg[s], seq)
+			if s.damagedErr(q) == nil {
+				bySeg[s] = append(bySeg[s], seq)
+			}
 		}
 	}
 	head := q.head()
@@ -384,14 +429,20 @@ func (q *Queue) commit(admitted []*request) error {
 		}
 		q.m.acked.Add(float64(n))
 	}
-	if len(puts) > 0 || len(bySeg[head]) > 0 {
-		n, err := q.update(head, puts, bySeg[head], next)
+	if next > q.nextSeq || len(bySeg[head]) > 0 {
+		var n int
+		var err error
+		if next > q.nextSeq {
+			n, err = q.update(head, puts, bySeg[head], next)
+		} else {
+			n, err = q.update(head, nil, bySeg[head], 0)
+		}
 		if err != nil {
 			return err
 		}
 		q.m.acked.Add(float64(n))
 	}
-	q.m.appended.Add(float64(len(puts) + len(deads)))
+	q.m.appended.Add(float64(len(puts)))
 	q.mu.Lock()
 	q.nextSeq = next
 	if len(puts) > 0 {
@@ -399,6 +450,32 @@ func (q *Queue) commit(admitted []*request) error {
 		q.notify = make(chan struct{})
 	}
 	q.mu.Unlock()
+	// From here on these calls are half done: their records are stored and
+	// they can no longer be cancelled; commitDead finishes them.
+	q.halfDone = append(q.halfDone, withDead...)
+	return nil
+}
+
+// commitDead stores the dead letters of the calls whose records are
+// committed, and answers those calls.
+func (q *Queue) commitDead() error {
+	if len(q.halfDone) == 0 {
+		return nil
+	}
+	var deads []put
+	for _, r := range q.halfDone {
+		deads = append(deads, r.dead...)
+	}
+	n, err := q.putDead(deads, q.reserved)
+	if err != nil {
+		return err
+	}
+	q.m.deadLetters.Add(float64(n))
+	q.m.appended.Add(float64(len(deads)))
+	for _, r := range q.halfDone {
+		r.done <- nil
+	}
+	q.halfDone = q.halfDone[:0]
 	return nil
 }
 
@@ -408,54 +485,46 @@ func (q *Queue) commit(admitted []*request) error {
 func (q *Queue) update(s *segment, puts []put, dels []uint64, next uint64) (deleted int, err error) {
 	var dCount int
 	var dBytes, size int64
-	start := time.Now()
-	// A page damaged after Open panics inside bbolt; Update rolls the
-	// transaction back and withFaults makes it a failed commit that is
-	// logged, retried and shown by Writable, instead of a crash.
-	err = withFaults(func() error {
-		return s.db.Update(func(tx *bolt.Tx) error {
-			q.countWritten(tx)
-			b := tx.Bucket(bucketRecords)
-			// Sequences only grow: fill pages completely.
-			b.FillPercent = 1.0
-			for _, p := range puts {
-				if err := b.Put(seqKey(p.seq), p.value); err != nil {
-					return err
-				}
-				dCount++
-				dBytes += storedSize(p.value)
+	err = q.write(s, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		// Sequences only grow: fill pages completely.
+		b.FillPercent = 1.0
+		for _, p := range puts {
+			if err := b.Put(seqKey(p.seq), p.value); err != nil {
+				return err
 			}
-			// One cursor for every delete: Get and Delete would each
-			// walk the tree from the root with a cursor of their own.
-			slices.Sort(dels)
-			c := b.Cursor()
-			var k [8]byte
-			for _, seq := range dels {
-				binary.BigEndian.PutUint64(k[:], seq)
-				ck, v := c.Seek(k[:])
-				if !bytes.Equal(ck, k[:]) {
-					continue
-				}
-				dCount--
-				dBytes -= storedSize(v)
-				deleted++
-				if err := c.Delete(); err != nil {
-					return err
-				}
+			dCount++
+			dBytes += storedSize(p.value)
+		}
+		// One cursor for every delete: Get and Delete would each
+		// walk the tree from the root with a cursor of their own.
+		slices.Sort(dels)
+		c := b.Cursor()
+		var k [8]byte
+		for _, seq := range dels {
+			binary.BigEndian.PutUint64(k[:], seq)
+			ck, v := c.Seek(k[:])
+			if !bytes.Equal(ck, k[:]) {
+				continue
 			}
-			if next > 0 {
-				if err := tx.Bucket(bucketMeta).Put(keyNextSeq, seqKey(next)); err != nil {
-					return err
-				}
+			dCount--
+			dBytes -= storedSize(v)
+			deleted++
+			if err := c.Delete(); err != nil {
+				return err
 			}
-			size = tx.Size()
-			return nil
-		})
+		}
+		if next > 0 {
+			if err := tx.Bucket(bucketMeta).Put(keyNextSeq, seqKey(next)); err != nil {
+				return err
+			}
+		}
+		size = tx.Size()
+		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("commit %s: %w", s.path, err)
+		return 0, err
 	}
-	q.observeCommit(start)
 	q.mu.Lock()
 	s.size = size
 	s.count += dCount
@@ -464,36 +533,39 @@ func (q *Queue) update(s *segment, puts []put, dels []uint64, next uint64) (dele
 	return deleted, nil
 }
 
-// putDead stores dead letters and the sequence reservation in dead.db.
-func (q *Queue) putDead(deads []put, reserved uint64) error {
+// putDead stores dead letters and the sequence reservation in dead.db. A
+// dead letter already stored under its sequence is replaced, not counted
+// again (a retried move). It returns how many dead letters are new.
+func (q *Queue) putDead(deads []put, reserved uint64) (added int, err error) {
 	var dBytes int64
-	start := time.Now()
 	var size int64
-	err := withFaults(func() error {
-		return q.dead.db.Update(func(tx *bolt.Tx) error {
-			q.countWritten(tx)
-			b := tx.Bucket(bucketRecords)
-			for _, p := range deads {
-				if err := b.Put(seqKey(p.seq), p.value); err != nil {
-					return err
-				}
-				dBytes += storedSize(p.value)
+	err = q.write(q.dead, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		for _, p := range deads {
+			k := seqKey(p.seq)
+			if old := b.Get(k); old != nil {
+				dBytes -= storedSize(old)
+			} else {
+				added++
 			}
-			size = tx.Size()
-			return tx.Bucket(bucketMeta).Put(keyReserved, seqKey(reserved))
-		})
+			if err := b.Put(k, p.value); err != nil {
+				return err
+			}
+			dBytes += storedSize(p.value)
+		}
+		size = tx.Size()
+		return tx.Bucket(bucketMeta).Put(keyReserved, seqKey(reserved))
 	})
 	if err != nil {
-		return fmt.Errorf("commit %s: %w", q.dead.path, err)
+		return 0, err
 	}
-	q.observeCommit(start)
 	q.mu.Lock()
-	q.dead.count += len(deads)
+	q.dead.count += added
 	q.dead.bytes += dBytes
 	q.dead.size = size
 	q.reserved = reserved
 	q.mu.Unlock()
-	return nil
+	return added, nil
 }
 
 // countWritten makes tx, once committed, add what it wrote to the file to
@@ -568,7 +640,7 @@ func (q *Queue) dropOldest(need int64, reason string) error {
 			}
 			var dels []uint64
 			var freed int64
-			err := s.db.View(func(tx *bolt.Tx) error {
+			err := q.view(s, func(tx *bolt.Tx) error {
 				c := tx.Bucket(bucketRecords).Cursor()
 				for k, v := c.Seek(seqKey(protect + 1)); k != nil && freed < need; k, v = c.Next() {
 					dels = append(dels, binary.BigEndian.Uint64(k))
@@ -603,7 +675,7 @@ func (q *Queue) expire(now time.Time) {
 		}
 		var dels []uint64
 		wholeOld := false
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := q.view(s, func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketRecords).Cursor()
 			if _, v := c.Last(); v != nil {
 				if t, ok := recordTime(v); ok && t.Before(cutoff) {
@@ -634,13 +706,16 @@ func (q *Queue) expire(now time.Time) {
 		}
 		if wholeOld {
 			dels = dels[:0]
-			_ = s.db.View(func(tx *bolt.Tx) error {
+			if err := q.view(s, func(tx *bolt.Tx) error {
 				c := tx.Bucket(bucketRecords).Cursor()
 				for k, _ := c.First(); k != nil && len(dels) < budget; k, _ = c.Next() {
 					dels = append(dels, binary.BigEndian.Uint64(k))
 				}
 				return nil
-			})
+			}); err != nil {
+				q.failed(fmt.Errorf("read %s: %w", s.path, err), now)
+				return
+			}
 		}
 		if len(dels) == 0 {
 			return
@@ -689,7 +764,7 @@ func (q *Queue) runOp(r *request, now time.Time) error {
 	case opDeadLetter:
 		return q.moveToDead(r.seqs[0], r.reason, now)
 	case opRequeue:
-		return q.requeue(r.seqs, now)
+		return q.requeue(r, now)
 	case opDropCorrupt:
 		bySeg := map[*segment][]uint64{}
 		for _, seq := range r.seqs {
@@ -713,6 +788,11 @@ func (q *Queue) runOp(r *request, now time.Time) error {
 	return fmt.Errorf("unknown operation %d", r.kind)
 }
 
+// moveToDead moves one waiting record to the dead letters: dead.db first,
+// then the delete from its segment. A crash in between leaves both copies
+// under one sequence; the next Open finishes the move (see
+// Queue.finishMoves). A retry replaces the dead letter, never counts it
+// twice.
 func (q *Queue) moveToDead(seq uint64, reason string, now time.Time) error {
 	if len(q.segs) == 0 || seq < q.segs[0].first {
 		return fmt.Errorf("dead letter %d: %w", seq, ErrNotFound)
@@ -720,84 +800,108 @@ func (q *Queue) moveToDead(seq uint64, reason string, now time.Time) error {
 	s := q.segs[q.segmentIndex(seq)]
 	var rec Record
 	var found bool
-	err := s.db.View(func(tx *bolt.Tx) error {
+	var decodeErr error
+	err := q.view(s, func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketRecords).Get(seqKey(seq))
 		if v == nil {
 			return nil
 		}
 		found = true
-		var err error
-		rec, err = decodeRecord(seq, v, "")
-		return err
+		rec, decodeErr = decodeRecord(seq, v, "")
+		return nil
 	})
-	if errors.Is(err, ErrCorrupt) {
-		return err
-	}
 	if err != nil {
 		return fmt.Errorf("read %s: %w", s.path, err)
 	}
 	if !found {
 		return fmt.Errorf("dead letter %d: %w", seq, ErrNotFound)
 	}
+	if decodeErr != nil {
+		// Rotted since it was read: it can no longer be stored, let alone
+		// sent. Drop it, counted, and answer: retrying cannot succeed.
+		n, err := q.update(s, nil, []uint64{seq}, 0)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			q.log.Error("buffer record failed its checksum: dropped", "records", n, "file", s.path, "err", decodeErr)
+		}
+		q.dropped(DropCorrupt, n)
+		return fmt.Errorf("dead letter %d: %w; dropped: %w", seq, decodeErr, ErrNotFound)
+	}
 	rec.Reason = reason
 	v := encodeBody(&rec, now)
 	seal(v, seq)
-	if err := q.putDead([]put{{seq, v}}, q.reserved); err != nil {
-		return err
-	}
-	if _, err := q.update(s, nil, []uint64{seq}, 0); err != nil {
-		return err
-	}
-	q.m.deadLetters.Inc()
-	return nil
-}
-
-func (q *Queue) requeue(seqs []uint64, now time.Time) error {
-	var recs []Record
-	err := q.dead.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRecords)
-		for _, seq := range seqs {
-			v := b.Get(seqKey(seq))
-			if v == nil {
-				return fmt.Errorf("requeue %d: %w", seq, ErrNotFound)
-			}
-			rec, err := decodeRecord(seq, v, "")
-			if err != nil {
-				return err
-			}
-			recs = append(recs, rec)
-		}
-		return nil
-	})
+	added, err := q.putDead([]put{{seq, v}}, q.reserved)
 	if err != nil {
 		return err
 	}
-	next := q.nextSeq
-	puts := make([]put, len(recs))
-	for i := range recs {
-		recs[i].Reason = ""
-		v := encodeBody(&recs[i], now)
-		seal(v, next)
-		puts[i] = put{next, v}
-		next++
-	}
-	if next > q.reserved {
-		if err := q.putDead(nil, next+reserveStep); err != nil {
+	q.m.deadLetters.Add(float64(added))
+	_, err = q.update(s, nil, []uint64{seq}, 0)
+	return err
+}
+
+// requeue moves dead letters back into the queue as new records with new
+// sequences: first the head commit, then the delete from dead.db. A retry
+// after a failed delete only deletes: r remembers what it committed, so a
+// dead letter is never queued twice by one call.
+func (q *Queue) requeue(r *request, now time.Time) error {
+	if r.requeued == nil {
+		var recs []Record
+		err := q.view(q.dead, func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketRecords)
+			for _, seq := range r.seqs {
+				v := b.Get(seqKey(seq))
+				if v == nil {
+					return fmt.Errorf("requeue %d: %w", seq, ErrNotFound)
+				}
+				rec, err := decodeRecord(seq, v, "")
+				if err != nil {
+					return err
+				}
+				recs = append(recs, rec)
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
-	}
-	if _, err := q.update(q.head(), puts, nil, next); err != nil {
-		return err
+		next := q.nextSeq
+		puts := make([]put, len(recs))
+		for i := range recs {
+			recs[i].Reason = ""
+			v := encodeBody(&recs[i], now)
+			seal(v, next)
+			puts[i] = put{next, v}
+			next++
+		}
+		if next > q.reserved {
+			if _, err := q.putDead(nil, next+reserveStep); err != nil {
+				return err
+			}
+		}
+		if _, err := q.update(q.head(), puts, nil, next); err != nil {
+			return err
+		}
+		q.mu.Lock()
+		q.nextSeq = next
+		close(q.notify)
+		q.notify = make(chan struct{})
+		q.mu.Unlock()
+		r.requeued = puts
+		q.m.requeued.Add(float64(len(recs)))
+		q.m.appended.Add(float64(len(recs)))
 	}
 	// A crash here leaves both copies: the record is sent, and the dead
 	// letter stays listed. Nothing is lost.
+	var dCount int
 	var dBytes int64
-	err = q.dead.db.Update(func(tx *bolt.Tx) error {
-		q.countWritten(tx)
+	err := q.write(q.dead, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords)
-		for _, seq := range seqs {
+		for _, seq := range r.seqs {
 			k := seqKey(seq)
 			if v := b.Get(k); v != nil {
+				dCount++
 				dBytes += storedSize(v)
 				if err := b.Delete(k); err != nil {
 					return err
@@ -806,19 +910,12 @@ func (q *Queue) requeue(seqs []uint64, now time.Time) error {
 		}
 		return nil
 	})
-	q.mu.Lock()
-	q.nextSeq = next
-	if err == nil {
-		q.dead.count -= len(seqs)
-		q.dead.bytes -= dBytes
-	}
-	close(q.notify)
-	q.notify = make(chan struct{})
-	q.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("commit %s: %w", q.dead.path, err)
+		return err
 	}
-	q.m.requeued.Add(float64(len(recs)))
-	q.m.appended.Add(float64(len(recs)))
+	q.mu.Lock()
+	q.dead.count -= dCount
+	q.dead.bytes -= dBytes
+	q.mu.Unlock()
 	return nil
 }

@@ -1,0 +1,484 @@
+package buffer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// damageMeta destroys both meta pages of a file: bbolt refuses it as an
+// invalid database and nothing of it can be salvaged.
+func damageMeta(t *testing.T, path string, _ []Record) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, 2*os.Getpagesize()), 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rotRecord flips a byte of the middle record's value: its checksum fails,
+// the others are salvaged.
+func rotRecord(t *testing.T, path string, recs []Record) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, recs[len(recs)/2].Value)
+	if i < 0 {
+		t.Fatal("record not found in the file")
+	}
+	data[i+10] ^= 0xff
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Finding 1 of the fault model (contract 5): a quarantined head followed by
+// idle restarts, or a crash at any step of the recovery, never makes a
+// sequence repeat; the damaged file is quarantined once and what could be
+// read is salvaged once.
+func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
+	damages := []struct {
+		name     string
+		damage   func(*testing.T, string, []Record)
+		salvaged int // of the 300 records, 100 of them acked
+	}{
+		{"meta pages destroyed", damageMeta, 0},
+		{"one record rotted", rotRecord, 199},
+	}
+	crashes := []string{"", "marked", "salvaged", "quarantined", "replaced", "rolled", "reserved"}
+	for _, d := range damages {
+		for _, crash := range crashes {
+			name := d.name + "/no crash"
+			if crash != "" {
+				name = d.name + "/crash after " + crash
+			}
+			t.Run(name, func(t *testing.T) {
+				dir := t.TempDir()
+				cfg := Config{Dir: dir, MinFreeDisk: -1}
+				q, err := Open(cfg, testLogger(t), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				recs := appendN(t, q, "dev", 0, 300)
+				if err := q.Ack(context.Background(), seqsOf(recs[:100])); err != nil {
+					t.Fatal(err)
+				}
+				lastUsed := recs[len(recs)-1].Seq
+				if err := q.Close(); err != nil {
+					t.Fatal(err)
+				}
+				d.damage(t, filepath.Join(dir, segmentName(1)), recs[100:])
+
+				if crash != "" {
+					crashAt = func(s string) error {
+						if s == crash {
+							return errors.New("crash")
+						}
+						return nil
+					}
+					_, err := Open(cfg, testLogger(t), nil)
+					crashAt = nil
+					if err == nil {
+						t.Fatalf("Open did not stop at %s", crash)
+					}
+				}
+				// The recovery, then two idle restarts.
+				for range 3 {
+					q, err := Open(cfg, testLogger(t), nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := q.Close(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				q = openTestDir(t, cfg)
+				if got := len(readAll(t, q, 0)); got != d.salvaged {
+					t.Errorf("%d records salvaged, want %d", got, d.salvaged)
+				}
+				next := appendN(t, q, "dev", 1000, 1)
+				if next[0].Seq <= lastUsed {
+					t.Errorf("new record got sequence %d; %d was already used", next[0].Seq, lastUsed)
+				}
+				if got := quarantined(t, dir); len(got) != 1 {
+					t.Errorf("quarantine holds %v, want the damaged file once", got)
+				}
+				for _, name := range []string{recoveringName, damagedName, segmentName(1) + salvageSuffix} {
+					if ok, _ := exists(filepath.Join(dir, name)); ok {
+						t.Errorf("%s left behind", name)
+					}
+				}
+			})
+		}
+	}
+}
+
+func openTestDir(t *testing.T, cfg Config) *Queue {
+	t.Helper()
+	q, err := Open(cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return q
+}
+
+// The children of TestOpenFailureIsNotDamage and TestRuntimeDamage run in
+// a process of their own: one under a low open-file limit, one leaves a
+// damaged file's write lock held, as the bridge does until it exits.
+const childEnv = "EDGEBRIDGE_BUFFER_TEST_CHILD"
+
+func TestBufferChild(t *testing.T) {
+	kind, dir, ok := strings.Cut(os.Getenv(childEnv), ":")
+	if !ok {
+		t.Skip("runs only as the child of another test")
+	}
+	cfg := Config{Dir: dir, MinFreeDisk: -1, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
+	switch kind {
+	case "emfile":
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 14, Max: 14}); err != nil {
+			t.Fatal(err)
+		}
+		q, err := Open(cfg, testLogger(t), nil)
+		if err != nil {
+			os.Stdout.WriteString("open: " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		q.Close()
+	case "ack", "read":
+		q, err := Open(cfg, testLogger(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inFlight, err := q.Read(context.Background(), 0, 50, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The oldest segment's pages go bad under the mapping (SIGBUS
+		// on the next touch).
+		if err := os.Truncate(filepath.Join(dir, segmentName(1)), 8192); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if kind == "ack" {
+			_ = q.Ack(ctx, seqsOf(inFlight))
+		} else {
+			_, _ = q.Read(ctx, inFlight[len(inFlight)-1].Seq, 100, 1<<20)
+		}
+		select {
+		case <-q.Damaged():
+		case <-time.After(10 * time.Second):
+			t.Fatal("damage not reported")
+		}
+		if q.Writable() == nil {
+			t.Fatal("writable while damaged")
+		}
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel2()
+		if err := q.Append(ctx2, []Record{rec("dev", 99999)}); !errors.Is(err, ErrFull) {
+			t.Fatalf("append while damaged: %v, want ErrFull", err)
+		}
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
+		}
+		os.Stdout.WriteString("damaged and closed\n")
+	}
+}
+
+func runChild(t *testing.T, kind, dir string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBufferChild$", "-test.v")
+	cmd.Env = append(os.Environ(), childEnv+"="+kind+":"+dir)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func fillSegments(t *testing.T, dir string, n int) Stats {
+	t.Helper()
+	cfg := Config{Dir: dir, MinFreeDisk: -1, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
+	q, err := Open(cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i += 100 {
+		appendN(t, q, "dev", i, 100)
+	}
+	st := q.Stats()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// Finding 2: a failure to open that is not damage (here no file
+// descriptors left) fails the start with a clear error and touches
+// nothing: no file is quarantined, the next start has every record.
+func TestOpenFailureIsNotDamage(t *testing.T) {
+	dir := t.TempDir()
+	before := fillSegments(t, dir, 4000)
+	out, err := runChild(t, "emfile", dir)
+	if err == nil || !strings.Contains(out, "too many open files") || !strings.Contains(out, "not known to be damaged") {
+		t.Fatalf("open under a low descriptor limit: %v\n%s", err, out)
+	}
+	if got := quarantined(t, dir); len(got) != 0 {
+		t.Fatalf("healthy files quarantined: %v", got)
+	}
+	q := openTestDir(t, Config{Dir: dir, MinFreeDisk: -1, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20})
+	if got := q.Stats(); got.Records != before.Records {
+		t.Fatalf("%d records after the failed start, want %d", got.Records, before.Records)
+	}
+}
+
+// Finding 3: a page that goes bad while running, touched by a commit (an
+// ack) or by a read, never kills the process (bbolt's rollback would walk
+// the file on a goroutine where the fault is fatal) and never stalls
+// quietly: appends stop, Writable says why, Damaged is closed. The next
+// start quarantines the file, salvages what it can and goes on, above every
+// old sequence.
+func TestRuntimeDamage(t *testing.T) {
+	for _, kind := range []string{"ack", "read"} {
+		t.Run(kind, func(t *testing.T) {
+			dir := t.TempDir()
+			before := fillSegments(t, dir, 2000)
+			if before.Segments < 3 {
+				t.Fatalf("%d segments, want 3 or more", before.Segments)
+			}
+			out, err := runChild(t, kind, dir)
+			if err != nil || !strings.Contains(out, "damaged and closed") {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			names, err := readDamaged(dir)
+			if err != nil || !names[segmentName(1)] {
+				t.Fatalf("damaged list %v (%v), want %s", names, err, segmentName(1))
+			}
+
+			q, reg := openTest(t, Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20})
+			if got := quarantined(t, dir); len(got) != 1 {
+				t.Fatalf("quarantine holds %v, want the damaged segment", got)
+			}
+			if got := metricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
+				t.Fatalf("quarantined files metric %v, want 1", got)
+			}
+			if err := q.Writable(); err != nil {
+				t.Fatalf("not writable after the restart: %v", err)
+			}
+			got := readAll(t, q, 0)
+			if len(got) == 0 || len(got) >= before.Records {
+				t.Fatalf("%d records after the restart, want the other segments' of %d", len(got), before.Records)
+			}
+			next := appendN(t, q, "dev", 0, 1)
+			if next[0].Seq < before.NextSeq {
+				t.Fatalf("sequence %d reused (next was %d)", next[0].Seq, before.NextSeq)
+			}
+		})
+	}
+}
+
+// failWrites makes every write transaction on the file at path fail, as
+// on a disk that returns EIO, until the returned function is called.
+func failWrites(t *testing.T, path string) (restore func()) {
+	t.Helper()
+	f := func(p string) error {
+		if p == path {
+			return syscall.EIO
+		}
+		return nil
+	}
+	writeFault.Store(&f)
+	restore = func() { writeFault.Store(nil) }
+	t.Cleanup(restore)
+	return restore
+}
+
+// Findings 5 and 6: dead letters of an append are committed only after its
+// records, so a failed head commit leaves nothing behind. The retry gives
+// the dead letter and the record different sequences (before, the record
+// took the one the dead letter already had, and moving it to dead letters
+// later overwrote the first); a call cancelled while the head fails stores
+// no dead letter, so the broker's redelivery stores it once.
+func TestDeadLettersOfAFailedAppend(t *testing.T) {
+	batch := func() []Record {
+		return []Record{
+			{Value: []byte("rejected: no route"), Reason: "no_route"},
+			{Topic: "iot.telemetry", Key: []byte("dev"), Value: []byte("normal record")},
+		}
+	}
+	t.Run("retried", func(t *testing.T) {
+		q, reg := openTest(t, Config{})
+		appendN(t, q, "dev", 0, 1)
+		restore := failWrites(t, q.head().path)
+		b := batch()
+		done := make(chan error, 1)
+		go func() { done <- q.Append(context.Background(), b) }()
+		waitFor(t, "a failed commit", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
+		restore()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if b[0].Seq == b[1].Seq {
+			t.Fatalf("dead letter and record share sequence %d", b[0].Seq)
+		}
+		if err := q.DeadLetter(context.Background(), b[1].Seq, "message_too_large"); err != nil {
+			t.Fatal(err)
+		}
+		dls, err := q.DeadLetters(0, 10)
+		if err != nil || len(dls) != 2 || q.Stats().DeadLetters != 2 {
+			t.Fatalf("%d dead letters listed (%v), %d counted; want 2", len(dls), err, q.Stats().DeadLetters)
+		}
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		q, reg := openTest(t, Config{})
+		appendN(t, q, "dev", 0, 1)
+		restore := failWrites(t, q.head().path)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- q.Append(ctx, batch()) }()
+		waitFor(t, "a failed commit", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
+		cancel()
+		if err := <-done; err == nil {
+			t.Fatal("cancelled append reported stored")
+		}
+		restore()
+		// The broker redelivers what was not acknowledged.
+		if err := q.Append(context.Background(), batch()); err != nil {
+			t.Fatal(err)
+		}
+		if dls, _ := q.DeadLetters(0, 10); len(dls) != 1 || q.Stats().DeadLetters != 1 {
+			t.Fatalf("%d dead letters listed, %d counted; want 1", len(dls), q.Stats().DeadLetters)
+		}
+	})
+}
+
+// Finding 5: a dead-letter move retried after its delete failed, and a
+// requeue retried after its dead.db delete failed, store and count once.
+func TestRetriedMovesCountOnce(t *testing.T) {
+	t.Run("dead letter", func(t *testing.T) {
+		q, reg := openTest(t, Config{})
+		recs := appendN(t, q, "dev", 0, 3)
+		restore := failWrites(t, q.head().path)
+		done := make(chan error, 1)
+		go func() { done <- q.DeadLetter(context.Background(), recs[1].Seq, "message_too_large") }()
+		waitFor(t, "failed moves", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
+		restore()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if st := q.Stats(); st.DeadLetters != 1 || st.Records != 2 {
+			t.Fatalf("%d dead letters and %d records, want 1 and 2", st.DeadLetters, st.Records)
+		}
+		if got := metricValue(t, reg, "edgebridge_buffer_dead_lettered_records_total"); got != 1 {
+			t.Fatalf("dead letters counted %v times, want 1", got)
+		}
+	})
+	t.Run("requeue", func(t *testing.T) {
+		q, reg := openTest(t, Config{})
+		if err := q.Append(context.Background(), []Record{{Value: []byte("x"), Reason: "no_route"}}); err != nil {
+			t.Fatal(err)
+		}
+		dls, _ := q.DeadLetters(0, 1)
+		restore := failWrites(t, q.dead.path)
+		done := make(chan error, 1)
+		go func() { done <- q.Requeue(context.Background(), []uint64{dls[0].Seq}) }()
+		waitFor(t, "failed requeues", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
+		restore()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if st := q.Stats(); st.DeadLetters != 0 || st.Records != 1 {
+			t.Fatalf("%d dead letters and %d records, want 0 and 1", st.DeadLetters, st.Records)
+		}
+	})
+}
+
+// Finding 5: a crash between a move's dead.db commit and its delete leaves
+// the record in both files; the next Open finishes the move.
+func TestOpenFinishesInterruptedMove(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Dir: dir, MinFreeDisk: -1}
+	q, err := Open(cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := appendN(t, q, "dev", 0, 3)
+	q.Close()
+	// What the move had committed to dead.db before the crash.
+	db, err := bolt.Open(filepath.Join(dir, deadFileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := recs[1]
+	r.Reason = "message_too_large"
+	v := encodeBody(&r, time.Now())
+	seal(v, r.Seq)
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRecords).Put(seqKey(r.Seq), v) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	q, _ = openTest(t, cfg)
+	got := readAll(t, q, 0)
+	if len(got) != 2 || got[0].Seq != recs[0].Seq || got[1].Seq != recs[2].Seq {
+		t.Fatalf("waiting %v, want the two records not moved", seqsOf(got))
+	}
+	if dls, _ := q.DeadLetters(0, 10); len(dls) != 1 || dls[0].Seq != r.Seq {
+		t.Fatalf("dead letters %v", dls)
+	}
+}
+
+// Finding 3: a dead-letter move of a record that rotted after it was read
+// can never succeed: it is dropped as corrupt, counted, and answered, and
+// every later append and ack commits.
+func TestRottedDeadLetterMoveDoesNotBlock(t *testing.T) {
+	q, reg := openTest(t, Config{})
+	recs := appendN(t, q, "dev", 0, 100)
+	victim := recs[50]
+	if _, err := q.Read(context.Background(), 0, 100, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	path := q.head().path
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, victim.Value)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{data[i+10] ^ 0xff}, int64(i+10)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	if err := q.DeadLetter(context.Background(), victim.Seq, "message_too_large"); !errors.Is(err, ErrNotFound) || !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("move of a rotted record: %v, want corrupt and not found", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := q.Append(ctx, []Record{rec("dev", 1000)}); err != nil {
+		t.Fatalf("append after the move: %v", err)
+	}
+	if err := q.Ack(ctx, []uint64{recs[10].Seq}); err != nil {
+		t.Fatalf("ack after the move: %v", err)
+	}
+	if got := metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropCorrupt); got != 1 {
+		t.Fatalf("corrupt drops %v, want 1", got)
+	}
+}
