@@ -168,10 +168,11 @@ type kafkaTLSFile struct {
 }
 
 type saslFile struct {
-	Mechanism    string `yaml:"mechanism"`
-	Username     string `yaml:"username"`
-	Password     string `yaml:"password"`
-	PasswordFile string `yaml:"password_file"`
+	Mechanism      string `yaml:"mechanism"`
+	Username       string `yaml:"username"`
+	Password       string `yaml:"password"`
+	PasswordFile   string `yaml:"password_file"`
+	AllowPlaintext bool   `yaml:"allow_plaintext"`
 }
 
 type bufferFile struct {
@@ -457,6 +458,11 @@ func parse(data []byte, opts Options) (*Config, error) {
 	}
 	if err := cfg.Forward.Validate(); err != nil {
 		errs = append(errs, componentError(opts.File, err))
+	}
+	// PLAIN sends the password as it is: without TLS, anyone on the path
+	// between the node and the brokers reads it. The file must say so.
+	if strings.EqualFold(k.SASL.Mechanism, "plain") && !cfg.Forward.TLS.On() && !k.SASL.AllowPlaintext {
+		invalid("kafka.sasl.mechanism", "plain sends the password in clear text without TLS: turn on kafka.tls.enabled, use scram-sha-512, or set kafka.sasl.allow_plaintext: true on a network you trust")
 	}
 
 	cfg.HTTP = HTTP{Listen: f.HTTP.Listen, Pprof: f.HTTP.Pprof}

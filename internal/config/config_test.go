@@ -224,6 +224,12 @@ func TestErrors(t *testing.T) {
 			want: `edgebridge.yaml: mqtt.password_file: set mqtt.password or mqtt.password_file, not both`,
 		},
 		{
+			name: "sasl plain sends the password in clear without tls",
+			yaml: base + "kafka:\n  brokers: [a:9092]\n  sasl:\n    mechanism: plain\n    username: u\n    password: p\n",
+			is:   ErrInvalid,
+			want: `edgebridge.yaml: kafka.sasl.mechanism: plain sends the password in clear text without TLS`,
+		},
+		{
 			name: "password file missing",
 			yaml: base + "kafka:\n  brokers: [a:9092]\n  sasl:\n    mechanism: plain\n    username: u\n    password_file: /nonexistent/pw\n",
 			is:   ErrInvalid,
@@ -598,6 +604,33 @@ func TestHostileFiles(t *testing.T) {
 			}
 			if !errors.Is(err, ErrInvalid) {
 				t.Errorf("error %.200v is not ErrInvalid", err)
+			}
+		})
+	}
+}
+
+// SASL PLAIN goes without TLS only when the file says so.
+func TestSASLPlainWithoutTLS(t *testing.T) {
+	sasl := base + "kafka:\n  brokers: [a:9092]\n  sasl:\n    mechanism: plain\n    username: u\n    password: p\n"
+	tests := []struct {
+		name, yaml string
+		ok         bool
+	}{
+		{"refused by default", sasl, false},
+		{"allowed", sasl + "    allow_plaintext: true\n", true},
+		{"over tls", sasl + "  tls:\n    enabled: true\n", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.yaml), opts(nil))
+			if (err == nil) != tt.ok {
+				t.Fatalf("Parse error %v, want ok=%v", err, tt.ok)
+			}
+			if !tt.ok && !strings.Contains(err.Error(), "kafka.sasl.allow_plaintext: true") {
+				t.Errorf("the refusal does not name kafka.sasl.allow_plaintext: %v", err)
+			}
+			if err == nil && cfg.Forward.SASL.Mechanism != "plain" {
+				t.Errorf("sasl = %+v", cfg.Forward.SASL)
 			}
 		})
 	}

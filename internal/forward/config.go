@@ -335,8 +335,8 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// tlsEnabled reports whether any TLS setting asks for TLS.
-func (t TLS) tlsEnabled() bool {
+// On reports whether any TLS setting asks for TLS.
+func (t TLS) On() bool {
 	return t.Enabled || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" ||
 		t.ServerName != "" || t.InsecureSkipVerify
 }

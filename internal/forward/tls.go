@@ -15,7 +15,7 @@ import (
 // client built first and given its certificates later dials without them.
 // It returns nil when TLS is off.
 func (t TLS) load() (*tls.Config, error) {
-	if !t.tlsEnabled() {
+	if !t.On() {
 		return nil, nil
 	}
 	c := &tls.Config{
