@@ -66,6 +66,11 @@ type HTTP struct {
 	Listen string
 	// Pprof serves /debug/pprof/ as well. yaml: http.pprof. Default false.
 	Pprof bool
+	// PprofListen is the host:port of /debug/pprof/. yaml:
+	// http.pprof_listen. Default: http.listen when that is a loopback
+	// address, else 127.0.0.1:6060, so the profiles never answer on a port
+	// open to the cluster unless the file names one.
+	PprofListen string
 }
 
 // Log configures the process logger.
@@ -81,6 +86,7 @@ const (
 	DefaultShutdownTimeout = 25 * time.Second
 	DefaultBufferDir       = "/var/lib/edgebridge"
 	DefaultHTTPListen      = "0.0.0.0:9464"
+	DefaultPprofListen     = "127.0.0.1:6060"
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
 )
@@ -187,8 +193,9 @@ type bufferFile struct {
 }
 
 type httpFile struct {
-	Listen string `yaml:"listen"`
-	Pprof  bool   `yaml:"pprof"`
+	Listen      string `yaml:"listen"`
+	Pprof       bool   `yaml:"pprof"`
+	PprofListen string `yaml:"pprof_listen"`
 }
 
 type logFile struct {
@@ -465,12 +472,21 @@ func parse(data []byte, opts Options) (*Config, error) {
 		invalid("kafka.sasl.mechanism", "plain sends the password in clear text without TLS: turn on kafka.tls.enabled, use scram-sha-512, or set kafka.sasl.allow_plaintext: true on a network you trust")
 	}
 
-	cfg.HTTP = HTTP{Listen: f.HTTP.Listen, Pprof: f.HTTP.Pprof}
+	cfg.HTTP = HTTP{Listen: f.HTTP.Listen, Pprof: f.HTTP.Pprof, PprofListen: f.HTTP.PprofListen}
 	if cfg.HTTP.Listen == "" {
 		cfg.HTTP.Listen = DefaultHTTPListen
 	}
 	if err := validateListen(cfg.HTTP.Listen); err != nil {
 		invalid("http.listen", "%v", err)
+	}
+	if cfg.HTTP.PprofListen == "" {
+		cfg.HTTP.PprofListen = DefaultPprofListen
+		if isLoopback(cfg.HTTP.Listen) {
+			cfg.HTTP.PprofListen = cfg.HTTP.Listen
+		}
+	}
+	if err := validateListen(cfg.HTTP.PprofListen); err != nil {
+		invalid("http.pprof_listen", "%v", err)
 	}
 
 	level := f.Log.Level
@@ -547,6 +563,20 @@ func validateListen(addr string) error {
 		return fmt.Errorf("%q has an invalid host %q", addr, host)
 	}
 	return nil
+}
+
+// isLoopback reports whether addr's host is a loopback address or
+// "localhost": reachable from this node only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func dirOr(dir string) string {

@@ -49,7 +49,7 @@ func TestDefaults(t *testing.T) {
 	if cfg.Buffer.MaxBytes != 1<<30 || cfg.Buffer.WhenFull != "block" {
 		t.Errorf("buffer defaults not applied: %+v", cfg.Buffer)
 	}
-	if cfg.HTTP.Listen != DefaultHTTPListen || cfg.HTTP.Pprof {
+	if cfg.HTTP.Listen != DefaultHTTPListen || cfg.HTTP.Pprof || cfg.HTTP.PprofListen != DefaultPprofListen {
 		t.Errorf("http = %+v", cfg.HTTP)
 	}
 	if cfg.Log.Level != slog.LevelInfo || cfg.Log.Format != "json" {
@@ -157,7 +157,7 @@ log:
 		b.SegmentBytes != 512<<20 || b.MaxAge != 72*time.Hour {
 		t.Errorf("buffer = %+v", b)
 	}
-	if cfg.HTTP.Listen != "127.0.0.1:0" || !cfg.HTTP.Pprof {
+	if cfg.HTTP.Listen != "127.0.0.1:0" || !cfg.HTTP.Pprof || cfg.HTTP.PprofListen != "127.0.0.1:0" {
 		t.Errorf("http = %+v", cfg.HTTP)
 	}
 	if cfg.Log.Level != slog.LevelDebug || cfg.Log.Format != "text" {
@@ -398,6 +398,12 @@ func TestErrors(t *testing.T) {
 			want: `edgebridge.yaml: http.listen: "localhost" must be host:port`,
 		},
 		{
+			name: "pprof listen without port",
+			yaml: "http:\n  pprof: true\n  pprof_listen: localhost\n",
+			is:   ErrInvalid,
+			want: `edgebridge.yaml: http.pprof_listen: "localhost" must be host:port`,
+		},
+		{
 			name: "log level",
 			yaml: "log:\n  level: verbose\n",
 			is:   ErrInvalid,
@@ -631,6 +637,33 @@ func TestSASLPlainWithoutTLS(t *testing.T) {
 			}
 			if err == nil && cfg.Forward.SASL.Mechanism != "plain" {
 				t.Errorf("sasl = %+v", cfg.Forward.SASL)
+			}
+		})
+	}
+}
+
+// /debug/pprof/ answers on the metrics port only when that port is
+// reachable from the node alone, or when the file names the address.
+func TestPprofListen(t *testing.T) {
+	tests := []struct {
+		name, http, want string
+	}{
+		{"metrics open to the cluster: pprof on loopback", "  listen: 0.0.0.0:9464\n", DefaultPprofListen},
+		{"metrics on all interfaces, no host", "  listen: :9464\n", DefaultPprofListen},
+		{"metrics on a node address", "  listen: 192.0.2.17:9464\n", DefaultPprofListen},
+		{"metrics on loopback: pprof beside them", "  listen: 127.0.0.1:9464\n", "127.0.0.1:9464"},
+		{"metrics on localhost", "  listen: localhost:9464\n", "localhost:9464"},
+		{"metrics on IPv6 loopback", "  listen: \"[::1]:9464\"\n", "[::1]:9464"},
+		{"named by the file", "  listen: 0.0.0.0:9464\n  pprof_listen: 0.0.0.0:6061\n", "0.0.0.0:6061"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(minimal+"http:\n  pprof: true\n"+tt.http), opts(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.HTTP.PprofListen != tt.want {
+				t.Errorf("pprof listens on %q, want %q", cfg.HTTP.PprofListen, tt.want)
 			}
 		})
 	}

@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, build Build)
 		}},
 		{Name: "buffer", Fn: func(context.Context) error { return q.Writable() }},
 	}
-	srv, err := server.New(server.Config{Listen: cfg.HTTP.Listen, Pprof: cfg.HTTP.Pprof}, log, reg, live, ready)
+	srv, err := server.New(server.Config{Listen: cfg.HTTP.Listen, Pprof: cfg.HTTP.Pprof, PprofListen: cfg.HTTP.PprofListen}, log, reg, live, ready)
 	if err != nil {
 		return err
 	}

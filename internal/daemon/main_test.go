@@ -2,10 +2,19 @@ package daemon
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/edgebridge/edgebridge/internal/config"
+	"github.com/edgebridge/edgebridge/internal/devstack"
 )
 
 // The exit codes are documented for operators and scripts: check each.
@@ -85,5 +94,100 @@ func TestValidateRefusesURLCredentials(t *testing.T) {
 				t.Errorf("the password is printed:\nstdout: %s\nstderr: %s", out.String(), errb.String())
 			}
 		})
+	}
+}
+
+// lockedBuffer collects the log lines of every goroutine of Run.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startRun runs Run, with nothing listening at the brokers, until the test
+// ends; kafkaLines and httpLines are added to those sections. It returns once
+// http.listen answers.
+func startRun(t *testing.T, listen, kafkaLines, httpLines string) *lockedBuffer {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`node_id: n1
+mqtt:
+  url: tcp://127.0.0.1:1
+routes:
+  - filter: devices/+/telemetry
+    kafka_topic: iot.telemetry
+buffer:
+  dir: %s
+  max_bytes: 64MiB
+kafka:
+  brokers: ["127.0.0.1:1"]
+%shttp:
+  listen: %s
+%s`, dir, kafkaLines, listen, httpLines)), config.Options{File: "edgebridge.yaml", Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, NewLogger(logs, cfg.Log), Build{Version: "test"}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	})
+	addr := strings.Replace(listen, "0.0.0.0", "127.0.0.1", 1)
+	if err := devstack.WaitListening(addr, 10*time.Second, nil); err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	return logs
+}
+
+func freeAddr(t *testing.T, host string) string {
+	t.Helper()
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%s:%d", host, port)
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// With the metrics port open to the cluster, /debug/pprof/ answers on
+// http.pprof_listen only.
+func TestPprofNotOnAnOpenMetricsPort(t *testing.T) {
+	listen, pprofListen := freeAddr(t, "0.0.0.0"), freeAddr(t, "127.0.0.1")
+	startRun(t, listen, "", "  pprof: true\n  pprof_listen: "+pprofListen+"\n")
+	metrics := "http://" + strings.Replace(listen, "0.0.0.0", "127.0.0.1", 1)
+	if code, _ := httpGet(t, metrics+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ on http.listen %s: status %d, want 404", listen, code)
+	}
+	if code, _ := httpGet(t, metrics+"/metrics"); code != http.StatusOK {
+		t.Errorf("/metrics on http.listen: status %d", code)
+	}
+	if code, body := httpGet(t, "http://"+pprofListen+"/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/ on http.pprof_listen %s: status %d", pprofListen, code)
 	}
 }

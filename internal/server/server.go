@@ -4,7 +4,8 @@
 //	/metrics       Prometheus exposition of the process registry
 //	/healthz       liveness: 200 while the internal loops run
 //	/readyz        readiness: 200 while the MQTT session is up and the buffer takes writes
-//	/debug/pprof/  Go profiles, only when http.pprof is true
+//	/debug/pprof/  Go profiles, only when http.pprof is true, and only on
+//	               http.pprof_listen (by default a loopback address)
 //
 // Liveness and readiness are deliberately different questions. A Kafka
 // partition fails neither: the bridge is doing its job (buffering) and a
@@ -13,6 +14,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,6 +38,14 @@ type Config struct {
 	Listen string
 	// Pprof mounts /debug/pprof/. yaml: http.pprof. Default false.
 	Pprof bool
+	// PprofListen is the host:port of /debug/pprof/ when Pprof is on.
+	// Equal to Listen (or empty), the profiles are served beside the
+	// metrics; otherwise on a listener of their own, so that a metrics
+	// port open to the cluster does not hand out profiles and traces
+	// (each costs CPU on a small node) to whoever asks.
+	// yaml: http.pprof_listen (the config package picks a loopback
+	// default).
+	PprofListen string
 	// CheckTimeout bounds one health check. Not in the file. Default 2s.
 	CheckTimeout time.Duration
 	// ShutdownTimeout bounds the wait for open requests when Run stops. Not in
@@ -57,6 +67,8 @@ type Server struct {
 	log      *slog.Logger
 	ln       net.Listener
 	srv      *http.Server
+	pprofLn  net.Listener // nil unless pprof has a listener of its own
+	pprofSrv *http.Server
 	live     []Check
 	ready    []Check
 	stopping atomic.Bool
@@ -92,24 +104,50 @@ func New(cfg Config, log *slog.Logger, g prometheus.Gatherer, live, ready []Chec
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { s.serveChecks(w, r, s.live, false) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { s.serveChecks(w, r, s.ready, true) })
 	if cfg.Pprof {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		pmux := mux
+		if cfg.PprofListen != "" && cfg.PprofListen != cfg.Listen {
+			pln, err := net.Listen("tcp", cfg.PprofListen)
+			if err != nil {
+				ln.Close()
+				return nil, fmt.Errorf("listen on http.pprof_listen %q: %w", cfg.PprofListen, err)
+			}
+			pmux = http.NewServeMux()
+			s.pprofLn, s.pprofSrv = pln, s.httpServer(pmux)
+		}
+		pmux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		pmux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		pmux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		pmux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		pmux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
-	s.srv = &http.Server{
-		Handler:           mux,
+	s.srv = s.httpServer(mux)
+	return s, nil
+}
+
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		// No WriteTimeout: /debug/pprof/profile streams for its duration.
 	}
-	return s, nil
 }
 
 // Addr is the bound address (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// PprofAddr is the bound address of /debug/pprof/: Addr when the profiles
+// are served beside the metrics, nil when pprof is off.
+func (s *Server) PprofAddr() net.Addr {
+	switch {
+	case s.pprofLn != nil:
+		return s.pprofLn.Addr()
+	case s.cfg.Pprof:
+		return s.ln.Addr()
+	}
+	return nil
+}
 
 // SetStopping makes /readyz fail from now on, so Kubernetes stops sending
 // work while the daemon shuts down; /metrics and /healthz keep answering.
@@ -117,25 +155,47 @@ func (s *Server) SetStopping() { s.stopping.Store(true) }
 
 // Run serves until ctx is done, then waits up to Config.ShutdownTimeout for
 // open requests and returns. It returns an error only if serving failed.
+// When one listener fails, the other is shut down before Run returns.
 func (s *Server) Run(ctx context.Context) error {
+	type served struct {
+		srv *http.Server
+		ln  net.Listener
+	}
+	all := []served{{s.srv, s.ln}}
 	s.log.Info("http server listening", "addr", s.ln.Addr().String(), "pprof", s.cfg.Pprof)
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
+	if s.pprofSrv != nil {
+		all = append(all, served{s.pprofSrv, s.pprofLn})
+		s.log.Info("pprof listening", "addr", s.pprofLn.Addr().String())
+	}
+	errc := make(chan error, len(all))
+	for _, x := range all {
+		go func() { errc <- x.srv.Serve(x.ln) }()
+	}
+	running := len(all)
+	var failed error
 	select {
-	case err := <-errc:
-		return fmt.Errorf("http server: %w", err)
+	case failed = <-errc:
+		running--
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	err := s.srv.Shutdown(sctx)
-	if err != nil {
-		s.srv.Close()
+	var err error
+	for _, x := range all {
+		if serr := x.srv.Shutdown(sctx); serr != nil {
+			x.srv.Close()
+			err = cmp.Or(err, serr)
+		}
 	}
-	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
+	for ; running > 0; running-- {
+		if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+			err = cmp.Or(err, serr)
+		}
 	}
-	if err != nil {
+	switch {
+	case failed != nil:
+		return fmt.Errorf("http server: %w", failed)
+	case err != nil:
 		return fmt.Errorf("http server shutdown: %w", err)
 	}
 	return nil

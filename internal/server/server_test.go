@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,7 +25,12 @@ func newTestServer(t *testing.T, cfg Config, live, ready []Check) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.ln.Close() })
+	t.Cleanup(func() {
+		s.ln.Close()
+		if s.pprofLn != nil {
+			s.pprofLn.Close()
+		}
+	})
 	return s
 }
 
@@ -128,15 +134,86 @@ func TestCheckTimeout(t *testing.T) {
 	}
 }
 
+// /debug/pprof/ is served only when enabled, and on http.pprof_listen: a
+// metrics port open to the cluster does not hand out profiles.
 func TestPprofOnlyWhenEnabled(t *testing.T) {
-	off := newTestServer(t, Config{}, nil, nil)
-	if code, _ := get(t, off, "/debug/pprof/"); code != http.StatusNotFound {
-		t.Errorf("pprof off: status %d, want 404", code)
+	tests := []struct {
+		name         string
+		cfg          Config
+		onMetrics    bool // /debug/pprof/ answers on Listen
+		ownListener  bool // and on a listener of its own
+		pprofAddrNil bool
+	}{
+		{name: "off", cfg: Config{PprofListen: "127.0.0.1:0"}, pprofAddrNil: true},
+		{name: "beside the metrics", cfg: Config{Pprof: true}, onMetrics: true},
+		{name: "beside the metrics, named", cfg: Config{Listen: "127.0.0.1:0", Pprof: true, PprofListen: "127.0.0.1:0"}, onMetrics: true},
+		{name: "on its own listener", cfg: Config{Listen: "0.0.0.0:0", Pprof: true, PprofListen: "localhost:0"}, ownListener: true},
 	}
-	on := newTestServer(t, Config{Pprof: true}, nil, nil)
-	if code, body := get(t, on, "/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
-		t.Errorf("pprof on: status %d", code)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestServer(t, tt.cfg, nil, nil)
+			want := http.StatusNotFound
+			if tt.onMetrics {
+				want = http.StatusOK
+			}
+			if code, _ := get(t, s, "/debug/pprof/"); code != want {
+				t.Errorf("/debug/pprof/ on http.listen: status %d, want %d", code, want)
+			}
+			if (s.PprofAddr() == nil) != tt.pprofAddrNil {
+				t.Errorf("PprofAddr() = %v", s.PprofAddr())
+			}
+			if !tt.ownListener {
+				if s.pprofLn != nil {
+					t.Errorf("a pprof listener on %s, want none", s.pprofLn.Addr())
+				}
+				return
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			addr := s.PprofAddr().String()
+			if !strings.HasPrefix(addr, "127.0.0.1:") {
+				t.Errorf("pprof listens on %s, want loopback", addr)
+			}
+			resp, err := http.Get("http://" + addr + "/debug/pprof/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "goroutine") {
+				t.Errorf("GET /debug/pprof/ on http.pprof_listen = %d", resp.StatusCode)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+			if _, err := http.Get("http://" + addr + "/debug/pprof/"); err == nil {
+				t.Error("pprof still answers after Run returned")
+			}
+		})
 	}
+}
+
+// A pprof port that is taken fails New, naming its key, and leaves the
+// metrics port free.
+func TestPprofListenError(t *testing.T) {
+	taken := newTestServer(t, Config{}, nil, nil)
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := free.Addr().String()
+	free.Close()
+	_, err = New(Config{Listen: listen, Pprof: true, PprofListen: taken.Addr().String()}, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "http.pprof_listen") {
+		t.Fatalf("pprof on a taken port: %v", err)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatalf("http.listen %s not released after the failed New: %v", listen, err)
+	}
+	ln.Close()
 }
 
 func TestListenError(t *testing.T) {
