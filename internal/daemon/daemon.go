@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/edgebridge/edgebridge/internal/buffer"
 	"github.com/edgebridge/edgebridge/internal/config"
 	"github.com/edgebridge/edgebridge/internal/forward"
@@ -81,6 +83,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, build Build)
 	log.Info("starting edgebridge", "version", build.Version, "revision", build.Revision,
 		"node_id", cfg.NodeID, "mqtt_url", cfg.MQTT.Broker, "mqtt_client_id", cfg.MQTT.ClientID,
 		"kafka_brokers", cfg.Forward.Brokers, "buffer_dir", cfg.Buffer.Dir, "routes", len(cfg.MQTT.Routes))
+
+	warnInsecure(cfg, log, reg)
 
 	q, err := buffer.Open(cfg.Buffer, log, reg)
 	if err != nil {
@@ -171,4 +175,20 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, build Build)
 		log.Info("shutdown complete")
 	}
 	return runErr
+}
+
+// warnInsecure makes the settings that turn a security check off visible:
+// a warning at start and a gauge an alert can watch, since nothing else
+// about a bridge that accepts any certificate looks wrong.
+func warnInsecure(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "edgebridge_kafka_tls_insecure_skip_verify",
+		Help: "1 while kafka.tls.insecure_skip_verify turns off the check of the brokers' certificates: anyone on the path can pose as Kafka.",
+	})
+	reg.MustRegister(g)
+	if cfg.Forward.TLS.InsecureSkipVerify {
+		g.Set(1)
+		log.Warn("kafka broker certificates are not verified: kafka.tls.insecure_skip_verify is for tests only, anyone on the path can pose as kafka",
+			"component", "forward")
+	}
 }

@@ -175,6 +175,33 @@ func httpGet(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// kafka.tls.insecure_skip_verify is for tests only: a bridge that runs
+// with it says so at start and in a gauge an alert can watch.
+func TestInsecureSkipVerifyIsVisible(t *testing.T) {
+	tests := []struct {
+		name  string
+		tls   string
+		gauge string
+		warns bool
+	}{
+		{"off", "  tls:\n    enabled: true\n", "edgebridge_kafka_tls_insecure_skip_verify 0", false},
+		{"on", "  tls:\n    insecure_skip_verify: true\n", "edgebridge_kafka_tls_insecure_skip_verify 1", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			listen := freeAddr(t, "127.0.0.1")
+			logs := startRun(t, listen, tt.tls, "")
+			if _, body := httpGet(t, "http://"+listen+"/metrics"); !strings.Contains(body, tt.gauge+"\n") {
+				t.Errorf("/metrics lacks %q", tt.gauge)
+			}
+			const warning = `"level":"WARN","msg":"kafka broker certificates are not verified`
+			if got := strings.Contains(logs.String(), warning); got != tt.warns {
+				t.Errorf("warning logged = %v, want %v:\n%s", got, tt.warns, logs.String())
+			}
+		})
+	}
+}
+
 // With the metrics port open to the cluster, /debug/pprof/ answers on
 // http.pprof_listen only.
 func TestPprofNotOnAnOpenMetricsPort(t *testing.T) {
