@@ -11,7 +11,8 @@
 # Under emulation:
 #   - no -race: the race detector needs cgo and a native arm64 toolchain.
 #   - tests that re-execute their own test binary as a child process
-#     (TestCrashRecovery in buffer, TestRedeliveryAfterSIGKILL in mqtt) need
+#     (TestCrashRecovery, TestOpenFailureIsNotDamage and TestRuntimeDamage in
+#     buffer, TestRedeliveryAfterSIGKILL in mqtt) need
 #     the kernel to run an arm64 ELF directly, i.e. qemu registered in
 #     binfmt_misc. Where it is not (containers, like this CI) they are
 #     skipped here; they run natively in `make test` on every commit.
@@ -30,7 +31,7 @@ fi
 skip=()
 if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
 	echo "arm64-test: qemu-aarch64 is not registered in binfmt_misc: skipping the tests that re-execute the test binary" >&2
-	skip=(-skip '^(TestCrashRecovery|TestRedeliveryAfterSIGKILL)$')
+	skip=(-skip '^(TestCrashRecovery|TestRedeliveryAfterSIGKILL|TestOpenFailureIsNotDamage|TestRuntimeDamage)$')
 fi
 
 start=$(date +%s)

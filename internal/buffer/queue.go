@@ -236,7 +236,11 @@ func (q *Queue) load() error {
 
 	for i, first := range firsts {
 		name := segmentName(first)
-		seg, h, err := q.openChecked(filepath.Join(dir, name), i == len(firsts)-1, damaged[name])
+		open := q.openLazy
+		if i == len(firsts)-1 {
+			open = q.openHead
+		}
+		seg, h, err := open(filepath.Join(dir, name), damaged[name])
 		if err != nil {
 			return err
 		}
@@ -264,6 +268,56 @@ func (q *Queue) load() error {
 	return nil
 }
 
+func (q *Queue) openHead(path string, forced bool) (*segment, uint64, error) {
+	return q.openChecked(path, true, forced)
+}
+
+// openLazy opens a segment that is not the head without reading its
+// records: read-only, so bbolt does not rebuild its freelist (a walk of
+// every page), with the counts its meta holds. Open then reads a few pages
+// per segment, however large the backlog. The records are checked as they
+// are read (each one's checksum), and the whole file before its first
+// write (upgrade). A file without counts (written by an older version) or
+// that fails to open as a bbolt file gets the full check of openChecked.
+func (q *Queue) openLazy(path string, forced bool) (*segment, uint64, error) {
+	if forced {
+		return q.openChecked(path, false, true)
+	}
+	first, _ := parseSegmentName(filepath.Base(path))
+	seg := &segment{path: path, first: first, readOnly: true}
+	var ok bool
+	var next uint64
+	db, err := openBolt(path, readOnlyOptions(q.cfg))
+	if err == nil {
+		seg.db = db
+		err = viewLocked(seg, func(tx *bolt.Tx) error {
+			m := tx.Bucket(bucketMeta)
+			if m == nil || tx.Bucket(bucketRecords) == nil {
+				return nil
+			}
+			seg.count, seg.bytes, ok = readCounts(m)
+			if v := m.Get(keyNextSeq); len(v) == 8 {
+				next = binary.BigEndian.Uint64(v)
+			}
+			return nil
+		})
+	}
+	if err == nil && ok {
+		seg.size = usedSize(db)
+		return seg, max(next, first), nil
+	}
+	if db != nil {
+		db.Close()
+	}
+	switch {
+	case isLockTimeout(err):
+		return nil, 0, fmt.Errorf("%s is locked by another process (waited %s): %w", path, q.cfg.LockTimeout, err)
+	case err != nil && !isDamage(err):
+		return nil, 0, fmt.Errorf("open %s (nothing was changed; the file is not known to be damaged): %w", path, err)
+	}
+	return q.openChecked(path, false, false)
+}
+
 // openChecked opens a bbolt file and verifies it completely. A damaged file,
 // or one found damaged while running (forced), is recovered (recoverFile).
 // Any other failure to read it fails Open and changes nothing. It returns
@@ -279,7 +333,7 @@ func (q *Queue) openChecked(path string, head, forced bool) (seg *segment, hint 
 		// one a crash interrupted at creation and bbolt initializes it.
 		var db *bolt.DB
 		if db, err = openBolt(path, readOnlyOptions(q.cfg)); err == nil {
-			res, err = scanSegment(db)
+			res, err = scanSegment(db, true)
 			db.Close()
 		}
 	}
@@ -321,8 +375,10 @@ func (q *Queue) ensureBuckets(s *segment) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketRecords); err != nil {
 			return err
 		}
-		_, err := tx.CreateBucketIfNotExists(bucketMeta)
-		return err
+		if _, err := tx.CreateBucketIfNotExists(bucketMeta); err != nil {
+			return err
+		}
+		return putCounts(tx, 0, 0)
 	})
 }
 
@@ -353,7 +409,10 @@ func (q *Queue) roll() error {
 		if err != nil {
 			return err
 		}
-		return m.Put(keyNextSeq, seqKey(q.nextSeq))
+		if err := m.Put(keyNextSeq, seqKey(q.nextSeq)); err != nil {
+			return err
+		}
+		return putCounts(tx, 0, 0)
 	})
 	if err == nil {
 		err = syncDir(q.cfg.Dir)

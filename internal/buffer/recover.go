@@ -224,7 +224,10 @@ func (q *Queue) recoverFile(path string, head bool, cause error) (*segment, uint
 		if dead {
 			key = keyReserved
 		}
-		return m.Put(key, seqKey(max(hint, first)))
+		if err := m.Put(key, seqKey(max(hint, first))); err != nil {
+			return err
+		}
+		return putCounts(tx, seg.count, seg.bytes)
 	})
 	if cerr := seg.db.Close(); err == nil {
 		err = cerr

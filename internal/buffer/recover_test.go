@@ -482,3 +482,51 @@ func TestRottedDeadLetterMoveDoesNotBlock(t *testing.T) {
 		t.Fatalf("corrupt drops %v, want 1", got)
 	}
 }
+
+// Finding 17: Open reads no records of the segments behind the head, so
+// its time does not grow with the backlog (BenchmarkOpenCold has the
+// figures). Damage is still found: a record that rotted in an old segment
+// fails its checksum when it is read, and is dropped and counted, without
+// a quarantine of the file; the whole file is checked before its first
+// write.
+func TestOpenReadsNoRecordsOfOldSegments(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
+	q, _ := openTest(t, cfg)
+	var all []Record
+	for i := 0; i < 2000; i += 100 {
+		all = append(all, appendN(t, q, "dev", i, 100)...)
+	}
+	if q.Stats().Segments < 3 {
+		t.Fatalf("%d segments, want 3 or more", q.Stats().Segments)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rotRecord(t, filepath.Join(dir, segmentName(1)), all[:100])
+
+	q, reg := openTest(t, cfg)
+	if got := quarantined(t, dir); len(got) != 0 {
+		t.Fatalf("Open quarantined %v: it read the old segment's records", got)
+	}
+	if got := q.Stats().Records; got != len(all) {
+		t.Fatalf("%d records counted at open, want %d", got, len(all))
+	}
+	got := readAll(t, q, 0)
+	if len(got) != len(all)-1 {
+		t.Fatalf("read %d records, want %d", len(got), len(all)-1)
+	}
+	if n := metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropCorrupt); n != 1 {
+		t.Fatalf("corrupt drops %v, want 1", n)
+	}
+	// Acks upgrade the old segments for writing, after their check.
+	if err := q.Ack(context.Background(), seqsOf(got)); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Writable(); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.Records != 0 || st.Segments != 1 {
+		t.Fatalf("after acking everything: %+v", st)
+	}
+}

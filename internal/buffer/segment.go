@@ -21,7 +21,31 @@ var (
 	bucketMeta    = []byte("meta")
 	keyNextSeq    = []byte("next_seq")
 	keyReserved   = []byte("reserved_seq")
+	// keyCount and keyBytes hold the file's live records and their
+	// logical size, written in every transaction that changes them, so
+	// that Open need not read the records to know them.
+	keyCount = []byte("count")
+	keyBytes = []byte("bytes")
 )
+
+// putCounts records a file's live records and their size in its meta.
+func putCounts(tx *bolt.Tx, count int, bytes int64) error {
+	m := tx.Bucket(bucketMeta)
+	if err := m.Put(keyCount, seqKey(uint64(count))); err != nil {
+		return err
+	}
+	return m.Put(keyBytes, seqKey(uint64(bytes)))
+}
+
+// readCounts returns what putCounts recorded; ok is false for a file
+// written before the counts were kept.
+func readCounts(m *bolt.Bucket) (count int, bytes int64, ok bool) {
+	c, b := m.Get(keyCount), m.Get(keyBytes)
+	if len(c) != 8 || len(b) != 8 {
+		return 0, 0, false
+	}
+	return int(binary.BigEndian.Uint64(c)), int64(binary.BigEndian.Uint64(b)), true
+}
 
 const (
 	segmentPrefix  = "seg-"
@@ -40,8 +64,11 @@ type segment struct {
 	path  string
 	first uint64
 	db    *bolt.DB
-	count int   // live records
-	bytes int64 // their logical size
+	// readOnly: opened without its freelist, as every segment but the
+	// head is at Open (see Queue.openLazy); the first write upgrades it.
+	readOnly bool
+	count    int   // live records
+	bytes    int64 // their logical size
 	// damaged is the fault found in this file while running (see
 	// Queue.damage); guarded by Queue.mu. A damaged file is never written
 	// or closed again.
@@ -174,7 +201,11 @@ type scanResult struct {
 // rebuild when a file is opened for writing) walk the same pages on
 // goroutines of their own, where a panic would kill the process. db should
 // be opened read-only, which rebuilds no freelist.
-func scanSegment(db *bolt.DB) (res scanResult, err error) {
+//
+// With verify false, records are not checked against their checksums, only
+// walked: a record that rotted is dropped when it is read, and needs no
+// quarantine of its file.
+func scanSegment(db *bolt.DB, verifyRecords bool) (res scanResult, err error) {
 	err = withFaults(func() error {
 		return db.View(func(tx *bolt.Tx) error {
 			if m := tx.Bucket(bucketMeta); m != nil {
@@ -188,8 +219,10 @@ func scanSegment(db *bolt.DB) (res scanResult, err error) {
 						return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
 					}
 					seq := binary.BigEndian.Uint64(k)
-					if err := verify(seq, v); err != nil {
-						return err
+					if verifyRecords {
+						if err := verify(seq, v); err != nil {
+							return err
+						}
 					}
 					res.count++
 					res.bytes += storedSize(v)

@@ -37,6 +37,11 @@ func (q *Queue) write(s *segment, fn func(tx *bolt.Tx) error) error {
 	if err := s.damagedErr(q); err != nil {
 		return err
 	}
+	if s.readOnly {
+		if err := q.upgrade(s); err != nil {
+			return fmt.Errorf("commit %s: %w", s.path, err)
+		}
+	}
 	if f := writeFault.Load(); f != nil {
 		if err := (*f)(s.path); err != nil {
 			return fmt.Errorf("commit %s: %w", s.path, err)
@@ -69,6 +74,39 @@ func (q *Queue) write(s *segment, fn func(tx *bolt.Tx) error) error {
 		return fmt.Errorf("commit %s: %w", s.path, err)
 	}
 	q.observeCommit(start)
+	return nil
+}
+
+// upgrade reopens a segment opened read-only (openLazy) for writing. The
+// file is checked completely first, on this goroutine: opening it for
+// writing makes bbolt rebuild the freelist by walking every page on a
+// goroutine of its own, where a fault on a damaged page would be fatal.
+// Writer goroutine only.
+func (q *Queue) upgrade(s *segment) error {
+	res, err := scanSegment(s.db, false)
+	if err == nil && (res.count != s.count || res.bytes != s.bytes) {
+		err = fmt.Errorf("%w: %d records of %d bytes, its meta says %d of %d", ErrCorrupt, res.count, res.bytes, s.count, s.bytes)
+	}
+	if err != nil {
+		if isDamage(err) {
+			q.damage(s, err)
+		}
+		return err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if err := s.db.Close(); err != nil {
+		return err
+	}
+	db, err := openBolt(s.path, boltOptions(q.cfg, false))
+	if err != nil {
+		// Keep serving reads from the file as it was.
+		if ro, rerr := openBolt(s.path, readOnlyOptions(q.cfg)); rerr == nil {
+			s.db = ro
+		}
+		return fmt.Errorf("reopen %s for writing: %w", s.path, err)
+	}
+	s.db, s.readOnly = db, false
 	return nil
 }
 

@@ -519,6 +519,9 @@ func (q *Queue) update(s *segment, puts []put, dels []uint64, next uint64) (dele
 				return err
 			}
 		}
+		if err := putCounts(tx, s.count+dCount, s.bytes+dBytes); err != nil {
+			return err
+		}
 		size = tx.Size()
 		return nil
 	})
@@ -552,6 +555,9 @@ func (q *Queue) putDead(deads []put, reserved uint64) (added int, err error) {
 				return err
 			}
 			dBytes += storedSize(p.value)
+		}
+		if err := putCounts(tx, q.dead.count+added, q.dead.bytes+dBytes); err != nil {
+			return err
 		}
 		size = tx.Size()
 		return tx.Bucket(bucketMeta).Put(keyReserved, seqKey(reserved))
@@ -908,7 +914,7 @@ func (q *Queue) requeue(r *request, now time.Time) error {
 				}
 			}
 		}
-		return nil
+		return putCounts(tx, q.dead.count-dCount, q.dead.bytes-dBytes)
 	})
 	if err != nil {
 		return err
