@@ -106,6 +106,7 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 			p.m.records.Inc()
 			p.m.latency.Observe(now.Sub(f.appended).Seconds())
 			l.tries = 0
+			l.probation = false
 			delete(p.suspects, f.seq)
 			if l.state == laneFailed && l.skippedFrom > 0 && f.seq > l.skippedFrom {
 				// Produced before we learnt that an earlier record of

@@ -45,6 +45,14 @@
 //     kafka.metadata_min_age (its leader is gone, say). Its later records are
 //     skipped and stay in the buffer while the other partitions keep flowing;
 //     once it drains, the cursor is rewound to its first skipped record.
+//     This check comes before the window's: a stalled lane's record is
+//     skipped even when the window is full.
+//   - the lanes without progress hold more than half of the window between
+//     them (two dead partitions at half each would hold all of it). The
+//     largest are taken back: their round's context is cancelled, so
+//     franz-go fails the records it may still fail, and the lane is retried
+//     after a backoff holding 1/8 of its usual share until Kafka takes one
+//     of its records.
 //
 // Skipped and failed records are never acked, so a rewind finds exactly them
 // (acked ones are deleted; those still in flight are recognised and skipped).

@@ -2,7 +2,9 @@ package forward
 
 import (
 	"bytes"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -218,6 +220,50 @@ func TestOnePartitionFaultedOthersFlow(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
 	waitFor(t, 10*time.Second, "no parked partition", func() bool { return value(t, r.p.m.parked) == 0 })
+}
+
+// Two or more partitions whose leaders answer NOT_LEADER forever cannot
+// hold the whole window between them: what lanes without progress hold is
+// capped at half of it, so the healthy partitions deliver everything; the
+// dead ones catch up, in order, when they recover.
+func TestStalledPartitionsHoldHalfTheWindow(t *testing.T) {
+	for _, dead := range [][]int32{{0, 1}, {0, 1, 2}, {0, 1, 2, 3, 4, 5}} {
+		t.Run(strconv.Itoa(len(dead))+" of 8 partitions dead", func(t *testing.T) {
+			const n, keys = 4000, 64
+			c := newCluster(t, kfake.SeedTopics(8, testTopic))
+			h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: dead, Err: kerr.NotLeaderForPartition, Count: -1})
+			src := newMemSource()
+			src.fill(n, keys, 100)
+			others := 0
+			for i := range n {
+				if !slices.Contains(dead, partitionOf("dev-"+strconv.Itoa(i%keys), 8)) {
+					others++
+				}
+			}
+			cfg := testConfig(c.ListenAddrs())
+			cfg.MaxBufferedRecords = 400
+			log, sink := testLogger(t)
+			r := startWith(t, cfg, src, log)
+
+			cons := newConsumer(t, c.ListenAddrs(), testTopic)
+			recs := cons.until(t, others, 30*time.Second)
+			for _, g := range recs {
+				if slices.Contains(dead, g.partition) {
+					t.Fatalf("partition %d delivered seq %d through its fault", g.partition, g.seq)
+				}
+			}
+			if !strings.Contains(sink.String(), "partitions without progress hold half the window") {
+				t.Error("no log line says that stalled partitions held the window")
+			}
+			h.Remove()
+			recs = cons.until(t, n, 30*time.Second)
+			if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
+				t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
+			}
+			waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+			waitFor(t, 10*time.Second, "no parked partition", func() bool { return value(t, r.p.m.parked) == 0 })
+		})
+	}
 }
 
 // Blackholed produce: the broker swallows produce requests. The request

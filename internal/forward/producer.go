@@ -1,10 +1,12 @@
 package forward
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -126,6 +128,7 @@ type lane struct {
 	retryAt      time.Time
 	tries        int  // failed rounds in a row, for the backoff
 	roundFailed  bool // settle saw a failure since the lane last resumed
+	probation    bool // taken back by reclaimIdle, no ack since
 
 	// failing is set by the promise of a failed record, before the result
 	// reaches the ack loop. franz-go has just failed every record buffered
@@ -340,6 +343,10 @@ func (p *Producer) readLoop(ctx context.Context) {
 		// A read returns at least one record, whatever its size.
 		roomBytes := windowBytes - p.nBytes
 		if room <= 0 || roomBytes <= 0 {
+			// Full: if lanes without progress hold it, take some back.
+			if at := p.reclaimIdle(time.Now()); !at.IsZero() && (next.IsZero() || at.Before(next)) {
+				next = at
+			}
 			p.mu.Unlock()
 			if !p.waitWake(ctx, next) {
 				return
@@ -588,15 +595,16 @@ func (p *Producer) decide(f *flight, now time.Time) (act action, until time.Time
 			return actSkip, time.Time{}
 		}
 		if !fits {
-			return actWait, time.Time{}
+			return actWait, p.reclaimIdle(now)
 		}
 		p.setState(l, laneIsolating)
 		f.isolated = true
 	} else {
-		if !fits {
-			return actWait, time.Time{}
-		}
-		if l.inflight >= p.laneMaxRecs || (l.inflight > 0 && l.bytes+f.size > p.laneMaxBytes) {
+		// The lane's own limit first: a record of a stalled lane is
+		// skipped even when the window is full, or the reader would wait
+		// for room that only the stalled lanes hold.
+		maxRecs, maxBytes := p.laneLimit(l)
+		if l.inflight >= maxRecs || (l.inflight > 0 && l.bytes+f.size > maxBytes) {
 			stallAt := l.lastProgress.Add(p.stallAfter)
 			if now.Before(stallAt) {
 				return actWait, stallAt
@@ -607,6 +615,9 @@ func (p *Producer) decide(f *flight, now time.Time) (act action, until time.Time
 				"topic", l.key.topic, "partition", l.key.partition, "in_flight", l.inflight,
 				"no_progress_for", now.Sub(l.lastProgress).Round(time.Millisecond))
 			return actSkip, time.Time{}
+		}
+		if !fits {
+			return actWait, p.reclaimIdle(now)
 		}
 	}
 	if l.inflight == 0 {
@@ -624,6 +635,65 @@ func (p *Producer) decide(f *flight, now time.Time) (act action, until time.Time
 	p.m.inFlight.Set(float64(p.nRecs))
 	p.m.inFlightB.Set(float64(p.nBytes))
 	return actProduce, time.Time{}
+}
+
+// probationShare: a lane whose records were taken back by reclaimIdle may
+// hold 1/probationShare of its usual limit until Kafka acknowledges one of
+// its records, so that partitions which stay dead hold little of the window
+// each.
+const probationShare = 8
+
+// laneLimit is what l may hold before it waits for progress or stalls.
+func (p *Producer) laneLimit(l *lane) (recs, bytes int) {
+	if l.probation {
+		return max(1, p.laneMaxRecs/probationShare), max(1, p.laneMaxBytes/probationShare)
+	}
+	return p.laneMaxRecs, p.laneMaxBytes
+}
+
+// reclaimIdle keeps what the lanes without progress hold together to half
+// of the window: when they hold more, the largest are failed (their round's
+// context is cancelled, so franz-go fails the records it has not sent, or
+// whose last answer was a retriable error), backed off and put on
+// probation. It returns when to look again: the earliest time a lane will
+// have made no progress for stall_after (zero: on a wake only). p.mu is held.
+func (p *Producer) reclaimIdle(now time.Time) (next time.Time) {
+	var idle []*lane
+	recs, bytes := 0, 0
+	for _, l := range p.lanes {
+		if l.inflight == 0 || l.roundFailed || (l.state != laneOpen && l.state != laneStalled) {
+			continue
+		}
+		if at := l.lastProgress.Add(p.stallAfter); now.Before(at) {
+			if next.IsZero() || at.Before(next) {
+				next = at
+			}
+			continue
+		}
+		idle = append(idle, l)
+		recs += l.inflight
+		bytes += l.bytes
+	}
+	slices.SortFunc(idle, func(a, b *lane) int { return cmp.Compare(b.inflight, a.inflight) })
+	for _, l := range idle {
+		if recs <= p.cfg.MaxBufferedRecords/2 && bytes <= p.cfg.MaxBufferedBytes/2 {
+			break
+		}
+		recs -= l.inflight
+		bytes -= l.bytes
+		if !l.probation {
+			p.log.Warn("partitions without progress hold half the window, taking back the records of one",
+				"topic", l.key.topic, "partition", l.key.partition, "in_flight", l.inflight,
+				"no_progress_for", now.Sub(l.lastProgress).Round(time.Millisecond))
+		}
+		l.round.Load().cancel()
+		l.roundFailed = true // its records come back cancelled; fail keeps this retry time
+		l.tries++
+		l.retryAt = now.Add(p.bo.delay(l.tries))
+		l.probation = true
+		p.setState(l, laneFailed)
+	}
+	return next
 }
 
 // laneFor returns the lane of a record; p.mu is held.
@@ -717,7 +787,8 @@ func (p *Producer) unparkDue(now time.Time) (next time.Time) {
 func (p *Producer) resumable(l *lane, now time.Time) bool {
 	switch l.state {
 	case laneStalled:
-		return l.inflight <= p.laneMaxRecs/2 && l.bytes <= p.laneMaxBytes/2
+		maxRecs, maxBytes := p.laneLimit(l)
+		return l.inflight <= maxRecs/2 && l.bytes <= maxBytes/2
 	case laneFailed:
 		return l.inflight == 0 && !now.Before(l.retryAt)
 	case laneIsolating:
