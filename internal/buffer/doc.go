@@ -79,10 +79,31 @@
 //
 // # Damage
 //
-// Open runs bbolt's consistency check and verifies every record's
-// checksum. A file that fails is moved to quarantine/, logged and counted
-// in edgebridge_buffer_quarantined_files_total; the records that still pass
-// their checksum are copied into a fresh file and the bridge goes on. A
-// record that fails its checksum when read is dropped with reason
-// "corrupt": it can no longer be decoded, let alone sent.
+// Open reads little: the head segment and dead.db get bbolt's consistency
+// check and every record's checksum verified; the older segments are opened
+// read-only with the record count and size their meta keeps, so a start
+// with gigabytes buffered reads a few pages per segment. An older segment
+// is checked completely, on the writer goroutine, before its first write
+// (usually its first ack), and every record's checksum is verified when it
+// is read: a record that fails it is dropped with reason "corrupt".
+//
+// Only evidence of damage quarantines a file: bbolt refusing it as invalid,
+// a failed checksum, a memory fault or bbolt panic while walking it. Any
+// other failure to open (no descriptors left, no memory for the map, a
+// transient I/O error) fails Open with an error naming the file, and
+// changes nothing. A damaged file is moved to quarantine/ and what still
+// passes its checksum is salvaged into a fresh file at the same path;
+// records that could not be salvaged are counted as dropped ("corrupt").
+// The salvage is crash-safe and the sequence counter then continues above
+// dead.db's reservation, durably, before Open returns (recover.go says
+// how): a sequence is never reused, whatever crash or restart follows.
+//
+// Damage found while running (a read or a commit touching a damaged mapped
+// page, which bbolt reports with a fault or a panic) never crashes the
+// process: the file is never written again and is listed in the directory's
+// "damaged" file, appends wait (the MQTT broker keeps the messages), acks
+// of that file are left out (its records are sent again after the
+// restart), Writable fails so /readyz fails, and Damaged is closed: the
+// daemon then shuts down and exits with its own code, and the next Open
+// quarantines the listed file and goes on.
 package buffer

@@ -317,7 +317,7 @@ func TestDeadLetters(t *testing.T) {
 	if got := metricValue(t, reg, "edgebridge_buffer_bytes"); got != float64(st.Bytes+st.DeadLetterBytes) {
 		t.Fatalf("edgebridge_buffer_bytes %v, want records and dead letters %d", got, st.Bytes+st.DeadLetterBytes)
 	}
-	if err := q.Requeue(ctx, []uint64{recs[0].Seq}); err != nil {
+	if err := q.Requeue(ctx, []uint64{recs[0].Seq}, nil); err != nil {
 		t.Fatal(err)
 	}
 	back := readAll(t, q, recs[2].Seq)

@@ -121,6 +121,7 @@ type request struct {
 
 	// requeue: the records committed to the head, set once they are
 	requeued []put
+	rewrite  func(*Record) error
 
 	// ack, dead letter, requeue, corrupt drop
 	seqs   []uint64
@@ -484,13 +485,25 @@ func (q *Queue) DeadLetter(ctx context.Context, seq uint64, reason string) error
 }
 
 // Requeue moves dead letters back into the queue as new records, with new
-// sequences, after everything already waiting.
-func (q *Queue) Requeue(ctx context.Context, seqs []uint64) error {
+// sequences, after everything already waiting: they reach Kafka after newer
+// records of the same device, the one exception to per-device order. Their
+// values (the envelope, with the time the message was received) are kept.
+// rewrite, when set, may change each record's Topic and Key first (route
+// it again); an error from it fails the whole call and changes nothing.
+// At most maxRequeue sequences per call.
+func (q *Queue) Requeue(ctx context.Context, seqs []uint64, rewrite func(*Record) error) error {
 	if len(seqs) == 0 {
 		return nil
 	}
-	return q.submit(ctx, &request{kind: opRequeue, seqs: slices.Clone(seqs), done: make(chan error, 1)})
+	if len(seqs) > maxRequeue {
+		return fmt.Errorf("requeue %d dead letters at once: at most %d", len(seqs), maxRequeue)
+	}
+	return q.submit(ctx, &request{kind: opRequeue, seqs: slices.Clone(seqs), rewrite: rewrite, done: make(chan error, 1)})
 }
+
+// maxRequeue bounds one Requeue: its records are held in memory and
+// committed in one transaction.
+const maxRequeue = 10000
 
 func (q *Queue) submit(ctx context.Context, r *request) error {
 	select {

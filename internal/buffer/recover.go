@@ -332,3 +332,46 @@ func (q *Queue) finishMoves() error {
 	}
 	return nil
 }
+
+// CompactDeadLetters rewrites dead.db without the pages its deleted dead
+// letters left free (bbolt never shrinks a file), so the disk a requeue
+// freed comes back. The queue must be closed: it takes the file's lock.
+// The copy is committed and synced before it replaces the file, so a crash
+// leaves either the old file or the new one. It returns the file's size
+// before and after.
+func CompactDeadLetters(cfg Config) (before, after int64, err error) {
+	if err := cfg.Validate(); err != nil {
+		return 0, 0, err
+	}
+	cfg = cfg.WithDefaults()
+	path := filepath.Join(cfg.Dir, deadFileName)
+	tmp := path + ".compact"
+	before = fileSize(path)
+	src, err := openBolt(path, readOnlyOptions(cfg))
+	if err != nil {
+		return before, 0, fmt.Errorf("compact %s: %w", path, err)
+	}
+	defer src.Close()
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return before, 0, fmt.Errorf("compact %s: %w", path, err)
+	}
+	dst, err := openBolt(tmp, boltOptions(cfg, false))
+	if err != nil {
+		return before, 0, fmt.Errorf("compact %s: %w", path, err)
+	}
+	err = withFaults(func() error { return bolt.Compact(dst, src, 4<<20) })
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(cfg.Dir)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return before, 0, fmt.Errorf("compact %s: %w", path, err)
+	}
+	return before, fileSize(path), nil
+}

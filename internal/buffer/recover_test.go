@@ -395,7 +395,7 @@ func TestRetriedMovesCountOnce(t *testing.T) {
 		dls, _ := q.DeadLetters(0, 1)
 		restore := failWrites(t, q.dead.path)
 		done := make(chan error, 1)
-		go func() { done <- q.Requeue(context.Background(), []uint64{dls[0].Seq}) }()
+		go func() { done <- q.Requeue(context.Background(), []uint64{dls[0].Seq}, nil) }()
 		waitFor(t, "failed requeues", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
 		restore()
 		if err := <-done; err != nil {

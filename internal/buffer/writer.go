@@ -361,8 +361,16 @@ func (q *Queue) recovered() {
 // isStorageErr reports whether err came from the disk and the operation
 // should be retried, as opposed to an answer for the caller.
 func isStorageErr(err error) bool {
-	return err != nil && !errors.Is(err, ErrNotFound)
+	var a *answer
+	return err != nil && !errors.Is(err, ErrNotFound) && !errors.As(err, &a)
 }
+
+// answer wraps an error that is the operation's answer for its caller,
+// not a failed write to retry.
+type answer struct{ err error }
+
+func (a *answer) Error() string { return a.err.Error() }
+func (a *answer) Unwrap() error { return a.err }
 
 type put struct {
 	seq   uint64
@@ -863,7 +871,7 @@ func (q *Queue) requeue(r *request, now time.Time) error {
 				}
 				rec, err := decodeRecord(seq, v, "")
 				if err != nil {
-					return err
+					return &answer{fmt.Errorf("requeue: %w", err)}
 				}
 				recs = append(recs, rec)
 			}
@@ -871,6 +879,13 @@ func (q *Queue) requeue(r *request, now time.Time) error {
 		})
 		if err != nil {
 			return err
+		}
+		if r.rewrite != nil {
+			for i := range recs {
+				if err := r.rewrite(&recs[i]); err != nil {
+					return &answer{fmt.Errorf("requeue %d: %w", recs[i].Seq, err)}
+				}
+			}
 		}
 		next := q.nextSeq
 		puts := make([]put, len(recs))

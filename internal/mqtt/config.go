@@ -46,9 +46,10 @@ type Config struct {
 	// yaml: mqtt.max_reconnect_interval. Default 30s.
 	MaxReconnectInterval time.Duration
 	// MaxPayloadBytes is the largest payload forwarded. A larger one is
-	// stored as a dead letter with reason payload_too_large, its payload
-	// cut to this size and its size in the envelope attribute
-	// "payload_bytes". yaml: mqtt.max_payload_bytes. Default 256 KiB.
+	// stored as a dead letter with reason payload_too_large, whole, with
+	// its size in the envelope attribute "payload_bytes", so that it can be
+	// requeued once the limits are raised. yaml: mqtt.max_payload_bytes.
+	// Default 256 KiB.
 	MaxPayloadBytes int
 	// MaxBatch is the most messages committed to the buffer at once.
 	// yaml: mqtt.max_batch. Default 1000.

@@ -297,8 +297,9 @@ func TestRejectedMessagesAreDeadLettered(t *testing.T) {
 		}
 	}
 	e := decode(t, got["devices/dev-9/telemetry"])
-	if len(e.GetPayload()) != 64 || e.GetAttributes()["payload_bytes"] != "100" {
-		t.Errorf("oversized dead letter: payload %d bytes, attributes %v; want 64 bytes and payload_bytes=100", len(e.GetPayload()), e.GetAttributes())
+	// Kept whole, so that it can be requeued once the limits are raised.
+	if !bytes.Equal(e.GetPayload(), big) || e.GetAttributes()["payload_bytes"] != "100" {
+		t.Errorf("oversized dead letter: payload %d bytes, attributes %v; want all 100 bytes and payload_bytes=100", len(e.GetPayload()), e.GetAttributes())
 	}
 	for _, reason := range []string{ReasonNoDeviceID, ReasonPayloadTooLarge, ReasonNoRoute} {
 		if v := metricValue(sub.m.rejected.WithLabelValues(reason)); v != 1 {

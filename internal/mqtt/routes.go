@@ -275,3 +275,31 @@ func (r *route) deviceID(topic string) string {
 		rest = rest[end+1:]
 	}
 }
+
+// Router maps an MQTT topic to its Kafka topic and device id the way the
+// intake does. The deadletters command routes no_route and no_device_id
+// dead letters with it again, by the routes in force when it runs.
+type Router struct{ t *routeTable }
+
+// NewRouter compiles routes; it fails as Config.Validate does.
+func NewRouter(routes []Route) (*Router, error) {
+	t, err := newRouteTable(routes)
+	if err != nil {
+		return nil, err
+	}
+	return &Router{t: t}, nil
+}
+
+// Route returns the Kafka topic and device id of a message on mqttTopic,
+// or the reason the intake would reject it (ReasonNoRoute,
+// ReasonNoDeviceID).
+func (r *Router) Route(mqttTopic string) (kafkaTopic, deviceID, reason string) {
+	rt := r.t.match(mqttTopic)
+	if rt == nil {
+		return "", "", ReasonNoRoute
+	}
+	if deviceID = rt.deviceID(mqttTopic); deviceID == "" {
+		return rt.kafkaTopic, "", ReasonNoDeviceID
+	}
+	return rt.kafkaTopic, deviceID, ""
+}

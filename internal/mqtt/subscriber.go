@@ -609,8 +609,9 @@ func (s *Subscriber) add(b *batch, in inbound) {
 		if reason == "" {
 			reason = ReasonPayloadTooLarge
 		}
+		// Kept whole: once the limits are raised, the dead letter can be
+		// requeued and sent as it arrived.
 		s.attrs["payload_bytes"] = strconv.Itoa(len(payload))
-		payload = payload[:s.cfg.MaxPayloadBytes]
 	}
 
 	s.ts.Seconds, s.ts.Nanos = in.at.Unix(), int32(in.at.Nanosecond())
