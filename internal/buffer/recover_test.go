@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
@@ -295,8 +297,13 @@ func TestRuntimeDamage(t *testing.T) {
 // on a disk that returns EIO, until the returned function is called.
 func failWrites(t *testing.T, path string) (restore func()) {
 	t.Helper()
+	return failWritesIf(t, func(p string) bool { return p == path })
+}
+
+func failWritesIf(t *testing.T, match func(path string) bool) (restore func()) {
+	t.Helper()
 	f := func(p string) error {
-		if p == path {
+		if match(p) {
 			return syscall.EIO
 		}
 		return nil
@@ -529,4 +536,174 @@ func TestOpenReadsNoRecordsOfOldSegments(t *testing.T) {
 	if st := q.Stats(); st.Records != 0 || st.Segments != 1 {
 		t.Fatalf("after acking everything: %+v", st)
 	}
+}
+
+// The fault matrix of docs/reliability.md, write column: EIO on the
+// commit of every write site. The failed transaction is rolled back and
+// retried with a backoff, the state shows in Writable (and so /readyz) or
+// in the caller waiting, nothing committed is lost, nothing is counted
+// twice, and the work completes once the disk recovers.
+func TestWriteFaultAtEverySite(t *testing.T) {
+	small := Config{SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
+	tests := []struct {
+		name string
+		cfg  Config
+		// setup prepares the queue; fault picks the files to fail; act
+		// starts the operation under the fault; check runs after.
+		setup func(t *testing.T, q *Queue) []Record
+		fault func(q *Queue) func(string) bool
+		act   func(q *Queue, recs []Record) error
+		check func(t *testing.T, q *Queue, reg *prometheus.Registry, recs []Record)
+	}{{
+		name:  "append commit",
+		cfg:   small,
+		setup: func(t *testing.T, q *Queue) []Record { return nil },
+		fault: func(q *Queue) func(string) bool { h := q.head().path; return func(p string) bool { return p == h } },
+		act:   func(q *Queue, _ []Record) error { return q.Append(context.Background(), []Record{rec("dev", 1)}) },
+		check: func(t *testing.T, q *Queue, _ *prometheus.Registry, _ []Record) {
+			if got := readAll(t, q, 0); len(got) != 1 {
+				t.Fatalf("%d records, want 1", len(got))
+			}
+		},
+	}, {
+		name:  "ack commit",
+		cfg:   small,
+		setup: func(t *testing.T, q *Queue) []Record { return appendN(t, q, "dev", 0, 10) },
+		fault: func(q *Queue) func(string) bool { h := q.head().path; return func(p string) bool { return p == h } },
+		act:   func(q *Queue, recs []Record) error { return q.Ack(context.Background(), seqsOf(recs[:5])) },
+		check: func(t *testing.T, q *Queue, reg *prometheus.Registry, _ []Record) {
+			if got := q.Stats().Records; got != 5 {
+				t.Fatalf("%d records, want 5", got)
+			}
+			if got := metricValue(t, reg, "edgebridge_buffer_acked_records_total"); got != 5 {
+				t.Fatalf("acked counted %v, want 5", got)
+			}
+		},
+	}, {
+		name:  "dead-letter move",
+		cfg:   small,
+		setup: func(t *testing.T, q *Queue) []Record { return appendN(t, q, "dev", 0, 10) },
+		fault: func(q *Queue) func(string) bool { d := q.dead.path; return func(p string) bool { return p == d } },
+		act: func(q *Queue, recs []Record) error {
+			// Appends and acks go on while the move is retried.
+			done := make(chan error, 1)
+			go func() { done <- q.DeadLetter(context.Background(), recs[3].Seq, "message_too_large") }()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := q.Append(ctx, []Record{rec("dev", 99)}); err != nil {
+				return fmt.Errorf("append during the failing move: %w", err)
+			}
+			return <-done
+		},
+		check: func(t *testing.T, q *Queue, reg *prometheus.Registry, _ []Record) {
+			if st := q.Stats(); st.DeadLetters != 1 || st.Records != 10 {
+				t.Fatalf("%d dead letters, %d records; want 1 and 10", st.DeadLetters, st.Records)
+			}
+		},
+	}, {
+		name: "requeue",
+		cfg:  small,
+		setup: func(t *testing.T, q *Queue) []Record {
+			if err := q.Append(context.Background(), []Record{{Topic: "t", Key: []byte("k"), Value: []byte("v"), Reason: "no_route"}}); err != nil {
+				t.Fatal(err)
+			}
+			dls, _ := q.DeadLetters(0, 1)
+			return dls
+		},
+		fault: func(q *Queue) func(string) bool { h := q.head().path; return func(p string) bool { return p == h } },
+		act:   func(q *Queue, dls []Record) error { return q.Requeue(context.Background(), seqsOf(dls), nil) },
+		check: func(t *testing.T, q *Queue, _ *prometheus.Registry, _ []Record) {
+			if st := q.Stats(); st.DeadLetters != 0 || st.Records != 1 {
+				t.Fatalf("%d dead letters, %d records; want 0 and 1", st.DeadLetters, st.Records)
+			}
+		},
+	}, {
+		name:  "roll",
+		cfg:   small,
+		setup: func(t *testing.T, q *Queue) []Record { return nil },
+		fault: func(q *Queue) func(string) bool {
+			h := q.head().path
+			return func(p string) bool { return p != h && strings.HasPrefix(filepath.Base(p), segmentPrefix) }
+		},
+		act: func(q *Queue, _ []Record) error {
+			// Enough to fill the head: the roll to a new segment fails,
+			// the appends are committed to the old head meanwhile.
+			for i := 0; i < 600; i += 100 {
+				if err := q.Append(context.Background(), recs("dev", i, 100)); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		check: func(t *testing.T, q *Queue, _ *prometheus.Registry, _ []Record) {
+			appendN(t, q, "dev", 1000, 100)
+			if st := q.Stats(); st.Segments < 2 || st.Records != 700 {
+				t.Fatalf("%d segments, %d records; want a roll and 700", st.Segments, st.Records)
+			}
+		},
+	}, {
+		name: "drop_oldest",
+		cfg:  Config{MaxBytes: 200 << 10, SegmentBytes: minSegmentBytes, WhenFull: WhenFullDropOldest},
+		setup: func(t *testing.T, q *Queue) []Record {
+			var all []Record
+			for i := 0; len(all) < 700; i += 50 {
+				all = append(all, appendN(t, q, "dev", i, 50)...)
+			}
+			return all
+		},
+		fault: func(q *Queue) func(string) bool { o := q.segs[0].path; return func(p string) bool { return p == o } },
+		act:   func(q *Queue, _ []Record) error { return q.Append(context.Background(), recs("dev", 5000, 200)) },
+		check: func(t *testing.T, q *Queue, reg *prometheus.Registry, all []Record) {
+			dropped := int(metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow))
+			if st := q.Stats(); dropped == 0 || dropped+st.Records != len(all)+200 {
+				t.Fatalf("dropped %d + held %d != appended %d", dropped, st.Records, len(all)+200)
+			}
+		},
+	}, {
+		name:  "max_age expiry",
+		cfg:   Config{MaxAge: 100 * time.Millisecond, SegmentBytes: minSegmentBytes},
+		setup: func(t *testing.T, q *Queue) []Record { return appendN(t, q, "dev", 0, 50) },
+		fault: func(q *Queue) func(string) bool { h := q.head().path; return func(p string) bool { return p == h } },
+		act:   func(q *Queue, _ []Record) error { return nil },
+		check: func(t *testing.T, q *Queue, reg *prometheus.Registry, old []Record) {
+			waitFor(t, "expiry", func() bool { return q.Stats().Records == 0 })
+			if got := metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropMaxAge); got != float64(len(old)) {
+				t.Fatalf("max_age drops %v, want %d", got, len(old))
+			}
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q, reg := openTest(t, tt.cfg)
+			recs := tt.setup(t, q)
+			restore := failWritesIf(t, tt.fault(q))
+			done := make(chan error, 1)
+			go func() { done <- tt.act(q, recs) }()
+			waitFor(t, "failed commits", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
+			restore()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, q, reg, recs)
+			waitFor(t, "writable again", func() bool { return q.Writable() == nil })
+		})
+	}
+	t.Run("salvage", func(t *testing.T) {
+		dir := t.TempDir()
+		cfg := Config{Dir: dir, MinFreeDisk: -1}
+		all := fillAndClose(t, cfg, 300)
+		rotRecord(t, filepath.Join(dir, segmentName(1)), all)
+		restore := failWritesIf(t, func(p string) bool { return strings.HasSuffix(p, salvageSuffix) })
+		if _, err := Open(cfg, testLogger(t), nil); err == nil || !strings.Contains(err.Error(), "salvage") {
+			t.Fatalf("open with the salvage failing: %v", err)
+		}
+		if got := quarantined(t, dir); len(got) != 0 {
+			t.Fatalf("quarantined %v before its salvage was written", got)
+		}
+		restore()
+		q := openTestDir(t, cfg)
+		if got := len(readAll(t, q, 0)); got != 299 {
+			t.Fatalf("%d records salvaged, want 299", got)
+		}
+	})
 }

@@ -739,6 +739,7 @@ func (q *Queue) expire(now time.Time) {
 			q.failed(err, now)
 			return
 		}
+		q.recovered()
 		q.dropped(DropMaxAge, n)
 		budget -= len(dels)
 		if !wholeOld || budget <= 0 {
