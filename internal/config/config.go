@@ -248,18 +248,19 @@ func Load(path string) (*Config, error) {
 }
 
 // readBounded reads a regular file of at most limit bytes. Devices and
-// FIFOs are refused: they may never end.
+// FIFOs are refused before they are opened: a FIFO blocks the open itself,
+// and a device may never end.
 func readBounded(path string, limit int64) ([]byte, error) {
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil {
-		return nil, err
-	} else if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
@@ -519,10 +520,12 @@ func parse(data []byte, opts Options) (*Config, error) {
 	return cfg, nil
 }
 
-// intSize converts a size for an int field of a component.
+// intSize converts a size for an int field of a component, which names
+// the field's own bound; only a size beyond int (on a 32-bit platform) is
+// refused here.
 func intSize(key string, v ByteSize, invalid func(key, format string, args ...any)) int {
-	if int64(v) > math.MaxInt32 || int64(v) < math.MinInt32 {
-		invalid(key, "%s is too large", v)
+	if int64(v) > math.MaxInt || int64(v) < math.MinInt {
+		invalid(key, "%d is above the maximum %d", int64(v), math.MaxInt)
 		return 0
 	}
 	return int(v)

@@ -233,7 +233,7 @@ func TestErrors(t *testing.T) {
 			name: "password file missing",
 			yaml: base + "kafka:\n  brokers: [a:9092]\n  sasl:\n    mechanism: plain\n    username: u\n    password_file: /nonexistent/pw\n",
 			is:   ErrInvalid,
-			want: `kafka.sasl.password_file: read secret: open /nonexistent/pw: no such file or directory`,
+			want: `kafka.sasl.password_file: read secret: stat /nonexistent/pw: no such file or directory`,
 		},
 		{
 			name: "unset env var in a secret names the variable, not a value",
@@ -366,6 +366,12 @@ func TestErrors(t *testing.T) {
 			yaml: base + "kafka:\n  brokers: [a:9092]\n  max_buffered_records: 100000000\n",
 			is:   ErrInvalid,
 			want: `edgebridge.yaml: invalid kafka config: kafka.max_buffered_records: 100000000 is above the maximum 1000000`,
+		},
+		{
+			name: "a payload size beyond 32 bits names the bound of its key",
+			yaml: "mqtt:\n  max_payload_bytes: 8GiB\n  max_batch_bytes: 8GiB\n",
+			is:   ErrInvalid,
+			want: `edgebridge.yaml: invalid mqtt config: mqtt.max_payload_bytes: 8589934592 is above the maximum 16777216 (16MiB)`,
 		},
 		{
 			name: "an intake queue longer than MQTT's in-flight window",
