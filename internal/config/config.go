@@ -415,9 +415,13 @@ func parse(data []byte, opts Options) (*Config, error) {
 			invalid(n.key, "%d is above the maximum %d (%s)", n.v, n.max, ByteSize(n.max))
 		}
 	}
-	if sb := cfg.Buffer.SegmentBytes; sb > 0 && cfg.Buffer.MaxBytes/sb > maxSegments {
+	if mb, sb := cfg.Buffer.MaxBytes, cfg.Buffer.SegmentBytes; sb > 0 && mb <= maxBufferBytes && mb/sb > maxSegments {
+		least := mb / maxSegments
+		if mb%maxSegments != 0 {
+			least++
+		}
 		invalid("buffer.segment_bytes", "%s makes buffer.max_bytes (%s) %d segments, above the maximum %d: raise buffer.segment_bytes to at least %s",
-			ByteSize(sb), ByteSize(cfg.Buffer.MaxBytes), cfg.Buffer.MaxBytes/sb, maxSegments, ByteSize((cfg.Buffer.MaxBytes+maxSegments-1)/maxSegments))
+			ByteSize(sb), ByteSize(mb), mb/sb, maxSegments, ByteSize(least))
 	}
 
 	k := f.Kafka

@@ -169,11 +169,12 @@ log:
 // one), so an operator can fix it without reading code.
 func TestErrors(t *testing.T) {
 	tests := []struct {
-		name string
-		yaml string
-		env  map[string]string
-		is   error
-		want string
+		name   string
+		yaml   string
+		env    map[string]string
+		is     error
+		want   string
+		absent string // nor does the error say this
 	}{
 		{
 			name: "the seeds' brokers mistake: a key from another tool is rejected, not ignored",
@@ -342,6 +343,8 @@ func TestErrors(t *testing.T) {
 			yaml: "buffer:\n  dir: /x\n  max_bytes: 9223372036854775807\n",
 			is:   ErrInvalid,
 			want: `edgebridge.yaml: buffer.max_bytes: 9223372036854775807 is above the maximum 1099511627776 (1TiB)`,
+			// One bound is enough; the segment count of such a size overflowed.
+			absent: "segments",
 		},
 		{
 			name: "min free disk larger than any edge disk",
@@ -360,6 +363,12 @@ func TestErrors(t *testing.T) {
 			yaml: "buffer:\n  dir: /x\n  max_bytes: 1TiB\n",
 			is:   ErrInvalid,
 			want: `edgebridge.yaml: buffer.segment_bytes: 16MiB makes buffer.max_bytes (1TiB) 65536 segments, above the maximum 4096: raise buffer.segment_bytes to at least 256MiB`,
+		},
+		{
+			name: "the segment size to raise to is rounded up",
+			yaml: "buffer:\n  dir: /x\n  max_bytes: 1000000000001\n  segment_bytes: 64KiB\n",
+			is:   ErrInvalid,
+			want: `raise buffer.segment_bytes to at least 244140626B`,
 		},
 		{
 			name: "a Kafka window larger than the node's memory",
@@ -433,6 +442,9 @@ func TestErrors(t *testing.T) {
 			}
 			if !errors.Is(err, tt.is) {
 				t.Errorf("error %v is not %v", err, tt.is)
+			}
+			if tt.absent != "" && strings.Contains(err.Error(), tt.absent) {
+				t.Errorf("error\n  %v\nsays %q", err, tt.absent)
 			}
 		})
 	}
