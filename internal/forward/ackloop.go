@@ -156,8 +156,8 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 // order, from the buffer; p.mu is held.
 func (p *Producer) fail(f *flight, now time.Time) {
 	cls, reason := classify(f.err)
-	// Cancelled by batchFailed: never sent, it only waits for the records
-	// failed before it.
+	// Cancelled with its round (an earlier record failed, or reclaimIdle):
+	// not written, it only waits for the records failed before it.
 	collateral := errors.Is(f.err, context.Canceled)
 	p.m.retries.Inc()
 	lanes := []*lane{f.lane}

@@ -220,6 +220,13 @@ func TestOnePartitionFaultedOthersFlow(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
 	waitFor(t, 10*time.Second, "no parked partition", func() bool { return value(t, r.p.m.parked) == 0 })
+	// franz-go retried NOT_LEADER itself: nothing was failed to us. A
+	// resume that cancelled the stalled lane's records (head-of-line
+	// cancellation) would have had franz-go fail them, and the records
+	// produced after them, with no sign before their promises.
+	if got := value(t, r.p.m.retries); got != 0 {
+		t.Errorf("edgebridge_forward_retries_total = %v, want 0: the stalled partition's records were failed", got)
+	}
 }
 
 // Two or more partitions whose leaders answer NOT_LEADER forever cannot
@@ -254,6 +261,9 @@ func TestStalledPartitionsHoldHalfTheWindow(t *testing.T) {
 			}
 			if !strings.Contains(sink.String(), "partitions without progress hold half the window") {
 				t.Error("no log line says that stalled partitions held the window")
+			}
+			if got := value(t, r.p.m.reordered); got != 0 {
+				t.Errorf("edgebridge_forward_reordered_total = %v after records taken back", got)
 			}
 			h.Remove()
 			recs = cons.until(t, n, 30*time.Second)
@@ -495,4 +505,69 @@ func TestFranzGoErrorsReachTheLogger(t *testing.T) {
 	waitFor(t, 10*time.Second, "our own state change", func() bool {
 		return bytes.Contains([]byte(sink.String()), []byte("kafka unreachable"))
 	})
+}
+
+// Every path on which franz-go fails the records it holds for a partition
+// keeps each device's records in order: the records produced after the
+// failure, before its promises ran, are failed with it (their round's
+// context is cancelled from the first failed promise) instead of being
+// written ahead of the ones sent again. edgebridge_forward_reordered_total
+// would count any that overtook.
+func TestPartitionFailuresKeepOrder(t *testing.T) {
+	tests := []struct {
+		name    string
+		atStart bool // inject before the first produce, else mid-stream
+		faults  []kfake.Fault
+	}{{
+		name:    "rejected produce before the first answer",
+		atStart: true,
+		faults:  []kfake.Fault{{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Err: kerr.InvalidRequest, Count: -1}},
+	}, {
+		// NOT_LEADER makes the partition's batch wait for a metadata
+		// update, which brings a load error franz-go does not retry.
+		name: "metadata load error on a waiting partition",
+		faults: []kfake.Fault{
+			{Keys: []kmsg.Key{kmsg.Metadata}, Topic: testTopic, Err: kerr.InvalidRequest, Count: -1},
+			{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{1}, Err: kerr.NotLeaderForPartition, Count: 1},
+		},
+	}, {
+		name:   "rejected batch",
+		faults: []kfake.Fault{{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{1}, Err: kerr.InvalidRequest, Count: -1}},
+	}}
+	// Partitions set aside and taken back (reclaimIdle) fail through their
+	// records' cancelled context: TestStalledPartitionsHoldHalfTheWindow
+	// checks that path.
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const n = 20000
+			c := newCluster(t)
+			src := newMemSource()
+			src.fill(n, 40, 50)
+			cfg := testConfig(c.ListenAddrs())
+			cfg.ReadBatch = 50
+			var hs []*kfake.FaultHandle
+			inject := func() {
+				for _, f := range tt.faults {
+					hs = append(hs, c.Fault(f))
+				}
+			}
+			if tt.atStart {
+				inject()
+			}
+			r := start(t, cfg, src)
+			if !tt.atStart {
+				waitFor(t, 20*time.Second, "500 records delivered", func() bool { return value(t, r.p.m.records) >= 500 })
+				inject()
+			}
+			waitFor(t, 20*time.Second, "franz-go to fail records", func() bool { return value(t, r.p.m.retries) > 0 })
+			for _, h := range hs {
+				h.Remove()
+			}
+
+			delivered(t, c, src, n, 60*time.Second)
+			if got := value(t, r.p.m.reordered); got != 0 {
+				t.Errorf("edgebridge_forward_reordered_total = %v", got)
+			}
+		})
+	}
 }

@@ -76,7 +76,6 @@ type Producer struct {
 	nRecs        int
 	nBytes       int
 	lanes        map[laneKey]*lane
-	laneIdx      sync.Map         // laneKey -> *lane, for batchFailed, which cannot take mu
 	suspects     map[uint64]*lane // records whose batch Kafka rejected; sent again alone
 	parked       int
 	topics       map[string]*topicState
@@ -99,6 +98,7 @@ type flight struct {
 	appended time.Time
 	size     int
 	lane     *lane
+	round    *round
 	topic    *topicState
 	isolated bool
 	err      error
@@ -132,19 +132,25 @@ type lane struct {
 
 	// failing is set by the promise of a failed record, before the result
 	// reaches the ack loop. franz-go has just failed every record buffered
-	// for the partition; a record produced for it from now on could be
-	// written ahead of the ones that will be sent again. The promise is the
-	// earliest place we learn of it, so the reader checks this flag.
+	// for the partition, on whichever path (a batch Kafka rejected, a
+	// fatal producer-ID error, repeated load errors, a broker too old, a
+	// cancelled head-of-line record); a record produced for it from now on
+	// could be written ahead of the ones that will be sent again. The
+	// promise is the earliest place franz-go tells us, whatever the path,
+	// so the reader checks this flag before each produce.
 	failing atomic.Bool
 
 	// round is the context of the records produced since the lane last
-	// resumed. batchFailed cancels it in the same franz-go critical section
-	// that then fails the partition's buffered records; a record of ours
-	// that franz-go buffers after that (we could not know yet) carries the
-	// cancelled context, so franz-go fails it before sending it instead of
-	// writing it ahead of the records we will send again. Only records never
-	// sent can fail this way: franz-go does not cancel what is in flight
-	// with idempotence, so this costs no duplicate.
+	// resumed from a failure. The promise of the first failed record
+	// cancels it. A record of ours that franz-go buffered between failing
+	// the partition and that promise carries the cancelled context, so
+	// franz-go fails it before sending it (its batch0 check, sink.go)
+	// instead of writing it ahead of the records we will send again. It can
+	// lose that race only if franz-go sent it before the promise ran; settle
+	// counts such a record in edgebridge_forward_reordered_total. Only
+	// records never sent, or whose last answer was an error, fail this way:
+	// franz-go does not cancel what may be on the broker, so this costs no
+	// duplicate.
 	round atomic.Pointer[round]
 }
 
@@ -218,7 +224,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
-		kgo.WithLogger(&kgoLogger{inner: kslog.New(log.With("lib", "franz-go")), onBatch: p.batchFailed}),
+		kgo.WithLogger(kslog.New(log.With("lib", "franz-go"))),
 		kgo.WithHooks(p.kst, kprom.NewMetrics("edgebridge", kprom.Registerer(reg), kprom.Subsystem("kafka_client"))),
 		kgo.DialTimeout(cfg.DialTimeout),
 		kgo.RequestTimeoutOverhead(cfg.RequestTimeoutOverhead),
@@ -462,7 +468,12 @@ func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
 				} else {
 					p.cl.Produce(context.Background(), &f.rec, func(_ *kgo.Record, err error) {
 						if err != nil {
+							// franz-go failed every record it
+							// held for the partition, whichever
+							// path it failed them on; see
+							// lane.round.
 							f.lane.failing.Store(true)
+							f.round.cancel()
 						}
 						f.err = err
 						p.results <- f
@@ -628,7 +639,8 @@ func (p *Producer) decide(f *flight, now time.Time) (act action, until time.Time
 	f.lane = l
 	t.inflight++
 	f.topic = t
-	f.rec.Context = l.round.Load().ctx
+	f.round = l.round.Load()
+	f.rec.Context = f.round.ctx
 	p.inflight[f.seq] = f
 	p.nRecs++
 	p.nBytes += f.size
@@ -720,20 +732,8 @@ func (p *Producer) lane(k laneKey) *lane {
 		l = &lane{key: k}
 		l.round.Store(newRound())
 		p.lanes[k] = l
-		p.laneIdx.Store(k, l)
 	}
 	return l
-}
-
-// batchFailed marks the lane of a partition whose batch Kafka rejected, from
-// franz-go's response path (see kgoLogger), so that the reader stops
-// producing to it before franz-go fails its buffered records.
-func (p *Producer) batchFailed(topic string, partition int32) {
-	if v, ok := p.laneIdx.Load(laneKey{topic: topic, partition: partition}); ok {
-		l := v.(*lane)
-		l.failing.Store(true)
-		l.round.Load().cancel()
-	}
 }
 
 // setState moves l to s and keeps the parked gauge; p.mu is held.
@@ -777,7 +777,12 @@ func (p *Producer) unparkDue(now time.Time) (next time.Time) {
 		l.skippedFrom = 0
 		l.roundFailed = false
 		l.failing.Store(false)
-		l.round.Swap(newRound()).cancel()
+		if l.state != laneStalled {
+			// Nothing of the old round is in flight. A stalled lane
+			// keeps its round: cancelling it would have franz-go fail
+			// the partition's records, those produced from now on too.
+			l.round.Swap(newRound()).cancel()
+		}
 		p.setState(l, laneOpen)
 	}
 	return next

@@ -8,7 +8,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/plugin/kslog"
 )
 
 // stateLogEvery bounds the "kafka reachable" / "kafka unreachable" lines to
@@ -163,46 +162,4 @@ func (p *partitioner) learn(topic string, n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.counts[topic] = n
-}
-
-// batchFailedMsg is what franz-go v1.22 logs, on the partition's response
-// path and before it fails every record buffered for the partition, when
-// Kafka rejects a batch for good (sink.go handleReqRespBatch). It is the
-// earliest sign of that failure we can get: promises come later, after
-// whatever other promises are queued, while the reader keeps producing.
-// TestPermanentErrorsDeadLetterOnlyTheCulprit fails if the message changes.
-const batchFailedMsg = "batch in a produce request failed"
-
-// kgoLogger hands franz-go's log to slog through kslog and watches for
-// batchFailedMsg. It runs with franz-go's partition lock held: it must not
-// take Producer.mu (the reader holds that lock while it calls Produce, which
-// takes the partition lock).
-type kgoLogger struct {
-	inner   *kslog.Logger
-	onBatch func(topic string, partition int32)
-}
-
-// Level is at least info so that the failed-batch message is always
-// produced; Log forwards only what the injected handler wants.
-func (l *kgoLogger) Level() kgo.LogLevel { return max(l.inner.Level(), kgo.LogLevelInfo) }
-
-func (l *kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	if msg == batchFailedMsg {
-		var topic string
-		partition := int32(-1)
-		for i := 0; i+1 < len(keyvals); i += 2 {
-			switch keyvals[i] {
-			case "topic":
-				topic, _ = keyvals[i+1].(string)
-			case "partition":
-				partition, _ = keyvals[i+1].(int32)
-			}
-		}
-		if topic != "" && partition >= 0 {
-			l.onBatch(topic, partition)
-		}
-	}
-	if level <= l.inner.Level() {
-		l.inner.Log(level, msg, keyvals...)
-	}
 }
