@@ -17,8 +17,13 @@
 //     `password_file`, not both. A file's trailing newline is dropped.
 //     Relative file paths are relative to the directory of the config file.
 //   - "key:" with no value, or no key at all, means the default.
+//   - Anchors, aliases and merge keys (<<) work. An alias inside the node it
+//     names is an error, and aliases expand to at most 10000 values, so a
+//     file cannot recurse or multiply itself ("billion laughs"). The file is
+//     at most 1 MiB, a secret file a regular file of at most 64 KiB.
 //   - Defaults are applied, then every component's Validate checks its fields
-//     together and names the bad field by its key.
+//     together and names the bad field by its key. Every size and count has
+//     an upper bound a 4 GB node can honour, named in the error.
 package config
 
 import (
