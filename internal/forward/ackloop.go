@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+
 	"github.com/edgebridge/edgebridge/internal/buffer"
 )
 
@@ -80,6 +82,16 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 	}
 
 	now := time.Now()
+	// Kafka refusing this client as a whole (no IDEMPOTENT_WRITE or
+	// WRITE ACL, so no producer ID) fails every record before any produce
+	// request: no produce answer would ever say Kafka is down. Told after
+	// p.mu is released (kafkaState.mu is never held with it).
+	var refused error
+	defer func() {
+		if refused != nil {
+			p.kst.set(false, -1, refused)
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	resume := false
@@ -136,6 +148,9 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 		case stopping:
 			p.leftover++
 		default:
+			if errors.Is(f.err, kerr.ClusterAuthorizationFailed) || errors.Is(f.err, kerr.TransactionalIDAuthorizationFailed) {
+				refused = f.err
+			}
 			if cls, reason := classify(f.err); cls == parkTopic {
 				t.skip(f.seq)
 				p.parkTopic(t, reason, f.err, now)
@@ -145,6 +160,7 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 		resume = resume || (l.state != laneOpen && p.resumable(l, now))
 	}
 	p.m.inFlight.Set(float64(p.nRecs))
+	p.waiting.Store(int64(p.nRecs + p.parked))
 	p.m.inFlightB.Set(float64(p.nBytes))
 	p.poke()
 	if resume && p.readCancel != nil {

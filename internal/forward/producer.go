@@ -58,6 +58,7 @@ type Producer struct {
 	results chan *flight // promises -> ack loop; room for the whole window
 	wake    chan struct{}
 	ran     atomic.Bool
+	waiting atomic.Int64 // nRecs + parked, for kafkaState, which cannot take mu
 
 	ctypeHdr, nodeHdr []byte
 
@@ -219,7 +220,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		gone:         make(map[uint64]struct{}),
 		dlLogged:     make(map[string]time.Time),
 	}
-	p.kst = &kafkaState{log: log, m: m, buffered: func() int64 { return p.cl.BufferedProduceRecords() }, resumed: p.poke}
+	p.kst = &kafkaState{log: log, m: m, buffered: func() int64 { return p.cl.BufferedProduceRecords() + p.waiting.Load() }, resumed: p.poke}
 
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -645,6 +646,7 @@ func (p *Producer) decide(f *flight, now time.Time) (act action, until time.Time
 	p.nRecs++
 	p.nBytes += f.size
 	p.m.inFlight.Set(float64(p.nRecs))
+	p.waiting.Store(int64(p.nRecs + p.parked))
 	p.m.inFlightB.Set(float64(p.nBytes))
 	return actProduce, time.Time{}
 }
@@ -745,6 +747,7 @@ func (p *Producer) setState(l *lane, s laneState) {
 			p.parked++
 		}
 		p.m.parked.Set(float64(p.parked))
+		p.waiting.Store(int64(p.nRecs + p.parked))
 	}
 	l.state = s
 }

@@ -10,11 +10,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// stateLogEvery bounds the "kafka reachable" / "kafka unreachable" lines to
-// one per interval, whatever the hooks see: a broker that accepts the
-// connection and then rejects the credentials answers ApiVersions before
-// every refusal, many times a second.
-const stateLogEvery = time.Minute
+// stateLogEvery and stateLogBurst bound the "kafka reachable" / "kafka
+// unreachable" lines to two per interval, whatever the hooks see: a broker
+// that accepts the connection and then rejects the credentials answers
+// ApiVersions before every refusal, many times a second. Two, so that a
+// change right after the first line is told at once.
+const (
+	stateLogEvery = time.Minute
+	stateLogBurst = 2
+)
 
 // kafkaState follows whether Kafka takes our records, from franz-go's broker
 // hooks, and logs and exports the changes. Kafka is up once a produce
@@ -33,10 +37,12 @@ type kafkaState struct {
 	mu   sync.Mutex // guards the fields below; never held while calling out
 	up   bool
 	seen bool
-	// What the log last said, when, and the changes it has not told.
-	loggedUp bool
-	loggedAt time.Time
-	untold   int
+	// What the log last said, the lines of the current interval, and the
+	// changes it has not told.
+	loggedUp    bool
+	windowStart time.Time
+	lines       int
+	untold      int
 	// produced: the last produce request was answered. Until the first
 	// answer and after a failed one, the Producer reads one batch at a
 	// time instead of filling its window (see readLoop).
@@ -73,9 +79,10 @@ func (s *kafkaState) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _
 	}
 }
 
-// set records what a hook saw. The gauge follows every change; the log
-// says the state when it differs from what the log last said, at most once
-// per stateLogEvery, with the number of changes in between.
+// set records what a hook (or a refused record) saw. The gauge follows every
+// change; the log says the state when it differs from what the log last
+// said, at most stateLogBurst times per stateLogEvery, with the number of
+// changes in between.
 func (s *kafkaState) set(up bool, node int32, err error) {
 	now := time.Now()
 	s.mu.Lock()
@@ -90,10 +97,14 @@ func (s *kafkaState) set(up bool, node int32, err error) {
 			s.m.up.Set(0)
 		}
 	}
-	tell := first || up != s.loggedUp && now.Sub(s.loggedAt) >= stateLogEvery
+	if now.Sub(s.windowStart) >= stateLogEvery {
+		s.windowStart, s.lines = now, 0
+	}
+	tell := first || up != s.loggedUp && s.lines < stateLogBurst
 	changes := s.untold
 	if tell {
-		s.loggedUp, s.loggedAt, s.untold = up, now, 0
+		s.loggedUp, s.untold = up, 0
+		s.lines++
 	}
 	s.mu.Unlock()
 	switch {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Finding "edgebridge_kafka_up tells the truth": with credentials Kafka
@@ -19,10 +20,15 @@ func TestKafkaUpWithRejectedCredentials(t *testing.T) {
 	pk := newPKI(t)
 	mutual := &tls.Config{Certificates: []tls.Certificate{pk.server}, MinVersion: tls.VersionTLS12,
 		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pk.pool}
+	describeOnly := kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: testTopic,
+		Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationDescribe, Allow: true}
 	tests := []struct {
 		name    string
 		cluster []kfake.Opt
 		tune    func(*Config)
+		// Connections succeed: a metadata answer before the first
+		// record may say up; the records' failures then say down.
+		authenticated bool
 	}{{
 		name:    "wrong SASL password",
 		cluster: []kfake.Opt{kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", user, pass)},
@@ -37,6 +43,12 @@ func TestKafkaUpWithRejectedCredentials(t *testing.T) {
 		name:    "a broker certificate the CA did not sign",
 		cluster: []kfake.Opt{kfake.TLS(mutual)},
 		tune:    func(c *Config) { c.TLS = TLS{} }, // system roots: the test CA is not among them
+	}, {
+		name: "no WRITE ACL on any topic: no producer ID",
+		cluster: []kfake.Opt{kfake.EnableSASL(), kfake.EnableACLs(), kfake.Superuser("PLAIN", "admin", "admin"),
+			kfake.User("PLAIN", user, pass, describeOnly)},
+		tune:          func(c *Config) { c.SASL = SASL{Mechanism: "plain", Username: user, Password: pass} },
+		authenticated: true,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,18 +60,25 @@ func TestKafkaUpWithRejectedCredentials(t *testing.T) {
 			log, sink := testLogger(t)
 			r := startWith(t, cfg, src, log)
 
+			refusals := func() float64 { return gathered(t, r.reg, "edgebridge_kafka_client_connect_errors_total") }
+			if tt.authenticated {
+				refusals = func() float64 { return value(t, r.p.m.retries) }
+				waitFor(t, 20*time.Second, "Kafka to be reported down after a refused record", func() bool {
+					return refusals() > 0 && value(t, r.p.m.up) == 0
+				})
+			}
 			up := 0
-			waitFor(t, 20*time.Second, "20 rejected connections", func() bool {
+			waitFor(t, 20*time.Second, "20 refusals", func() bool {
 				if value(t, r.p.m.up) != 0 || r.p.Up() {
 					up++
 				}
-				return gathered(t, r.reg, "edgebridge_kafka_client_connect_errors_total") >= 20
+				return refusals() >= 20
 			})
 			if up > 0 {
-				t.Errorf("edgebridge_kafka_up was 1 in %d samples while Kafka rejected every connection", up)
+				t.Errorf("edgebridge_kafka_up was 1 in %d samples while Kafka refused everything", up)
 			}
 			r.stop(t)
-			if n := strings.Count(sink.String(), `"msg":"kafka reachable"`); n != 0 {
+			if n, most := strings.Count(sink.String(), `"msg":"kafka reachable"`), 0; tt.authenticated && n > 1 || !tt.authenticated && n > most {
 				t.Errorf("%d lines say Kafka is reachable", n)
 			}
 			if n := strings.Count(sink.String(), `"msg":"kafka unreachable`); n != 1 {
