@@ -79,6 +79,15 @@
 // alone; the others flow on. Any other error is retried, from the buffer,
 // after a backoff.
 //
+// # Kafka up
+//
+// edgebridge_kafka_up (Producer.Up) goes by Kafka's answers to Produce and,
+// while nothing waits, to Metadata requests; a failed dial, TLS or SASL
+// handshake or request, or a record refused with CLUSTER_AUTHORIZATION_FAILED
+// (no producer ID for this client), says down. Requests answered before
+// authentication (ApiVersions) prove nothing. The state is logged when it
+// changes, at most twice a minute; the gauge follows every change.
+//
 // # Shutdown
 //
 // When Run's context ends the reader stops, franz-go is flushed for at most
