@@ -795,8 +795,10 @@ func (p *Producer) unparkDue(now time.Time) (next time.Time) {
 func (p *Producer) resumable(l *lane, now time.Time) bool {
 	switch l.state {
 	case laneStalled:
+		// Not while a failure is on its way to settle: that makes the
+		// lane failed, and its round is cancelled already.
 		maxRecs, maxBytes := p.laneLimit(l)
-		return l.inflight <= maxRecs/2 && l.bytes <= maxBytes/2
+		return l.inflight <= maxRecs/2 && l.bytes <= maxBytes/2 && !l.failing.Load()
 	case laneFailed:
 		return l.inflight == 0 && !now.Before(l.retryAt)
 	case laneIsolating:
