@@ -7,9 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,7 +86,7 @@ func TestDeployedConfigValidates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("edgebridge validate refuses the deployed config: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "node_id edge-node-17") || !strings.Contains(out, "mqtt tcp://192.0.2.17:1883") {
+	if !strings.Contains(out, "node_id edge-node-17") || !strings.Contains(out, "mqtt ssl://192.0.2.17:8883") {
 		t.Errorf("node_id and mqtt.url do not come from the downward API:\n%s", out)
 	}
 	t.Logf("%s", out)
@@ -181,8 +179,8 @@ func TestProbesAnswerOnTheBinary(t *testing.T) {
 
 // The example broker's mosquitto.conf starts a real mosquitto, with the
 // DaemonSet's mount paths moved into a temporary directory and the listener
-// moved to a free loopback port; and it has the settings edgebridge needs
-// (docs/mqtt-broker.md).
+// moved to a free loopback port (startShippedMosquitto); and it has the
+// settings edgebridge needs (docs/mqtt-broker.md).
 func TestMosquittoConfig(t *testing.T) {
 	r := build(t, "deploy/k3s/mosquitto")
 	if len(r.daemonSets) != 1 || len(r.configMaps) != 1 {
@@ -215,67 +213,7 @@ func TestMosquittoConfig(t *testing.T) {
 	if err != nil {
 		t.Skip("mosquitto not installed (apt-get install mosquitto): the config is not started")
 	}
-	dir := t.TempDir()
-	for _, sub := range []string{"config", "secret", "data"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, content := range cm.Data {
-		if err := os.WriteFile(filepath.Join(dir, "config", name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "secret", "passwd"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	port, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, p, _ := net.SplitHostPort(port)
-	local := regexp.MustCompile(`(?m)^listener 1883$`).ReplaceAllString(conf, "listener "+p+" 127.0.0.1")
-	if local == conf {
-		t.Fatal("mosquitto.conf has no `listener 1883` line to move")
-	}
-	local = strings.ReplaceAll(local, "/mosquitto/", dir+"/")
-	if u, err := user.Current(); err == nil {
-		// As root mosquitto would switch to the user "mosquitto".
-		local += "\nuser " + u.Username + "\n"
-	}
-	path := filepath.Join(dir, "config", "mosquitto.conf")
-	if err := os.WriteFile(path, []byte(local), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var out lockedBuffer // read while mosquitto still writes to it
-	cmd := exec.Command(bin, "-c", path)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+p, time.Second)
-		if err == nil {
-			conn.Close()
-			break
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("mosquitto refused the config: %v\n%s", err, out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto not listening after 10s:\n%s", out.String())
-		}
-	}
+	_, _, out := startShippedMosquitto(t, bin, cm.Data, "mqtt.test", "edgebridge", "test-password")
 	if s := out.String(); strings.Contains(strings.ToLower(s), "error") || strings.Contains(strings.ToLower(s), "deprecated") {
 		t.Errorf("mosquitto complains about the config:\n%s", s)
 	}

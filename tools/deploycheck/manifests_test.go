@@ -1,11 +1,32 @@
 package deploycheck
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	osuser "os/user"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -352,4 +373,367 @@ func containerPort(c *corev1.Container, name string) int32 {
 		}
 	}
 	return 0
+}
+
+// mosquittoListener is one `listener` line of a mosquitto.conf and the
+// lines after it, up to the next listener.
+type mosquittoListener struct {
+	port, bind string // bind: an address, or with port 0 a unix socket path
+	settings   map[string]string
+}
+
+// tls reports whether the listener speaks only TLS (certificate or PSK).
+func (l mosquittoListener) tls() bool {
+	return l.settings["certfile"] != "" && l.settings["keyfile"] != "" || l.settings["psk_hint"] != ""
+}
+
+// local reports whether only the node itself can reach the listener: a
+// loopback address or a unix socket.
+func (l mosquittoListener) local() bool {
+	if l.port == "0" && strings.HasPrefix(l.bind, "/") {
+		return true
+	}
+	ip := net.ParseIP(l.bind)
+	return l.bind == "localhost" || ip != nil && ip.IsLoopback()
+}
+
+// parseMosquittoConf returns every setting (the first of a name wins) and
+// the listeners, in order.
+func parseMosquittoConf(conf string) (map[string]string, []mosquittoListener) {
+	all := map[string]string{}
+	var ls []mosquittoListener
+	for _, line := range strings.Split(conf, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		value := strings.Join(f[1:], " ")
+		if f[0] == "listener" {
+			l := mosquittoListener{settings: map[string]string{}}
+			if len(f) > 1 {
+				l.port = f[1]
+			}
+			if len(f) > 2 {
+				l.bind = f[2]
+			}
+			ls = append(ls, l)
+			continue
+		}
+		if _, ok := all[f[0]]; !ok {
+			all[f[0]] = value
+		}
+		if len(ls) > 0 {
+			ls[len(ls)-1].settings[f[0]] = value
+		}
+	}
+	return all, ls
+}
+
+// bridgeMQTT is the mqtt section of the deployed edgebridge.yaml.
+type bridgeMQTT struct {
+	MQTT struct {
+		URL string `json:"url"`
+		TLS struct {
+			CAFile     string `json:"ca_file"`
+			ServerName string `json:"server_name"`
+		} `json:"tls"`
+	} `json:"mqtt"`
+}
+
+// Finding 18 of the fault model: devices and the bridge log in to the node
+// broker with passwords, so the shipped broker has no listener in clear
+// that anything off the node can reach, and the bridge talks TLS to it.
+// Checked on the manifests, then on a real mosquitto running the shipped
+// mosquitto.conf (TestMosquittoConfig checks its other settings).
+func TestNodeBrokerTakesNoPasswordInClear(t *testing.T) {
+	r := build(t, "deploy/k3s/mosquitto")
+	if len(r.daemonSets) != 1 || len(r.configMaps) != 1 {
+		t.Fatalf("want one DaemonSet and one ConfigMap, got %d and %d", len(r.daemonSets), len(r.configMaps))
+	}
+	ds, cm := r.daemonSets[0], r.configMaps[0]
+	pod := ds.Spec.Template.Spec
+	c := &pod.Containers[0]
+	conf := cm.Data["mosquitto.conf"]
+	all, listeners := parseMosquittoConf(conf)
+	passwords := all["password_file"] != "" || all["plugin"] != "" || all["auth_plugin"] != ""
+	if !passwords {
+		t.Fatal("mosquitto.conf sets no password_file: nothing below would be at stake")
+	}
+	if len(listeners) == 0 {
+		t.Fatal("mosquitto.conf has no listener")
+	}
+
+	t.Run("no listener in clear off the node", func(t *testing.T) {
+		for _, l := range listeners {
+			if !l.tls() && !l.local() {
+				t.Errorf("listener %s takes passwords in clear and is reachable from the node's network: give it certfile and keyfile, or bind it to 127.0.0.1 or a unix socket", strings.TrimSpace(l.port+" "+l.bind))
+			}
+			if l.settings["protocol"] == "websockets" && !l.tls() && !l.local() {
+				t.Errorf("listener %s: websockets in clear", l.port)
+			}
+		}
+		if pod.HostNetwork {
+			t.Error("hostNetwork: the broker's loopback would be the node's, and a pod port its LAN port")
+		}
+	})
+	t.Run("every node port is a TLS listener", func(t *testing.T) {
+		for _, p := range c.Ports {
+			if p.HostPort == 0 {
+				continue
+			}
+			i := slices.IndexFunc(listeners, func(l mosquittoListener) bool { return l.port == strconv.Itoa(int(p.ContainerPort)) })
+			switch {
+			case i < 0:
+				t.Errorf("hostPort %d: no mosquitto listener on container port %d", p.HostPort, p.ContainerPort)
+			case !listeners[i].tls():
+				t.Errorf("hostPort %d reaches listener %s, which is not TLS", p.HostPort, listeners[i].port)
+			}
+		}
+	})
+	t.Run("certificate and key from a Secret", func(t *testing.T) {
+		for _, l := range listeners {
+			for _, k := range []string{"certfile", "keyfile"} {
+				if p := l.settings[k]; p != "" {
+					if v := volume(t, pod, mountOf(t, c, filepath.Dir(p))); v.Secret == nil {
+						t.Errorf("listener %s: %s %s is not on a Secret volume", l.port, k, p)
+					}
+				}
+			}
+		}
+	})
+
+	data, bc, bpod := deployedConfig(t)
+	var cfg bridgeMQTT
+	if err := yaml.Unmarshal([]byte(data), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, kv := range containerEnv(t, bc) {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	u, err := url.Parse(os.Expand(cfg.MQTT.URL, func(k string) string { return env[k] }))
+	if err != nil {
+		t.Fatalf("mqtt.url %q: %v", cfg.MQTT.URL, err)
+	}
+	t.Run("the bridge connects with TLS", func(t *testing.T) {
+		if !slices.Contains([]string{"ssl", "tls", "mqtts"}, u.Scheme) {
+			t.Fatalf("mqtt.url %s: the bridge sends its password in clear; use ssl://", cfg.MQTT.URL)
+		}
+		i := slices.IndexFunc(listeners, func(l mosquittoListener) bool { return l.port == u.Port() })
+		if i < 0 || !listeners[i].tls() {
+			t.Errorf("mqtt.url port %s is no TLS listener of the shipped mosquitto.conf", u.Port())
+		}
+		if cfg.MQTT.TLS.CAFile == "" {
+			t.Fatal("mqtt.tls.ca_file is not set: the bridge would trust the system roots for a private broker certificate")
+		}
+		if v := volume(t, *bpod, mountOf(t, bc, filepath.Dir(cfg.MQTT.TLS.CAFile))); v.Secret == nil {
+			t.Errorf("mqtt.tls.ca_file %s is not on a Secret volume", cfg.MQTT.TLS.CAFile)
+		}
+		if net.ParseIP(u.Hostname()) != nil && cfg.MQTT.TLS.ServerName == "" {
+			t.Errorf("mqtt.url names the broker by the node address %s: one certificate for every node needs mqtt.tls.server_name", u.Hostname())
+		}
+	})
+
+	bin, err := mosquittoPath()
+	if err != nil {
+		t.Skip("mosquitto not installed (apt-get install mosquitto): the config is not started")
+	}
+	t.Run("mosquitto with the shipped config", func(t *testing.T) {
+		const user, password = "edgebridge", "test-password"
+		addr, roots, _ := startShippedMosquitto(t, bin, cm.Data, cfg.MQTT.TLS.ServerName, user, password)
+		tlsCfg := &tls.Config{RootCAs: roots, ServerName: cfg.MQTT.TLS.ServerName}
+		tests := []struct {
+			name     string
+			tls      *tls.Config
+			password string
+			want     string // the CONNACK return code, or "no CONNACK"
+		}{
+			{"in clear", nil, password, "no CONNACK"},
+			{"TLS, the bridge's password", tlsCfg, password, "0"},
+			{"TLS, a wrong password", tlsCfg, "wrong", "5"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if got := mqttConnect(t, addr, tt.tls, user, tt.password); got != tt.want {
+					t.Errorf("CONNECT as %s: %s, want %s", user, got, tt.want)
+				}
+			})
+		}
+	})
+}
+
+// startShippedMosquitto runs mosquitto on the shipped config, its paths
+// moved into a temporary directory and its one listener to a loopback
+// port, with a certificate for serverName from a new CA and a password
+// file holding user. It returns the listener's address, the CA, and what
+// mosquitto writes (it logs to stdout).
+func startShippedMosquitto(t *testing.T, bin string, files map[string]string, serverName, user, password string) (string, *x509.CertPool, *lockedBuffer) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, sub := range []string{"config", "secret", "tls", "data"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, "config", name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roots := writeServerCert(t, filepath.Join(dir, "tls"), serverName)
+	if err := os.WriteFile(filepath.Join(dir, "secret", "passwd"), []byte(mosquittoPasswd(t, user, password)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	conf := files["mosquitto.conf"]
+	_, ls := parseMosquittoConf(conf)
+	if len(ls) != 1 {
+		t.Fatalf("the shipped mosquitto.conf has %d listeners; this test moves one", len(ls))
+	}
+	conf = regexp.MustCompile(`(?m)^listener .*$`).ReplaceAllString(conf, "listener "+port+" 127.0.0.1")
+	conf = strings.ReplaceAll(conf, "/mosquitto/", dir+"/")
+	if u, err := osuser.Current(); err == nil {
+		conf += "\nuser " + u.Username + "\n" // as root mosquitto would switch to "mosquitto"
+	}
+	path := filepath.Join(dir, "config", "mosquitto.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := &lockedBuffer{} // read while mosquitto still writes to it
+	cmd := exec.Command(bin, "-c", path)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("mosquitto refused the config: %v\n%s", err, out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mosquitto not listening after 10s:\n%s", out.String())
+		}
+	}
+	return addr, roots, out
+}
+
+// writeServerCert writes tls.crt and tls.key into dir, the names of a
+// kubernetes.io/tls Secret: a certificate for name signed by a new CA,
+// which it returns.
+func writeServerCert(t *testing.T, dir, name string) *x509.CertPool {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "deploycheck CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for file, b := range map[string]*pem.Block{"tls.crt": {Type: "CERTIFICATE", Bytes: der}, "tls.key": {Type: "PRIVATE KEY", Bytes: pk}} {
+		if err := os.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	return roots
+}
+
+// mosquittoPasswd returns a password file line in mosquitto 2's format:
+// $7$, PBKDF2-SHA512, iterations, salt and hash in base64.
+func mosquittoPasswd(t *testing.T, user, password string) string {
+	t.Helper()
+	const iterations = 101
+	salt := make([]byte, 12)
+	if _, err := rand.Read(salt); err != nil {
+		t.Fatal(err)
+	}
+	hash, err := pbkdf2.Key(sha512.New, password, salt, iterations, sha512.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf("%s:$7$%d$%s$%s\n", user, iterations, b64(salt), b64(hash))
+}
+
+// mqttConnect sends an MQTT 3.1.1 CONNECT with user and password to addr,
+// over TLS when cfg is set, and returns the CONNACK's return code, or "no
+// CONNACK" when the broker closes the connection or answers something else.
+func mqttConnect(t *testing.T, addr string, cfg *tls.Config, user, password string) string {
+	t.Helper()
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	var conn net.Conn
+	var err error
+	if cfg != nil {
+		conn, err = tls.DialWithDialer(d, "tcp", addr, cfg)
+	} else {
+		conn, err = d.Dial("tcp", addr)
+	}
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	var body []byte
+	body = append(body, str("MQTT")...)
+	body = append(body, 4, 0xC2, 0, 30) // level 4; username, password, clean session; keepalive 30s
+	body = append(body, str("deploycheck")...)
+	body = append(body, str(user)...)
+	body = append(body, str(password)...)
+	if len(body) > 127 {
+		t.Fatal("CONNECT too long for a one-byte remaining length")
+	}
+	if _, err := conn.Write(append([]byte{0x10, byte(len(body))}, body...)); err != nil {
+		return "no CONNACK"
+	}
+	var ack [4]byte
+	if _, err := io.ReadFull(conn, ack[:]); err != nil || ack[0] != 0x20 || ack[1] != 2 {
+		return "no CONNACK"
+	}
+	return strconv.Itoa(int(ack[3]))
 }
