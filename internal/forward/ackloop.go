@@ -150,6 +150,7 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 		default:
 			if errors.Is(f.err, kerr.ClusterAuthorizationFailed) || errors.Is(f.err, kerr.TransactionalIDAuthorizationFailed) {
 				refused = f.err
+				p.refusedPID.Store(true)
 			}
 			if cls, reason := classify(f.err); cls == parkTopic {
 				t.skip(f.seq)

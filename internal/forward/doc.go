@@ -88,6 +88,11 @@
 // authentication (ApiVersions) prove nothing. The state is logged when it
 // changes, at most twice a minute; the gauge follows every change.
 //
+// franz-go keeps a refused producer ID for the life of its client, failing
+// every record with it: after such a refusal, once none of our records is in
+// the client, it is closed and a new one made, after the same capped backoff
+// as a parked topic's, so that the node resumes by itself after the grant.
+//
 // # Shutdown
 //
 // When Run's context ends the reader stops, franz-go is flushed for at most

@@ -59,6 +59,11 @@ type Producer struct {
 	wake    chan struct{}
 	ran     atomic.Bool
 	waiting atomic.Int64 // nRecs + parked, for kafkaState, which cannot take mu
+	opts    []kgo.Opt
+	live    atomic.Pointer[kgo.Client] // cl, for the hooks
+	// refusedPID: settle saw a record refused a producer ID. franz-go keeps
+	// that error for the client's life; only a new client asks again.
+	refusedPID atomic.Bool
 
 	ctypeHdr, nodeHdr []byte
 
@@ -66,11 +71,13 @@ type Producer struct {
 	stallAfter                time.Duration
 
 	// Owned by the reader (Run's goroutine).
-	cursor    uint64
-	highWater uint64 // highest sequence read
-	keyParts  map[string]kgo.TopicPartitioner
-	absent    map[string]time.Time // topics Kafka said do not exist, until when
-	scratch   kgo.Record
+	clientTries int
+	nextClient  time.Time
+	cursor      uint64
+	highWater   uint64 // highest sequence read
+	keyParts    map[string]kgo.TopicPartitioner
+	absent      map[string]time.Time // topics Kafka said do not exist, until when
+	scratch     kgo.Record
 
 	mu           sync.Mutex
 	inflight     map[uint64]*flight
@@ -220,7 +227,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		gone:         make(map[uint64]struct{}),
 		dlLogged:     make(map[string]time.Time),
 	}
-	p.kst = &kafkaState{log: log, m: m, buffered: func() int64 { return p.cl.BufferedProduceRecords() + p.waiting.Load() }, resumed: p.poke}
+	p.kst = &kafkaState{log: log, m: m, buffered: func() int64 { return p.live.Load().BufferedProduceRecords() + p.waiting.Load() }, resumed: p.poke}
 
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -267,6 +274,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	p.cl = cl
+	p.live.Store(cl)
+	p.opts = opts
 	m.up.Set(0)
 	return p, nil
 }
@@ -335,6 +344,7 @@ func (p *Producer) inFlight() int {
 func (p *Producer) readLoop(ctx context.Context) {
 	readFailures := 0
 	for ctx.Err() == nil {
+		p.renewClient(time.Now())
 		next := p.unparkDue(time.Now())
 		window, windowBytes := p.cfg.MaxBufferedRecords, p.cfg.MaxBufferedBytes
 		if !p.kst.isProducing() {
@@ -506,6 +516,38 @@ func (p *Producer) topicHeld(f *flight) bool {
 	}
 	t.skip(f.seq)
 	return true
+}
+
+// renewClient replaces the Kafka client when Kafka refused this client a
+// producer ID (no IDEMPOTENT_WRITE or WRITE ACL yet): franz-go keeps that
+// error and fails every record with it until the client is closed. It waits
+// for our records to leave the client and for a capped backoff between
+// tries, so that the node resumes by itself within minutes of the grant.
+func (p *Producer) renewClient(now time.Time) {
+	if p.kst.isProducing() {
+		p.clientTries = 0
+	}
+	if !p.refusedPID.Load() || now.Before(p.nextClient) || p.inFlight() > 0 {
+		return
+	}
+	p.clientTries++
+	p.nextClient = now.Add(p.topicBo.delay(p.clientTries))
+	if p.clientTries == 1 {
+		p.log.Warn("kafka refuses this client a producer ID, records wait in the buffer; asking again with a new client",
+			"retry_in", p.nextClient.Sub(now).Round(time.Millisecond))
+	}
+	// Close first: the new client registers the kprom metrics again. The
+	// options were accepted once; should NewClient fail anyway, the closed
+	// client fails our records (ErrClientClosed) and the next try comes.
+	p.cl.Close()
+	cl, err := kgo.NewClient(p.opts...)
+	if err != nil {
+		p.log.Error("cannot create a new kafka client, trying again later", "err", err)
+		return
+	}
+	p.cl = cl
+	p.live.Store(cl)
+	p.refusedPID.Store(false)
 }
 
 // knowPartitions makes sure the partition count of f's topic is known

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 )
 
 // Finding "edgebridge_kafka_up tells the truth": with credentials Kafka
@@ -88,5 +90,45 @@ func TestKafkaUpWithRejectedCredentials(t *testing.T) {
 				t.Errorf("%d records left the buffer", 200-got)
 			}
 		})
+	}
+}
+
+// A principal without any WRITE (or IDEMPOTENT_WRITE) ACL gets no producer
+// ID, and franz-go keeps that refusal for the life of its client. The
+// records wait in the buffer, Kafka shows down, and once the operator
+// grants the ACL the bridge resumes by itself, in order.
+func TestProducerIDRefusedUntilGranted(t *testing.T) {
+	const admin, edge, pass = "admin", "edge", "edge-pass"
+	describe := kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: testTopic,
+		Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationDescribe, Allow: true}
+	c := newCluster(t, kfake.EnableSASL(), kfake.EnableACLs(), kfake.Superuser("PLAIN", admin, admin),
+		kfake.User("PLAIN", edge, pass, describe))
+	asAdmin := []kgo.Opt{kgo.SASL(plain.Auth{User: admin, Pass: admin}.AsMechanism())}
+	const n = 1000
+	src := newMemSource()
+	src.fill(n, 20, 50)
+	cfg := testConfig(c.ListenAddrs())
+	cfg.SASL = SASL{Mechanism: "plain", Username: edge, Password: pass}
+	log, sink := testLogger(t)
+	r := startWith(t, cfg, src, log)
+
+	waitFor(t, 20*time.Second, "Kafka to be reported down after a refused record", func() bool {
+		return value(t, r.p.m.retries) > 0 && value(t, r.p.m.up) == 0
+	})
+	if got := src.remaining(); got != n {
+		t.Errorf("%d records left the buffer", n-got)
+	}
+	write := describe
+	write.Operation = kmsg.ACLOperationWrite
+	grant(t, adminClient(t, c, asAdmin), edge, write)
+
+	recs := newConsumerWith(t, c.ListenAddrs(), asAdmin, testTopic).until(t, n, 30*time.Second)
+	if dups := checkOrder(t, recs); dups != 0 {
+		t.Errorf("%d duplicates", dups)
+	}
+	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	waitFor(t, 10*time.Second, "Kafka to be reported up", r.p.Up)
+	if n := strings.Count(sink.String(), "kafka refuses this client a producer ID"); n != 1 {
+		t.Errorf("%d lines say the producer ID was refused, want 1", n)
 	}
 }
