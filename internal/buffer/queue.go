@@ -664,9 +664,17 @@ func (q *Queue) DeadLetters(after uint64, max int) ([]Record, error) {
 
 // Stats returns a snapshot of the buffer's state.
 func (q *Queue) Stats() Stats {
+	s, faulted, err := q.stats()
+	if faulted != nil {
+		q.damage(faulted, err)
+	}
+	return s
+}
+
+func (q *Queue) stats() (s Stats, faulted *segment, ferr error) {
 	q.mu.RLock()
 	defer q.mu.RUnlock()
-	s := Stats{NextSeq: q.nextSeq, Segments: len(q.segs), Blocked: q.blocked, Damaged: q.damaged != nil}
+	s = Stats{NextSeq: q.nextSeq, Segments: len(q.segs), Blocked: q.blocked, Damaged: q.damaged != nil}
 	if q.dead != nil {
 		s.DeadLetters, s.DeadLetterBytes, s.DiskBytes = q.dead.count, q.dead.bytes, fileSize(q.dead.path)
 	}
@@ -680,14 +688,17 @@ func (q *Queue) Stats() Stats {
 		}
 	}
 	if oldest >= 0 && !q.closed {
-		_ = viewLocked(q.segs[oldest], func(tx *bolt.Tx) error {
+		err := viewLocked(q.segs[oldest], func(tx *bolt.Tx) error {
 			if _, v := tx.Bucket(bucketRecords).Cursor().First(); v != nil {
 				s.Oldest, _ = recordTime(v)
 			}
 			return nil
 		})
+		if errors.Is(err, errFault) {
+			return s, q.segs[oldest], err
+		}
 	}
-	return s
+	return s, nil, nil
 }
 
 // Writable reports why appends cannot commit now, or nil if they can.

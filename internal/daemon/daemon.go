@@ -30,6 +30,10 @@ type Build struct {
 // ErrComponent wraps the error of a component that stopped by itself.
 var ErrComponent = errors.New("component failed")
 
+// ErrBufferDamaged ends Run when a buffer file was found damaged while
+// running (buffer.Queue.Damaged): the next start quarantines it.
+var ErrBufferDamaged = errors.New("buffer file damaged: restart to quarantine it")
+
 // component is a long-lived part with a Run loop.
 type component struct {
 	name    string
@@ -149,6 +153,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, build Build)
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", "shutdown_timeout", cfg.ShutdownTimeout)
+	case <-q.Damaged():
+		// Appends already stopped; the shutdown below still flushes what
+		// Kafka can take and closes the healthy files.
+		runErr = fmt.Errorf("%w: %v", ErrBufferDamaged, q.Writable())
+		log.Error("buffer file damaged while running; shutting down so that the next start quarantines it", "err", q.Writable())
 	case c := <-failed:
 		runErr = fmt.Errorf("%w: %s: %v", ErrComponent, c.name, c.err)
 		if c.err == nil {

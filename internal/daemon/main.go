@@ -25,6 +25,7 @@ const (
 	ExitFailure = 1 // runtime failure: a component failed, the buffer or the HTTP port could not be opened
 	ExitUsage   = 2 // bad command line, or a config file that is missing or invalid
 	ExitForced  = 3 // a second signal ended the shutdown early; committed records are safe on disk
+	ExitDamaged = 4 // a buffer file was found damaged while running; the next start quarantines it
 )
 
 const usage = `edgebridge: MQTT to Kafka bridge for edge nodes
@@ -33,10 +34,12 @@ Usage:
   edgebridge --config FILE            run (same as "run")
   edgebridge run --config FILE        run until SIGTERM or SIGINT
   edgebridge validate --config FILE   check the config file and exit
-  edgebridge deadletters --config FILE [list]
+  edgebridge deadletters --config FILE [list] [--payloads]
                                       print the dead letters, one JSON object a line
-  edgebridge deadletters --config FILE requeue SEQ...
-                                      send these dead letters again (with new sequences)
+                                      (--payloads: with payload and value, base64)
+  edgebridge deadletters --config FILE requeue SEQ... | --reason R | --all
+                                      send these dead letters again (with new sequences),
+                                      routed by the current routes, then compact dead.db
   edgebridge version                  print the version and exit
 
 deadletters opens the buffer itself: stop the running bridge first.
@@ -46,6 +49,7 @@ Exit codes:
   1  runtime failure (a component failed, the buffer or HTTP port could not be opened)
   2  usage or config error
   3  a second signal ended the shutdown early (committed records are safe on disk)
+  4  a buffer file was found damaged while running (the next start quarantines it)
 `
 
 // Main is the edgebridge command. It returns the process exit code.
@@ -128,6 +132,9 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 		log.Error("edgebridge failed", "err", err)
 		if isConfigError(err) {
 			return ExitUsage
+		}
+		if errors.Is(err, ErrBufferDamaged) {
+			return ExitDamaged
 		}
 		return ExitFailure
 	}

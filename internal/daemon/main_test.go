@@ -3,8 +3,10 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgebridge/edgebridge/internal/buffer"
 	"github.com/edgebridge/edgebridge/internal/config"
 	"github.com/edgebridge/edgebridge/internal/devstack"
 )
@@ -216,5 +219,92 @@ func TestPprofNotOnAnOpenMetricsPort(t *testing.T) {
 	}
 	if code, body := httpGet(t, "http://"+pprofListen+"/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
 		t.Errorf("/debug/pprof/ on http.pprof_listen %s: status %d", pprofListen, code)
+	}
+}
+
+// Finding 3 of the fault model: a buffer page that goes bad while the
+// bridge runs (here the oldest segment truncated under its mapping, found
+// by a /metrics scrape) does not crash the process: /readyz fails, Run
+// ends with ErrBufferDamaged (exit code 4) after the ordinary shutdown, and
+// the next start quarantines the file and runs.
+func TestBufferDamageEndsRunForARestart(t *testing.T) {
+	dir := t.TempDir()
+	bufDir := filepath.Join(dir, "buffer")
+	q, err := buffer.Open(buffer.Config{Dir: bufDir, MinFreeDisk: -1, SegmentBytes: 64 << 10, MaxBytes: 64 << 20}, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		recs := make([]buffer.Record, 100)
+		for j := range recs {
+			recs[j] = buffer.Record{Topic: "iot.telemetry", Key: []byte("dev"), Value: bytes.Repeat([]byte("v"), 250)}
+		}
+		if err := q.Append(context.Background(), recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if q.Stats().Segments < 3 {
+		t.Fatalf("%d segments, want 3 or more", q.Stats().Segments)
+	}
+	q.Close()
+
+	listen := freeAddr(t, "127.0.0.1")
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`node_id: n1
+mqtt:
+  url: tcp://127.0.0.1:1
+routes:
+  - filter: devices/+/telemetry
+    kafka_topic: iot.telemetry
+buffer:
+  dir: %s
+  max_bytes: 64MiB
+  segment_bytes: 64KiB
+  min_free_disk: -1
+kafka:
+  brokers: ["127.0.0.1:1"]
+http:
+  listen: %s
+shutdown_timeout: 10s
+`, bufDir, listen)), config.Options{File: "edgebridge.yaml", Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runOnce := func() (chan error, context.CancelFunc, *lockedBuffer) {
+		logs := &lockedBuffer{}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- Run(ctx, cfg, NewLogger(logs, cfg.Log), Build{Version: "test"}) }()
+		if err := devstack.WaitListening(listen, 10*time.Second, nil); err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		return done, cancel, logs
+	}
+
+	done, cancel, logs := runOnce()
+	defer cancel()
+	if err := os.Truncate(filepath.Join(bufDir, "seg-00000000000000000001.db"), 8192); err != nil {
+		t.Fatal(err)
+	}
+	httpGet(t, "http://"+listen+"/metrics")
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrBufferDamaged) {
+			t.Fatalf("Run = %v, want ErrBufferDamaged\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Run goes on with a damaged buffer\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "buffer file damaged while running") {
+		t.Errorf("no log line says why:\n%s", logs.String())
+	}
+
+	// The restart: the file is quarantined, the rest is kept, Run runs.
+	done, cancel2, logs := runOnce()
+	if _, body := httpGet(t, "http://"+listen+"/metrics"); !strings.Contains(body, "edgebridge_buffer_quarantined_files_total 1\n") {
+		t.Errorf("restart did not quarantine the damaged file\n%s", logs.String())
+	}
+	cancel2()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after the restart = %v\n%s", err, logs.String())
 	}
 }
