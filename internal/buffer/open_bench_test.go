@@ -32,7 +32,7 @@ func BenchmarkOpenCold(b *testing.B) {
 		}
 	}
 	dir := b.TempDir()
-	cfg := Config{Dir: dir, MinFreeDisk: -1, MaxBytes: int64(mib+64) << 20}
+	cfg := Config{Dir: dir, MinFreeDisk: -1, MaxBytes: 2 * int64(mib) << 20}
 	q, err := Open(cfg, testLogger(b), nil)
 	if err != nil {
 		b.Fatal(err)

@@ -316,12 +316,7 @@ func (q *Queue) finishMoves() error {
 	}); err != nil {
 		return fmt.Errorf("read %s: %w", q.dead.path, err)
 	}
-	bySeg := map[*segment][]uint64{}
-	for _, seq := range seqs {
-		s := q.segs[q.segmentIndex(seq)]
-		bySeg[s] = append(bySeg[s], seq)
-	}
-	for s, seqs := range bySeg {
+	for s, seqs := range q.bySegment(seqs) {
 		n, err := q.update(s, nil, seqs, 0)
 		if err != nil {
 			return err

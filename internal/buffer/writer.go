@@ -414,16 +414,14 @@ func (q *Queue) commit(admitted []*request) error {
 	// Acks in a damaged file are left out: it can no longer be written,
 	// its records are sent again after the restart that salvages them
 	// (duplicates, never a loss), and the other acks go on.
-	bySeg := map[*segment][]uint64{}
+	var acks []uint64
 	for _, r := range q.acks {
-		for _, seq := range r.seqs {
-			if len(q.segs) == 0 || seq < q.segs[0].first {
-				continue
-			}
-			s := q.segs[q.segmentIndex(seq)]
-			if s.damagedErr(q) == nil {
-				bySeg[s] = append(bySeg[s], seq)
-			}
+		acks = append(acks, r.seqs...)
+	}
+	bySeg := q.bySegment(acks)
+	for s := range bySeg {
+		if s.damagedErr(q) != nil {
+			delete(bySeg, s)
 		}
 	}
 	head := q.head()
@@ -773,6 +771,19 @@ func (q *Queue) flushDropLog(now time.Time, force bool) {
 	q.dropLog.last = now
 }
 
+// bySegment groups sequences by the segment that would hold them, leaving
+// out those older than every segment (already deleted).
+func (q *Queue) bySegment(seqs []uint64) map[*segment][]uint64 {
+	bySeg := map[*segment][]uint64{}
+	for _, seq := range seqs {
+		if len(q.segs) > 0 && seq >= q.segs[0].first {
+			s := q.segs[q.segmentIndex(seq)]
+			bySeg[s] = append(bySeg[s], seq)
+		}
+	}
+	return bySeg
+}
+
 // runOp carries out a dead-letter move, a requeue or a corrupt drop.
 func (q *Queue) runOp(r *request, now time.Time) error {
 	switch r.kind {
@@ -781,14 +792,7 @@ func (q *Queue) runOp(r *request, now time.Time) error {
 	case opRequeue:
 		return q.requeue(r, now)
 	case opDropCorrupt:
-		bySeg := map[*segment][]uint64{}
-		for _, seq := range r.seqs {
-			if len(q.segs) > 0 && seq >= q.segs[0].first {
-				s := q.segs[q.segmentIndex(seq)]
-				bySeg[s] = append(bySeg[s], seq)
-			}
-		}
-		for s, seqs := range bySeg {
+		for s, seqs := range q.bySegment(r.seqs) {
 			n, err := q.update(s, nil, seqs, 0)
 			if err != nil {
 				return err
