@@ -95,6 +95,7 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	resume := false
+	failed := false // a lane or topic now waits for a time the reader must know
 	di := 0
 	for _, f := range batch {
 		delete(p.inflight, f.seq)
@@ -157,6 +158,7 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 				p.parkTopic(t, reason, f.err, now)
 			}
 			p.fail(f, now)
+			failed = true
 		}
 		resume = resume || (l.state != laneOpen && p.resumable(l, now))
 	}
@@ -164,7 +166,9 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 	p.waiting.Store(int64(p.nRecs + p.parked))
 	p.m.inFlightB.Set(float64(p.nBytes))
 	p.poke()
-	if resume && p.readCancel != nil {
+	// A Read that began before a lane failed waits without its retry
+	// time: interrupt it so that the reader looks again.
+	if (resume || failed) && p.readCancel != nil {
 		p.readCancel()
 	}
 }

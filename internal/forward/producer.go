@@ -59,7 +59,8 @@ type Producer struct {
 	wake    chan struct{}
 	ran     atomic.Bool
 	waiting atomic.Int64 // nRecs + parked, for kafkaState, which cannot take mu
-	opts    []kgo.Opt
+	opts    []kgo.Opt    // of every client, but its hooks (newClient)
+	reg     prometheus.Registerer
 	live    atomic.Pointer[kgo.Client] // cl, for the hooks
 	// refusedPID: settle saw a record refused a producer ID. franz-go keeps
 	// that error for the client's life; only a new client asks again.
@@ -84,6 +85,7 @@ type Producer struct {
 	nRecs        int
 	nBytes       int
 	lanes        map[laneKey]*lane
+	laneIdx      sync.Map         // laneKey -> *lane, for partitionFailing, which cannot take mu
 	suspects     map[uint64]*lane // records whose batch Kafka rejected; sent again alone
 	parked       int
 	topics       map[string]*topicState
@@ -139,7 +141,7 @@ type lane struct {
 	probation    bool // taken back by reclaimIdle, no ack since
 
 	// failing is set by the promise of a failed record, before the result
-	// reaches the ack loop. franz-go has just failed every record buffered
+	// reaches the ack loop, or earlier by partitionFailing. franz-go has just failed every record buffered
 	// for the partition, on whichever path (a batch Kafka rejected, a
 	// fatal producer-ID error, repeated load errors, a broker too old, a
 	// cancelled head-of-line record); a record produced for it from now on
@@ -149,13 +151,14 @@ type lane struct {
 	failing atomic.Bool
 
 	// round is the context of the records produced since the lane last
-	// resumed from a failure. The promise of the first failed record
-	// cancels it. A record of ours that franz-go buffered between failing
+	// resumed from a failure. partitionFailing, or else the promise of the
+	// first failed record, cancels it. A record of ours that franz-go buffered between failing
 	// the partition and that promise carries the cancelled context, so
 	// franz-go fails it before sending it (its batch0 check, sink.go)
-	// instead of writing it ahead of the records we will send again. It can
-	// lose that race only if franz-go sent it before the promise ran; settle
-	// counts such a record in edgebridge_forward_reordered_total. Only
+	// instead of writing it ahead of the records we will send again. On a
+	// path franz-go gives no hint for, it can lose that race if franz-go
+	// sent it before the promise ran; settle counts such a record in
+	// edgebridge_forward_reordered_total. Only
 	// records never sent, or whose last answer was an error, fail this way:
 	// franz-go does not cancel what may be on the broker, so this costs no
 	// duplicate.
@@ -232,8 +235,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
-		kgo.WithLogger(kslog.New(log.With("lib", "franz-go"))),
-		kgo.WithHooks(p.kst, kprom.NewMetrics("edgebridge", kprom.Registerer(reg), kprom.Subsystem("kafka_client"))),
+		kgo.WithLogger(&kgoLogger{inner: kslog.New(log.With("lib", "franz-go")), hint: p.partitionFailing}),
 		kgo.DialTimeout(cfg.DialTimeout),
 		kgo.RequestTimeoutOverhead(cfg.RequestTimeoutOverhead),
 		kgo.MetadataMinAge(cfg.MetadataMinAge),
@@ -269,13 +271,13 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 	if mech := cfg.SASL.mechanism(); mech != nil {
 		opts = append(opts, kgo.SASL(mech))
 	}
-	cl, err := kgo.NewClient(opts...)
+	p.opts, p.reg = opts, reg
+	cl, err := p.newClient()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	p.cl = cl
 	p.live.Store(cl)
-	p.opts = opts
 	m.up.Set(0)
 	return p, nil
 }
@@ -346,6 +348,12 @@ func (p *Producer) readLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		p.renewClient(time.Now())
 		next := p.unparkDue(time.Now())
+		if at := p.nextClient; p.refusedPID.Load() && (next.IsZero() || at.Before(next)) {
+			next = at
+			if soon := time.Now().Add(time.Millisecond); next.Before(soon) {
+				next = soon
+			}
+		}
 		window, windowBytes := p.cfg.MaxBufferedRecords, p.cfg.MaxBufferedBytes
 		if !p.kst.isProducing() {
 			// No produce answered yet, or the last one failed: hold one
@@ -540,7 +548,7 @@ func (p *Producer) renewClient(now time.Time) {
 	// options were accepted once; should NewClient fail anyway, the closed
 	// client fails our records (ErrClientClosed) and the next try comes.
 	p.cl.Close()
-	cl, err := kgo.NewClient(p.opts...)
+	cl, err := p.newClient()
 	if err != nil {
 		p.log.Error("cannot create a new kafka client, trying again later", "err", err)
 		return
@@ -548,6 +556,13 @@ func (p *Producer) renewClient(now time.Time) {
 	p.cl = cl
 	p.live.Store(cl)
 	p.refusedPID.Store(false)
+}
+
+// newClient creates a Kafka client with p.opts and hooks of its own: kprom
+// keeps per-client state that a closed client's last hooks may still read.
+func (p *Producer) newClient() (*kgo.Client, error) {
+	hooks := kgo.WithHooks(p.kst, kprom.NewMetrics("edgebridge", kprom.Registerer(p.reg), kprom.Subsystem("kafka_client")))
+	return kgo.NewClient(append(slices.Clip(p.opts), hooks)...)
 }
 
 // knowPartitions makes sure the partition count of f's topic is known
@@ -776,8 +791,33 @@ func (p *Producer) lane(k laneKey) *lane {
 		l = &lane{key: k}
 		l.round.Store(newRound())
 		p.lanes[k] = l
+		p.laneIdx.Store(k, l)
 	}
 	return l
+}
+
+// partitionFailing is kgoLogger's hint that franz-go may be failing the
+// records it holds for a partition (all partitions when partition is -1
+// and topic ""), given from inside franz-go before it fails them: the lane
+// is marked failing and its round cancelled, as the first failed promise
+// would, but before the reader can produce more for it. A wrong hint costs
+// a resend, never a record. It runs with franz-go's partition lock held, so
+// it must not take p.mu (the reader holds p.mu in decide and franz-go calls
+// our partitioner under its own locks).
+func (p *Producer) partitionFailing(topic string, partition int32) {
+	mark := func(l *lane) {
+		l.failing.Store(true)
+		l.round.Load().cancel()
+	}
+	if topic == "" {
+		p.laneIdx.Range(func(_, v any) bool { mark(v.(*lane)); return true })
+		return
+	}
+	for _, k := range []laneKey{{topic, partition}, {topic, -1}} {
+		if v, ok := p.laneIdx.Load(k); ok {
+			mark(v.(*lane))
+		}
+	}
 }
 
 // setState moves l to s and keeps the parked gauge; p.mu is held.
