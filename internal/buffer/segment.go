@@ -202,10 +202,12 @@ type scanResult struct {
 // goroutines of their own, where a panic would kill the process. db should
 // be opened read-only, which rebuilds no freelist.
 //
-// With verify false, records are not checked against their checksums, only
-// walked: a record that rotted is dropped when it is read, and needs no
-// quarantine of its file.
-func scanSegment(db *bolt.DB, verifyRecords bool) (res scanResult, err error) {
+// With full false, the records are only walked, not checked against their
+// checksums, and bbolt's check is skipped: what remains proves every page
+// of the tree can be read, which is what a file about to be opened for
+// writing needs (see Queue.upgrade). A record that rotted is dropped when
+// it is read and needs no quarantine of its file.
+func scanSegment(db *bolt.DB, full bool) (res scanResult, err error) {
 	err = withFaults(func() error {
 		return db.View(func(tx *bolt.Tx) error {
 			if m := tx.Bucket(bucketMeta); m != nil {
@@ -219,7 +221,7 @@ func scanSegment(db *bolt.DB, verifyRecords bool) (res scanResult, err error) {
 						return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
 					}
 					seq := binary.BigEndian.Uint64(k)
-					if verifyRecords {
+					if full {
 						if err := verify(seq, v); err != nil {
 							return err
 						}
@@ -232,6 +234,9 @@ func scanSegment(db *bolt.DB, verifyRecords bool) (res scanResult, err error) {
 				if err != nil {
 					return err
 				}
+			}
+			if !full {
+				return nil
 			}
 			// Drain the whole channel: Check's goroutine blocks on
 			// every error it finds until someone reads it.
