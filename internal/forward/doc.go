@@ -40,7 +40,12 @@
 //     buffered for that partition, so the lane produces nothing more until
 //     all its records in flight are settled; then the read cursor is rewound
 //     to the lowest failed sequence and the lane's records are sent again, in
-//     order, after a backoff for retriable errors.
+//     order, after a backoff for retriable errors. franz-go tells it in the
+//     record's promise, or earlier in its log; a record it fails inside
+//     Produce (a load error on the whole topic) is told only by a promise
+//     that may come much later, so when Produce returns without having
+//     queued the record to its partition, the reader waits for the promises
+//     franz-go queued so far before it produces the next one.
 //   - it holds half of the window and has made no progress for
 //     kafka.metadata_min_age (its leader is gone, say). Its later records are
 //     skipped and stay in the buffer while the other partitions keep flowing;

@@ -62,6 +62,7 @@ type Producer struct {
 	opts    []kgo.Opt    // of every client, but its hooks (newClient)
 	reg     prometheus.Registerer
 	live    atomic.Pointer[kgo.Client] // cl, for the hooks
+	queued  queueWatch
 	// refusedPID: settle saw a record refused a producer ID. franz-go keeps
 	// that error for the client's life; only a new client asks again.
 	refusedPID atomic.Bool
@@ -144,10 +145,12 @@ type lane struct {
 	// reaches the ack loop, or earlier by partitionFailing. franz-go has just failed every record buffered
 	// for the partition, on whichever path (a batch Kafka rejected, a
 	// fatal producer-ID error, repeated load errors, a broker too old, a
-	// cancelled head-of-line record); a record produced for it from now on
-	// could be written ahead of the ones that will be sent again. The
-	// promise is the earliest place franz-go tells us, whatever the path,
-	// so the reader checks this flag before each produce.
+	// cancelled head-of-line record, a load error failing records inside
+	// Produce); a record produced for it from now on could be written
+	// ahead of the ones that will be sent again. The promise is the
+	// earliest place franz-go tells us, whatever the path, so the reader
+	// checks this flag before each produce (and, after a record Produce
+	// did not queue, waits for the promises first: queueWatch).
 	failing atomic.Bool
 
 	// round is the context of the records produced since the lane last
@@ -485,6 +488,7 @@ func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
 				if f.err != nil {
 					p.results <- f // room is reserved by the window
 				} else {
+					p.queued.watch(&f.rec)
 					p.cl.Produce(context.Background(), &f.rec, func(_ *kgo.Record, err error) {
 						if err != nil {
 							// franz-go failed every record it
@@ -497,6 +501,9 @@ func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
 						f.err = err
 						p.results <- f
 					})
+					if !p.queued.done(&f.rec) && !p.promisesRun(ctx) {
+						return false
+					}
 				}
 			}
 			break
@@ -505,6 +512,58 @@ func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
 		p.highWater = max(p.highWater, rec.Seq)
 	}
 	return true
+}
+
+// queueWatch tells the reader whether franz-go queued the record it
+// produces to a partition before Produce returned: franz-go calls
+// kgo.HookProduceRecordPartitioned from inside Produce for a topic whose
+// partitions it knows. A record Produce returns without queuing was failed
+// inside Produce (a load error on its whole topic in doPartition, a record
+// larger than a batch, a closing client) or waits for its topic's first
+// metadata. When it failed, franz-go logs nothing and the promise comes
+// after every promise queued before it: tens of milliseconds when a load
+// error fails every record of a topic, time enough for the reader to
+// produce more records of the same partition, and for one produced once
+// the error has cleared to be written ahead of the failed one sent again
+// (the round's context does not help: that record is sent at once). So
+// the reader waits for the promises queued so far (promisesRun) before it
+// produces the next record: a failed promise has then marked its lane.
+type queueWatch struct {
+	rec atomic.Pointer[kgo.Record] // the record in Produce; nil once franz-go queued it
+}
+
+var _ kgo.HookProduceRecordPartitioned = (*queueWatch)(nil)
+
+// watch is called by the reader before it produces r.
+func (w *queueWatch) watch(r *kgo.Record) { w.rec.Store(r) }
+
+// done is called by the reader once Produce returned: whether franz-go
+// queued r to its partition. A record that waited for its topic's metadata
+// may be queued from another goroutine meanwhile; whichever of that and
+// done comes first decides.
+func (w *queueWatch) done(r *kgo.Record) bool { return !w.rec.CompareAndSwap(r, nil) }
+
+// OnProduceRecordPartitioned runs under a franz-go partition lock, from
+// Produce or, for records that waited for their topic's metadata, from a
+// metadata update.
+func (w *queueWatch) OnProduceRecordPartitioned(r *kgo.Record, _ int32) { w.rec.CompareAndSwap(r, nil) }
+
+// promisesRun waits until franz-go has run every promise it queued so far,
+// so that a record it failed inside Produce has marked its lane failing
+// before the reader decides on the next record. franz-go runs promises in
+// the order it queues them, and fails a record without a topic at once,
+// in the same queue. It returns false when ctx ended first. A record that
+// only waits for its topic's metadata costs one empty promise: franz-go
+// keeps those in order, ahead of the topic's later records.
+func (p *Producer) promisesRun(ctx context.Context) bool {
+	ran := make(chan struct{})
+	p.cl.Produce(context.Background(), &kgo.Record{}, func(*kgo.Record, error) { close(ran) })
+	select {
+	case <-ran:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // topicHeld skips f if its topic is parked, as decide would, before
@@ -561,7 +620,7 @@ func (p *Producer) renewClient(now time.Time) {
 // newClient creates a Kafka client with p.opts and hooks of its own: kprom
 // keeps per-client state that a closed client's last hooks may still read.
 func (p *Producer) newClient() (*kgo.Client, error) {
-	hooks := kgo.WithHooks(p.kst, kprom.NewMetrics("edgebridge", kprom.Registerer(p.reg), kprom.Subsystem("kafka_client")))
+	hooks := kgo.WithHooks(p.kst, &p.queued, kprom.NewMetrics("edgebridge", kprom.Registerer(p.reg), kprom.Subsystem("kafka_client")))
 	return kgo.NewClient(append(slices.Clip(p.opts), hooks)...)
 }
 
