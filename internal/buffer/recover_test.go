@@ -163,7 +163,7 @@ func TestBufferChild(t *testing.T) {
 			os.Exit(1)
 		}
 		q.Close()
-	case "ack", "read":
+	case "ack", "read", "deadletter", "requeue":
 		q, err := Open(cfg, testLogger(t), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -172,17 +172,30 @@ func TestBufferChild(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The oldest segment's pages go bad under the mapping (SIGBUS
-		// on the next touch).
-		if err := os.Truncate(filepath.Join(dir, segmentName(1)), 8192); err != nil {
+		dl := []Record{{Value: []byte("rejected"), Reason: "no_route"}}
+		if err := q.Append(context.Background(), dl); err != nil {
+			t.Fatal(err)
+		}
+		// The oldest segment's pages (dead.db's for requeue) go bad
+		// under the mapping: SIGBUS on the next touch.
+		bad := segmentName(1)
+		if kind == "requeue" {
+			bad = deadFileName
+		}
+		if err := os.Truncate(filepath.Join(dir, bad), 8192); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		if kind == "ack" {
+		switch kind {
+		case "ack":
 			_ = q.Ack(ctx, seqsOf(inFlight))
-		} else {
+		case "read":
 			_, _ = q.Read(ctx, inFlight[len(inFlight)-1].Seq, 100, 1<<20)
+		case "deadletter":
+			_ = q.DeadLetter(ctx, inFlight[0].Seq, "message_too_large")
+		case "requeue":
+			_ = q.Requeue(ctx, []uint64{dl[0].Seq}, nil)
 		}
 		select {
 		case <-q.Damaged():
@@ -255,7 +268,7 @@ func TestOpenFailureIsNotDamage(t *testing.T) {
 // start quarantines the file, salvages what it can and goes on, above every
 // old sequence.
 func TestRuntimeDamage(t *testing.T) {
-	for _, kind := range []string{"ack", "read"} {
+	for _, kind := range []string{"ack", "read", "deadletter", "requeue"} {
 		t.Run(kind, func(t *testing.T) {
 			dir := t.TempDir()
 			before := fillSegments(t, dir, 2000)
@@ -266,9 +279,13 @@ func TestRuntimeDamage(t *testing.T) {
 			if err != nil || !strings.Contains(out, "damaged and closed") {
 				t.Fatalf("child: %v\n%s", err, out)
 			}
+			bad := segmentName(1)
+			if kind == "requeue" {
+				bad = deadFileName
+			}
 			names, err := readDamaged(dir)
-			if err != nil || !names[segmentName(1)] {
-				t.Fatalf("damaged list %v (%v), want %s", names, err, segmentName(1))
+			if err != nil || !names[bad] {
+				t.Fatalf("damaged list %v (%v), want %s", names, err, bad)
 			}
 
 			q, reg := openTest(t, Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20})
@@ -282,12 +299,18 @@ func TestRuntimeDamage(t *testing.T) {
 				t.Fatalf("not writable after the restart: %v", err)
 			}
 			got := readAll(t, q, 0)
-			if len(got) == 0 || len(got) >= before.Records {
+			if kind == "requeue" {
+				// dead.db was damaged: every waiting record is kept.
+				if len(got) != before.Records {
+					t.Fatalf("%d records after the restart, want %d", len(got), before.Records)
+				}
+			} else if len(got) == 0 || len(got) >= before.Records {
 				t.Fatalf("%d records after the restart, want the other segments' of %d", len(got), before.Records)
 			}
+			// The child's dead letter took before.NextSeq.
 			next := appendN(t, q, "dev", 0, 1)
-			if next[0].Seq < before.NextSeq {
-				t.Fatalf("sequence %d reused (next was %d)", next[0].Seq, before.NextSeq)
+			if next[0].Seq <= before.NextSeq {
+				t.Fatalf("sequence %d reused (the child's dead letter had %d)", next[0].Seq, before.NextSeq)
 			}
 		})
 	}
