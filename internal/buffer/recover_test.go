@@ -163,7 +163,7 @@ func TestBufferChild(t *testing.T) {
 			os.Exit(1)
 		}
 		q.Close()
-	case "ack", "read", "deadletter", "requeue":
+	case "ack", "read", "deadletter", "requeue", "append":
 		q, err := Open(cfg, testLogger(t), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -179,12 +179,16 @@ func TestBufferChild(t *testing.T) {
 		// The oldest segment's pages (dead.db's for requeue) go bad
 		// under the mapping: SIGBUS on the next touch.
 		bad := segmentName(1)
-		if kind == "requeue" {
+		switch kind {
+		case "requeue":
 			bad = deadFileName
+		case "append":
+			bad = filepath.Base(q.head().path)
 		}
 		if err := os.Truncate(filepath.Join(dir, bad), 8192); err != nil {
 			t.Fatal(err)
 		}
+		os.Stdout.WriteString("truncated " + bad + "\n")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		switch kind {
@@ -196,6 +200,8 @@ func TestBufferChild(t *testing.T) {
 			_ = q.DeadLetter(ctx, inFlight[0].Seq, "message_too_large")
 		case "requeue":
 			_ = q.Requeue(ctx, []uint64{dl[0].Seq}, nil)
+		case "append":
+			_ = q.Append(ctx, []Record{rec("dev", 5000)})
 		}
 		select {
 		case <-q.Damaged():
@@ -268,7 +274,7 @@ func TestOpenFailureIsNotDamage(t *testing.T) {
 // start quarantines the file, salvages what it can and goes on, above every
 // old sequence.
 func TestRuntimeDamage(t *testing.T) {
-	for _, kind := range []string{"ack", "read", "deadletter", "requeue"} {
+	for _, kind := range []string{"ack", "read", "deadletter", "requeue", "append"} {
 		t.Run(kind, func(t *testing.T) {
 			dir := t.TempDir()
 			before := fillSegments(t, dir, 2000)
@@ -279,13 +285,11 @@ func TestRuntimeDamage(t *testing.T) {
 			if err != nil || !strings.Contains(out, "damaged and closed") {
 				t.Fatalf("child: %v\n%s", err, out)
 			}
-			bad := segmentName(1)
-			if kind == "requeue" {
-				bad = deadFileName
-			}
 			names, err := readDamaged(dir)
-			if err != nil || !names[bad] {
-				t.Fatalf("damaged list %v (%v), want %s", names, err, bad)
+			_, rest, _ := strings.Cut(out, "truncated ")
+			want, _, _ := strings.Cut(rest, "\n")
+			if err != nil || !names[want] {
+				t.Fatalf("damaged list %v (%v), want %q", names, err, want)
 			}
 
 			q, reg := openTest(t, Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20})
@@ -299,13 +303,23 @@ func TestRuntimeDamage(t *testing.T) {
 				t.Fatalf("not writable after the restart: %v", err)
 			}
 			got := readAll(t, q, 0)
-			if kind == "requeue" {
+			switch kind {
+			case "requeue":
 				// dead.db was damaged: every waiting record is kept.
 				if len(got) != before.Records {
 					t.Fatalf("%d records after the restart, want %d", len(got), before.Records)
 				}
-			} else if len(got) == 0 || len(got) >= before.Records {
-				t.Fatalf("%d records after the restart, want the other segments' of %d", len(got), before.Records)
+			case "append":
+				// The head was damaged: the older segments' records are
+				// kept (here the head had just been rolled and held none).
+				if len(got) == 0 || len(got) > before.Records {
+					t.Fatalf("%d records after the restart, want the older segments' of %d", len(got), before.Records)
+				}
+			default:
+				// A segment was damaged: the others' records are kept.
+				if len(got) == 0 || len(got) >= before.Records {
+					t.Fatalf("%d records after the restart, want the other segments' of %d", len(got), before.Records)
+				}
 			}
 			// The child's dead letter took before.NextSeq.
 			next := appendN(t, q, "dev", 0, 1)
