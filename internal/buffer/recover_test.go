@@ -220,6 +220,41 @@ func TestBufferChild(t *testing.T) {
 			t.Fatal(err)
 		}
 		os.Stdout.WriteString("damaged and closed\n")
+	case "drop", "expire":
+		// The reads of drop_oldest and max_age expiry find the damage.
+		if kind == "drop" {
+			cfg.WhenFull, cfg.MaxBytes = WhenFullDropOldest, 600<<10
+		} else {
+			cfg.MaxAge = 3 * time.Second
+		}
+		q, err := Open(cfg, testLogger(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kind == "drop" {
+			// Read first, so that drop_oldest reads the oldest segment
+			// instead of deleting it whole.
+			if _, err := q.Read(context.Background(), 0, 10, 1<<20); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Truncate(filepath.Join(dir, segmentName(1)), 8192); err != nil {
+			t.Fatal(err)
+		}
+		os.Stdout.WriteString("truncated " + segmentName(1) + "\n")
+		if kind == "drop" {
+			go q.Append(context.Background(), recs("dev", 5000, 1000))
+		}
+		select {
+		case <-q.Damaged():
+		case <-time.After(20 * time.Second):
+			t.Fatal("damage not reported")
+		}
+		if q.Writable() == nil {
+			t.Fatal("writable while damaged")
+		}
+		q.Close()
+		os.Stdout.WriteString("damaged and closed\n")
 	}
 }
 
@@ -274,7 +309,7 @@ func TestOpenFailureIsNotDamage(t *testing.T) {
 // start quarantines the file, salvages what it can and goes on, above every
 // old sequence.
 func TestRuntimeDamage(t *testing.T) {
-	for _, kind := range []string{"ack", "read", "deadletter", "requeue", "append"} {
+	for _, kind := range []string{"ack", "read", "deadletter", "requeue", "append", "drop", "expire"} {
 		t.Run(kind, func(t *testing.T) {
 			dir := t.TempDir()
 			before := fillSegments(t, dir, 2000)
