@@ -779,3 +779,35 @@ func TestWriteFaultAtEverySite(t *testing.T) {
 		}
 	})
 }
+
+// A requeue of a dead letter that rotted on disk is answered with the
+// damage and never retried: later appends and acks commit.
+func TestRequeueOfARottedDeadLetterIsAnswered(t *testing.T) {
+	q, _ := openTest(t, Config{})
+	dl := []Record{{Topic: "t", Key: []byte("k"), Value: []byte("a dead letter that will rot"), Reason: "no_route"}}
+	if err := q.Append(context.Background(), dl); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(q.dead.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, dl[0].Value)
+	f, err := os.OpenFile(q.dead.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{data[i+5] ^ 0xff}, int64(i+5)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := q.Requeue(ctx, []uint64{dl[0].Seq}, nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("requeue of a rotted dead letter: %v, want ErrCorrupt", err)
+	}
+	if err := q.Append(ctx, []Record{rec("dev", 1)}); err != nil {
+		t.Fatalf("append after the requeue: %v", err)
+	}
+}
