@@ -296,7 +296,7 @@ func (q *Queue) openLazy(path string, forced bool) (*segment, uint64, error) {
 			if m == nil || tx.Bucket(bucketRecords) == nil {
 				return nil
 			}
-			seg.count, seg.bytes, ok = readCounts(m)
+			seg.count, seg.bytes, ok = readCounts(tx)
 			if v := m.Get(keyNextSeq); len(v) == 8 {
 				next = binary.BigEndian.Uint64(v)
 			}

@@ -811,3 +811,50 @@ func TestRequeueOfARottedDeadLetterIsAnswered(t *testing.T) {
 		t.Fatalf("append after the requeue: %v", err)
 	}
 }
+
+// Counts in a segment's meta that an older edgebridge left stale (it
+// wrote the file without updating them) are corrected at the first write,
+// not taken for damage.
+func TestStaleCountsAreCorrected(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
+	q, _ := openTest(t, cfg)
+	var all []Record
+	for i := 0; i < 2000; i += 100 {
+		all = append(all, appendN(t, q, "dev", i, 100)...)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// An older version deletes ten records of the oldest segment and
+	// leaves its counts as they were.
+	db, err := bolt.Open(filepath.Join(dir, segmentName(1)), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, r := range all[:10] {
+			if err := tx.Bucket(bucketRecords).Delete(seqKey(r.Seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	q, _ = openTest(t, cfg)
+	if err := q.Ack(context.Background(), []uint64{all[10].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Writable(); err != nil {
+		t.Fatal(err)
+	}
+	if got := quarantined(t, dir); len(got) != 0 {
+		t.Fatalf("quarantined %v", got)
+	}
+	if st := q.Stats(); st.Records != len(all)-11 {
+		t.Fatalf("%d records counted, want %d", st.Records, len(all)-11)
+	}
+}

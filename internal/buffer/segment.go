@@ -23,9 +23,12 @@ var (
 	keyReserved   = []byte("reserved_seq")
 	// keyCount and keyBytes hold the file's live records and their
 	// logical size, written in every transaction that changes them, so
-	// that Open need not read the records to know them.
-	keyCount = []byte("count")
-	keyBytes = []byte("bytes")
+	// that Open need not read the records to know them; keyCountsTx is the
+	// transaction that wrote them. A later transaction that did not (an
+	// older edgebridge wrote the file) makes them stale.
+	keyCount    = []byte("count")
+	keyBytes    = []byte("bytes")
+	keyCountsTx = []byte("counts_txid")
 )
 
 // putCounts records a file's live records and their size in its meta.
@@ -34,14 +37,19 @@ func putCounts(tx *bolt.Tx, count int, bytes int64) error {
 	if err := m.Put(keyCount, seqKey(uint64(count))); err != nil {
 		return err
 	}
+	if err := m.Put(keyCountsTx, seqKey(uint64(tx.ID()))); err != nil {
+		return err
+	}
 	return m.Put(keyBytes, seqKey(uint64(bytes)))
 }
 
-// readCounts returns what putCounts recorded; ok is false for a file
-// written before the counts were kept.
-func readCounts(m *bolt.Bucket) (count int, bytes int64, ok bool) {
-	c, b := m.Get(keyCount), m.Get(keyBytes)
-	if len(c) != 8 || len(b) != 8 {
+// readCounts returns what putCounts recorded, in a read transaction; ok is
+// false for a file written before the counts were kept, or written since
+// by a version that does not keep them.
+func readCounts(tx *bolt.Tx) (count int, bytes int64, ok bool) {
+	m := tx.Bucket(bucketMeta)
+	c, b, id := m.Get(keyCount), m.Get(keyBytes), m.Get(keyCountsTx)
+	if len(c) != 8 || len(b) != 8 || len(id) != 8 || binary.BigEndian.Uint64(id) != uint64(tx.ID()) {
 		return 0, 0, false
 	}
 	return int(binary.BigEndian.Uint64(c)), int64(binary.BigEndian.Uint64(b)), true
