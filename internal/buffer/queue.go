@@ -319,6 +319,20 @@ func (q *Queue) openLazy(path string, forced bool) (*segment, uint64, error) {
 	return q.openChecked(path, false, false)
 }
 
+// keepCounts writes the counts the full check found into a file whose meta
+// has none that hold (written by an older edgebridge): once, so that the
+// next Open can open it with openLazy instead of reading it again.
+func (q *Queue) keepCounts(seg *segment) error {
+	var ok bool
+	if err := q.view(seg, func(tx *bolt.Tx) error {
+		_, _, ok = readCounts(tx)
+		return nil
+	}); err != nil || ok {
+		return err
+	}
+	return q.write(seg, func(tx *bolt.Tx) error { return putCounts(tx, seg.count, seg.bytes) })
+}
+
 // openChecked opens a bbolt file and verifies it completely. A damaged file,
 // or one found damaged while running (forced), is recovered (recoverFile).
 // Any other failure to read it fails Open and changes nothing. It returns
@@ -346,6 +360,10 @@ func (q *Queue) openChecked(path string, head, forced bool) (seg *segment, hint 
 	switch {
 	case err == nil:
 		seg.count, seg.bytes = res.count, res.bytes
+		if err := q.keepCounts(seg); err != nil {
+			seg.db.Close()
+			return nil, 0, err
+		}
 		seg.size = usedSize(seg.db)
 		return seg, max(res.nextSeq, res.last+1), nil
 	case isLockTimeout(err):

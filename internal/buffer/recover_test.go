@@ -858,3 +858,52 @@ func TestStaleCountsAreCorrected(t *testing.T) {
 		t.Fatalf("%d records counted, want %d", st.Records, len(all)-11)
 	}
 }
+
+// Segments written by an older edgebridge have no counts: the first Open
+// checks them whole and writes their counts, so the next Open reads none
+// of their records (a rotted one is found when read, not at Open).
+func TestOldSegmentsGetTheirCountsOnce(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
+	q, _ := openTest(t, cfg)
+	var all []Record
+	for i := 0; i < 2000; i += 100 {
+		all = append(all, appendN(t, q, "dev", i, 100)...)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, segmentPrefix+"*"))
+	for _, p := range segs {
+		db, err := bolt.Open(p, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Update(func(tx *bolt.Tx) error {
+			m := tx.Bucket(bucketMeta)
+			for _, k := range [][]byte{keyCount, keyBytes, keyCountsTx} {
+				if err := m.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+	}
+
+	q, _ = openTest(t, cfg) // checks them whole, writes their counts
+	if got := q.Stats().Records; got != len(all) {
+		t.Fatalf("%d records, want %d", got, len(all))
+	}
+	q.Close()
+	rotRecord(t, filepath.Join(dir, segmentName(1)), all[:100])
+	q, _ = openTest(t, cfg)
+	if got := quarantined(t, dir); len(got) != 0 {
+		t.Fatalf("the second Open read the old segment's records: quarantined %v", got)
+	}
+	if got := len(readAll(t, q, 0)); got != len(all)-1 {
+		t.Fatalf("read %d records, want %d", got, len(all)-1)
+	}
+}
