@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bytes"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -511,7 +512,8 @@ func TestPartitionFailuresKeepOrder(t *testing.T) {
 		name    string
 		atStart bool // inject before the first produce, else mid-stream
 		faults  []kfake.Fault
-		known   string // a reorder window still open: skip, with why
+		control func(c *kfake.Cluster) // installed with faults
+		known   string                 // a reorder window still open: skip, with why
 	}{{
 		name:    "rejected produce before the first answer",
 		atStart: true,
@@ -530,6 +532,32 @@ func TestPartitionFailuresKeepOrder(t *testing.T) {
 	}, {
 		name:   "rejected batch",
 		faults: []kfake.Fault{{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{1}, Err: kerr.InvalidRequest, Count: -1}},
+	}, {
+		// A fatal producer-ID error: franz-go fails every partition's
+		// records with it, and keeps it for the client's life, until
+		// renewClient asks again with a new client. Only at start: once
+		// a client has an ID, franz-go recovers from produce errors by
+		// bumping the epoch locally (KIP-360), without InitProducerID.
+		name:    "producer ID refused, then granted",
+		atStart: true,
+		faults:  []kfake.Fault{{Keys: []kmsg.Key{kmsg.InitProducerID}, Err: kerr.ClusterAuthorizationFailed, Count: -1}},
+	}, {
+		// The topic's first metadata load fails with an error franz-go
+		// does not retry: it fails the records that waited for it, in
+		// the background, logging nothing. The first request for the
+		// topic is knowPartitions' own, let through.
+		name:    "first metadata load of the topic fails",
+		atStart: true,
+		control: failMetadataLoad(2, kerr.InvalidRequest),
+	}, {
+		// Head-of-line cancellation: three dead partitions hold more
+		// than half the window, so reclaimIdle cancels their rounds and
+		// franz-go fails each one's head batch with context.Canceled
+		// (maybeFailErr, sink.go). No other path cancels: records have
+		// no delivery timeout and unlimited retries, and Produce's own
+		// context is never cancelled (TestNoTimeoutFailsRecords).
+		name:   "partitions taken back, head of line cancelled",
+		faults: []kfake.Fault{{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{0, 1, 2}, Err: kerr.NotLeaderForPartition, Count: -1}},
 	}}
 	// Partitions set aside and taken back (reclaimIdle) fail through their
 	// records' cancelled context: TestStalledPartitionsHoldHalfTheWindow
@@ -547,6 +575,9 @@ func TestPartitionFailuresKeepOrder(t *testing.T) {
 			cfg.ReadBatch = 50
 			var hs []*kfake.FaultHandle
 			inject := func() {
+				if tt.control != nil {
+					tt.control(c)
+				}
 				for _, f := range tt.faults {
 					hs = append(hs, c.Fault(f))
 				}
@@ -569,5 +600,42 @@ func TestPartitionFailuresKeepOrder(t *testing.T) {
 				t.Errorf("edgebridge_forward_reordered_total = %v", got)
 			}
 		})
+	}
+}
+
+// failMetadataLoad has the nth metadata request (from 1) that names the
+// test topic answer err for it, once.
+func failMetadataLoad(n int, err *kerr.Error) func(*kfake.Cluster) {
+	return func(c *kfake.Cluster) {
+		seen := 0
+		c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			c.KeepControl()
+			for _, t := range req.(*kmsg.MetadataRequest).Topics {
+				if t.Topic == nil || *t.Topic != testTopic {
+					continue
+				}
+				if seen++; seen == n {
+					c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Metadata}, Topic: testTopic, Err: err})
+					c.DropControl()
+				}
+				break
+			}
+			return nil, nil, false
+		})
+	}
+}
+
+// Head-of-line cancellation fails a partition's records only when we
+// cancel their round (reclaimIdle, a failure of the lane): the client has
+// no delivery timeout and unlimited retries, so franz-go never fails a
+// record for our impatience.
+func TestNoTimeoutFailsRecords(t *testing.T) {
+	c := newCluster(t)
+	r := start(t, testConfig(c.ListenAddrs()), newMemSource())
+	if got := r.p.cl.OptValue(kgo.RecordDeliveryTimeout); got != time.Duration(0) {
+		t.Errorf("kgo.RecordDeliveryTimeout = %v, want 0", got)
+	}
+	if got := r.p.cl.OptValue(kgo.RecordRetries); got != int64(math.MaxInt64) {
+		t.Errorf("kgo.RecordRetries = %v (%T), want unlimited", got, got)
 	}
 }
