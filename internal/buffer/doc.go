@@ -82,10 +82,12 @@
 // Open reads little: the head segment and dead.db get bbolt's consistency
 // check and every record's checksum verified; the older segments are opened
 // read-only with the record count and size their meta keeps, so a start
-// with gigabytes buffered reads a few pages per segment. An older segment
-// is checked completely, on the writer goroutine, before its first write
-// (usually its first ack), and every record's checksum is verified when it
-// is read: a record that fails it is dropped with reason "corrupt".
+// with gigabytes buffered reads a few pages per segment. Every page of an
+// older segment is walked, on the writer goroutine, before its first write
+// (usually its first ack), and after a start that did not follow a clean
+// Close (no "clean" marker: a crash, a power loss) in the background too;
+// every record's checksum is verified when it is read: a record that fails
+// it is dropped with reason "corrupt".
 //
 // Only evidence of damage quarantines a file: bbolt refusing it as invalid,
 // a failed checksum, a memory fault or bbolt panic while walking it. Any

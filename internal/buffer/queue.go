@@ -52,6 +52,7 @@ type Queue struct {
 	damaged  error // the first file found damaged while running (see damage)
 
 	damagedCh chan struct{} // closed by damage
+	checkDone chan struct{} // closed when the background check ended (check.go)
 
 	// Set by Open only.
 	recovering bool // a damaged file is being recovered (see recover.go)
@@ -162,10 +163,15 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, erro
 		notify:  make(chan struct{}),
 
 		damagedCh: make(chan struct{}),
+		checkDone: make(chan struct{}),
 	}
 	q.dropLog.interval = cfg.DropLogInterval
 	q.m = newMetrics(nil, q)
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
+	}
+	unclean, err := takeClean(cfg.Dir)
+	if err != nil {
 		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
 	}
 	if err := q.load(); err != nil {
@@ -184,6 +190,7 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, erro
 	q.log.Info("buffer opened", "dir", cfg.Dir, "records", st.Records, "bytes", st.Bytes,
 		"dead_letters", st.DeadLetters, "segments", st.Segments, "next_seq", st.NextSeq)
 	go q.run()
+	q.startCheck(unclean)
 	return q, nil
 }
 
@@ -743,10 +750,15 @@ func (q *Queue) Close() error {
 	q.once.Do(func() {
 		close(q.closing)
 		<-q.done
+		<-q.checkDone
 		q.mu.Lock()
 		q.closed = true
+		damaged := q.damaged
 		q.mu.Unlock()
 		err = q.closeFiles()
+		if err == nil && damaged == nil {
+			err = markClean(q.cfg.Dir)
+		}
 		st := q.Stats()
 		q.log.Info("buffer closed", "records", st.Records, "bytes", st.Bytes, "dead_letters", st.DeadLetters)
 	})

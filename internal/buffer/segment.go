@@ -216,6 +216,12 @@ type scanResult struct {
 // writing needs (see Queue.upgrade). A record that rotted is dropped when
 // it is read and needs no quarantine of its file.
 func scanSegment(db *bolt.DB, full bool) (res scanResult, err error) {
+	return scan(db, full, full)
+}
+
+// scan walks every record, verifying their checksums when verifyRecords,
+// and then runs bbolt's consistency check when check.
+func scan(db *bolt.DB, verifyRecords, check bool) (res scanResult, err error) {
 	err = withFaults(func() error {
 		return db.View(func(tx *bolt.Tx) error {
 			if m := tx.Bucket(bucketMeta); m != nil {
@@ -229,7 +235,7 @@ func scanSegment(db *bolt.DB, full bool) (res scanResult, err error) {
 						return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
 					}
 					seq := binary.BigEndian.Uint64(k)
-					if full {
+					if verifyRecords {
 						if err := verify(seq, v); err != nil {
 							return err
 						}
@@ -243,7 +249,7 @@ func scanSegment(db *bolt.DB, full bool) (res scanResult, err error) {
 					return err
 				}
 			}
-			if !full {
+			if !check {
 				return nil
 			}
 			// Drain the whole channel: Check's goroutine blocks on
