@@ -317,13 +317,23 @@ func (q *Queue) openLazy(path string, forced bool) (*segment, uint64, error) {
 	if db != nil {
 		db.Close()
 	}
-	switch {
-	case isLockTimeout(err):
-		return nil, 0, fmt.Errorf("%s is locked by another process (waited %s): %w", path, q.cfg.LockTimeout, err)
-	case err != nil && !isDamage(err):
-		return nil, 0, fmt.Errorf("open %s (nothing was changed; the file is not known to be damaged): %w", path, err)
+	if err := q.openFailure(path, err); err != nil {
+		return nil, 0, err
 	}
 	return q.openChecked(path, false, false)
+}
+
+// openFailure returns the error that fails Open for a file that could not
+// be opened or checked, or nil when err is nil or evidence of damage (the
+// file is then recovered).
+func (q *Queue) openFailure(path string, err error) error {
+	switch {
+	case isLockTimeout(err):
+		return fmt.Errorf("%s is locked by another process (waited %s): %w", path, q.cfg.LockTimeout, err)
+	case err != nil && !isDamage(err):
+		return fmt.Errorf("open %s (nothing was changed; the file is not known to be damaged): %w", path, err)
+	}
+	return nil
 }
 
 // keepCounts writes the counts the full check found into a file whose meta
@@ -351,11 +361,11 @@ func (q *Queue) openChecked(path string, head, forced bool) (seg *segment, hint 
 	if forced {
 		err = fmt.Errorf("%w: found damaged while the bridge ran", ErrCorrupt)
 	} else if fileSize(path) > 0 {
-		// Verify read-only first (see scanSegment); an empty file is
+		// Verify read-only first (see scan); an empty file is
 		// one a crash interrupted at creation and bbolt initializes it.
 		var db *bolt.DB
 		if db, err = openBolt(path, readOnlyOptions(q.cfg)); err == nil {
-			res, err = scanSegment(db, true)
+			res, err = scan(db, true, true)
 			db.Close()
 		}
 	}
@@ -364,8 +374,7 @@ func (q *Queue) openChecked(path string, head, forced bool) (seg *segment, hint 
 			err = q.ensureBuckets(seg)
 		}
 	}
-	switch {
-	case err == nil:
+	if err == nil {
 		seg.count, seg.bytes = res.count, res.bytes
 		if err := q.keepCounts(seg); err != nil {
 			seg.db.Close()
@@ -373,16 +382,12 @@ func (q *Queue) openChecked(path string, head, forced bool) (seg *segment, hint 
 		}
 		seg.size = usedSize(seg.db)
 		return seg, max(res.nextSeq, res.last+1), nil
-	case isLockTimeout(err):
-		return nil, 0, fmt.Errorf("%s is locked by another process (waited %s): %w", path, q.cfg.LockTimeout, err)
-	case !isDamage(err):
-		if seg.db != nil {
-			seg.db.Close()
-		}
-		return nil, 0, fmt.Errorf("open %s (nothing was changed; the file is not known to be damaged): %w", path, err)
 	}
 	if seg.db != nil {
 		seg.db.Close()
+	}
+	if ferr := q.openFailure(path, err); ferr != nil {
+		return nil, 0, ferr
 	}
 	return q.recoverFile(path, head, err)
 }

@@ -813,8 +813,9 @@ func TestRequeueOfARottedDeadLetterIsAnswered(t *testing.T) {
 }
 
 // Counts in a segment's meta that an older edgebridge left stale (it
-// wrote the file without updating them) are corrected at the first write,
-// not taken for damage.
+// wrote the file without updating them) are not trusted: the transaction
+// that wrote them is no longer the last, so Open checks the file whole and
+// counts again; nothing is taken for damage.
 func TestStaleCountsAreCorrected(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}

@@ -137,7 +137,7 @@ func boltOptions(cfg Config, head bool) *bolt.Options {
 		// map freelist stays fast after a large drain frees many pages.
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
-		// Rebuild the freelist at open, right after scanSegment walked
+		// Rebuild the freelist at open, right after scan walked
 		// the same pages on a goroutine where a fault is an error: the
 		// first write transaction would otherwise walk them on bbolt's
 		// goroutine, where a fault kills the process.
@@ -200,8 +200,9 @@ type scanResult struct {
 	last    uint64 // highest record sequence, 0 if none
 }
 
-// scanSegment verifies every record's checksum and then runs bbolt's
-// consistency check. Any error means the file must be quarantined.
+// scan walks every record, verifying its checksum when verifyRecords, and
+// then runs bbolt's consistency check when check. Open's full check sets
+// both; any error then means the file must be quarantined.
 //
 // The walk over the records comes first and runs on this goroutine: it
 // touches every page of the tree, so a damaged page panics here, where
@@ -210,17 +211,10 @@ type scanResult struct {
 // goroutines of their own, where a panic would kill the process. db should
 // be opened read-only, which rebuilds no freelist.
 //
-// With full false, the records are only walked, not checked against their
-// checksums, and bbolt's check is skipped: what remains proves every page
-// of the tree can be read, which is what a file about to be opened for
-// writing needs (see Queue.upgrade). A record that rotted is dropped when
-// it is read and needs no quarantine of its file.
-func scanSegment(db *bolt.DB, full bool) (res scanResult, err error) {
-	return scan(db, full, full)
-}
-
-// scan walks every record, verifying their checksums when verifyRecords,
-// and then runs bbolt's consistency check when check.
+// With neither, what remains proves every page of the tree can be read,
+// which is what a file about to be opened for writing needs (see
+// Queue.upgrade). A record that rotted is dropped when it is read and needs
+// no quarantine of its file.
 func scan(db *bolt.DB, verifyRecords, check bool) (res scanResult, err error) {
 	err = withFaults(func() error {
 		return db.View(func(tx *bolt.Tx) error {

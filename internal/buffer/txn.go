@@ -83,8 +83,7 @@ func (q *Queue) write(s *segment, fn func(tx *bolt.Tx) error) error {
 // goroutine of its own, where a fault on a damaged page would be fatal.
 // Writer goroutine only.
 func (q *Queue) upgrade(s *segment) error {
-	res, err := scanSegment(s.db, false)
-	if err != nil {
+	if _, err := scan(s.db, false, false); err != nil {
 		if isDamage(err) {
 			q.damage(s, err)
 		}
@@ -92,14 +91,6 @@ func (q *Queue) upgrade(s *segment) error {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if res.count != s.count || res.bytes != s.bytes {
-		// Every page is readable, so this is not damage: an older
-		// edgebridge (one that kept no counts) wrote the file after a
-		// newer one did. The walk has the truth; this write records it.
-		q.log.Warn("buffer segment's counts were stale, corrected", "file", s.path,
-			"records", res.count, "bytes", res.bytes, "meta_records", s.count, "meta_bytes", s.bytes)
-		s.count, s.bytes = res.count, res.bytes
-	}
 	if err := s.db.Close(); err != nil {
 		return err
 	}

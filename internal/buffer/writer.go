@@ -793,18 +793,28 @@ func (q *Queue) runOp(r *request, now time.Time) error {
 		return q.requeue(r, now)
 	case opDropCorrupt:
 		for s, seqs := range q.bySegment(r.seqs) {
-			n, err := q.update(s, nil, seqs, 0)
-			if err != nil {
+			if err := q.dropCorrupt(s, seqs, nil); err != nil {
 				return err
 			}
-			if n > 0 {
-				q.log.Error("buffer record failed its checksum: dropped", "records", n, "file", s.path)
-			}
-			q.dropped(DropCorrupt, n)
 		}
 		return nil
 	}
 	return fmt.Errorf("unknown operation %d", r.kind)
+}
+
+// dropCorrupt deletes records of s that failed their checksum (cause, when
+// known, says how), counted and logged: they can no longer be decoded, let
+// alone sent.
+func (q *Queue) dropCorrupt(s *segment, seqs []uint64, cause error) error {
+	n, err := q.update(s, nil, seqs, 0)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		q.log.Error("buffer record failed its checksum: dropped", "records", n, "file", s.path, "err", cause)
+	}
+	q.dropped(DropCorrupt, n)
+	return nil
 }
 
 // moveToDead moves one waiting record to the dead letters: dead.db first,
@@ -836,16 +846,11 @@ func (q *Queue) moveToDead(seq uint64, reason string, now time.Time) error {
 		return fmt.Errorf("dead letter %d: %w", seq, ErrNotFound)
 	}
 	if decodeErr != nil {
-		// Rotted since it was read: it can no longer be stored, let alone
-		// sent. Drop it, counted, and answer: retrying cannot succeed.
-		n, err := q.update(s, nil, []uint64{seq}, 0)
-		if err != nil {
+		// Rotted since it was read: drop it, and answer: retrying
+		// cannot succeed.
+		if err := q.dropCorrupt(s, []uint64{seq}, decodeErr); err != nil {
 			return err
 		}
-		if n > 0 {
-			q.log.Error("buffer record failed its checksum: dropped", "records", n, "file", s.path, "err", decodeErr)
-		}
-		q.dropped(DropCorrupt, n)
 		return fmt.Errorf("dead letter %d: %w; dropped: %w", seq, decodeErr, ErrNotFound)
 	}
 	rec.Reason = reason
