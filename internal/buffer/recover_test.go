@@ -36,18 +36,41 @@ func damageMeta(t *testing.T, path string, _ []Record) {
 // the others are salvaged.
 func rotRecord(t *testing.T, path string, recs []Record) {
 	t.Helper()
+	flipByte(t, path, recs[len(recs)/2].Value)
+}
+
+// flipByte flips a byte of value where it is stored in the file at path,
+// through a descriptor of its own: a file in use stays mapped, as when a
+// flash cell rots under a running bridge.
+func flipByte(t *testing.T, path string, value []byte) {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := bytes.Index(data, recs[len(recs)/2].Value)
+	i := bytes.Index(data, value)
 	if i < 0 {
-		t.Fatal("record not found in the file")
+		t.Fatal("value not found in the file")
 	}
-	data[i+10] ^= 0xff
-	if err := os.WriteFile(path, data, 0o600); err != nil {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte{data[i+5] ^ 0xff}, int64(i+5)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// appendSegments appends n records (n a multiple of 100) in calls of 100,
+// enough with minSegmentBytes for several segments.
+func appendSegments(t *testing.T, q *Queue, n int) []Record {
+	t.Helper()
+	var all []Record
+	for i := 0; i < n; i += 100 {
+		all = append(all, appendN(t, q, "dev", i, 100)...)
+	}
+	return all
 }
 
 // Finding 1 of the fault model (contract 5): a quarantined head followed by
@@ -273,9 +296,7 @@ func fillSegments(t *testing.T, dir string, n int) Stats {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < n; i += 100 {
-		appendN(t, q, "dev", i, 100)
-	}
+	appendSegments(t, q, n)
 	st := q.Stats()
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
@@ -531,20 +552,7 @@ func TestRottedDeadLetterMoveDoesNotBlock(t *testing.T) {
 	if _, err := q.Read(context.Background(), 0, 100, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	path := q.head().path
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(data, victim.Value)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte{data[i+10] ^ 0xff}, int64(i+10)); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	flipByte(t, q.head().path, victim.Value)
 
 	if err := q.DeadLetter(context.Background(), victim.Seq, "message_too_large"); !errors.Is(err, ErrNotFound) || !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("move of a rotted record: %v, want corrupt and not found", err)
@@ -572,10 +580,7 @@ func TestOpenReadsNoRecordsOfOldSegments(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
 	q, _ := openTest(t, cfg)
-	var all []Record
-	for i := 0; i < 2000; i += 100 {
-		all = append(all, appendN(t, q, "dev", i, 100)...)
-	}
+	all := appendSegments(t, q, 2000)
 	if q.Stats().Segments < 3 {
 		t.Fatalf("%d segments, want 3 or more", q.Stats().Segments)
 	}
@@ -788,19 +793,7 @@ func TestRequeueOfARottedDeadLetterIsAnswered(t *testing.T) {
 	if err := q.Append(context.Background(), dl); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(q.dead.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(data, dl[0].Value)
-	f, err := os.OpenFile(q.dead.path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte{data[i+5] ^ 0xff}, int64(i+5)); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	flipByte(t, q.dead.path, dl[0].Value)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -820,10 +813,7 @@ func TestStaleCountsAreCorrected(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
 	q, _ := openTest(t, cfg)
-	var all []Record
-	for i := 0; i < 2000; i += 100 {
-		all = append(all, appendN(t, q, "dev", i, 100)...)
-	}
+	all := appendSegments(t, q, 2000)
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -867,10 +857,7 @@ func TestOldSegmentsGetTheirCountsOnce(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
 	q, _ := openTest(t, cfg)
-	var all []Record
-	for i := 0; i < 2000; i += 100 {
-		all = append(all, appendN(t, q, "dev", i, 100)...)
-	}
+	all := appendSegments(t, q, 2000)
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
