@@ -75,6 +75,7 @@ func (p *Producer) parkTopic(t *topicState, reason string, err error, now time.T
 		if t.reason != reason {
 			p.m.topics.WithLabelValues(t.reason).Dec()
 			p.m.topics.WithLabelValues(reason).Inc()
+			p.logReason(t, reason, err)
 			t.reason = reason
 		}
 		return
@@ -86,6 +87,9 @@ func (p *Producer) parkTopic(t *topicState, reason string, err error, now time.T
 	case topicProbing:
 		p.m.topics.WithLabelValues(t.reason).Dec()
 		p.m.topics.WithLabelValues(reason).Inc()
+		if t.reason != reason {
+			p.logReason(t, reason, err)
+		}
 	}
 	t.tries++
 	t.phase = topicParked
@@ -102,6 +106,15 @@ func (p *Producer) parkTopic(t *topicState, reason string, err error, now time.T
 	} else {
 		p.log.Debug("topic still refused", "topic", t.name, "reason", reason, "tries", t.tries, "err", err)
 	}
+}
+
+// logReason says that a parked topic is now refused for another reason
+// than the one logged when it was parked (a topic that did not exist yet,
+// then an ACL missing, say): the gauge moves with it, and the log must say
+// it too. p.mu is held.
+func (p *Producer) logReason(t *topicState, reason string, err error) {
+	p.log.Warn("kafka refuses a topic for another reason now, its records still wait in the buffer",
+		"topic", t.name, "reason", reason, "was", t.reason, "err", err)
 }
 
 // unparkTopics moves the topics whose wait is over to probing, and the
