@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
 // Options shape a bench run.
@@ -245,7 +246,7 @@ func measure(ctx context.Context, o Options, load *Load, s subject, base uint8, 
 	var lerr error
 	done := make(chan struct{})
 	go func() { sent, lerr = load.Run(lctx, base, 0, 0); close(done) }()
-	if !sleep(ctx, o.Live/4) {
+	if !retry.Sleep(ctx, o.Live/4) {
 		cancel()
 		return res, ctx.Err()
 	}
@@ -284,7 +285,7 @@ func measure(ctx context.Context, o Options, load *Load, s subject, base uint8, 
 	if _, err := waitCount(ctx, s, base, sent, 3*time.Minute); err != nil {
 		return res, err
 	}
-	sleep(ctx, 500*time.Millisecond) // the last acks' commits
+	retry.Sleep(ctx, 500*time.Millisecond) // the last acks' commits
 	p1, err := ReadProc(s.pid())
 	if err != nil {
 		return res, err
@@ -359,7 +360,7 @@ func waitCount(ctx context.Context, s subject, phase uint8, n int64, timeout tim
 		if time.Now().After(deadline) {
 			return st, fmt.Errorf("phase %d: %d of %d messages arrived within %s", phase, st.Count, n, timeout)
 		}
-		if !sleep(ctx, 50*time.Millisecond) {
+		if !retry.Sleep(ctx, 50*time.Millisecond) {
 			return st, ctx.Err()
 		}
 	}
@@ -393,7 +394,7 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.
 	var nerr error
 	nwg.Add(1)
 	go func() { defer nwg.Done(); _, nerr = nominal.Run(nctx, live, o.Nominal, 0) }()
-	sleep(ctx, 2*time.Second)
+	retry.Sleep(ctx, 2*time.Second)
 	kafka.Stop()
 	logf("  kafka cut")
 
@@ -405,7 +406,7 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.
 			if time.Now().After(deadline) {
 				return fmt.Errorf("buffer holds %d records, waited for %d", buffered(), n)
 			}
-			if !sleep(ctx, 20*time.Millisecond) {
+			if !retry.Sleep(ctx, 20*time.Millisecond) {
 				return ctx.Err()
 			}
 		}
@@ -414,7 +415,7 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.
 	// peakRSS is the largest reading over d, by RSS.
 	peakRSS := func(d time.Duration) Proc {
 		var peak Proc
-		for end := time.Now().Add(d); time.Now().Before(end); sleep(ctx, 100*time.Millisecond) {
+		for end := time.Now().Add(d); time.Now().Before(end); retry.Sleep(ctx, 100*time.Millisecond) {
 			if p, err := ReadProc(br.PID()); err == nil && p.RSS > peak.RSS {
 				peak = p
 			}
@@ -444,7 +445,7 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.
 		if err != nil || ferr != nil {
 			return filled, errors.Join(err, ferr)
 		}
-		sleep(ctx, 2*time.Second) // let the burst's tail settle; only live traffic now
+		retry.Sleep(ctx, 2*time.Second) // let the burst's tail settle; only live traffic now
 		return filled, nil
 	}
 	warmed, err := fillTo("warm", warm, 10_000)
@@ -503,7 +504,7 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.
 		if time.Since(tr) > 10*time.Minute {
 			return nil, fmt.Errorf("backlog not drained in 10 minutes: %d left", buffered())
 		}
-		if !sleep(ctx, 50*time.Millisecond) {
+		if !retry.Sleep(ctx, 50*time.Millisecond) {
 			return nil, ctx.Err()
 		}
 	}
@@ -522,23 +523,12 @@ func outage(ctx context.Context, o Options, kafka *devstack.Kafka, br *devstack.
 		if out.Delivered >= out.Published || time.Now().After(deadline) {
 			break
 		}
-		sleep(ctx, 100*time.Millisecond)
+		retry.Sleep(ctx, 100*time.Millisecond)
 	}
 	if out.Delivered < out.Published {
 		return out, fmt.Errorf("only %d of %d acknowledged messages reached Kafka", out.Delivered, out.Published)
 	}
 	return out, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func mkdir(parent, name string) string {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"net/url"
 	"strconv"
 	"strings"
@@ -17,11 +16,13 @@ import (
 	"unicode/utf8"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/retry"
 	edgebridgev1 "github.com/edgebridge/edgebridge/proto/edgebridge/v1"
 )
 
@@ -291,23 +292,19 @@ func (s *Subscriber) Run(ctx context.Context) error {
 // exponential backoff until it succeeds or ctx is done. Later losses are
 // paho's auto-reconnect's business.
 func (s *Subscriber) connect(ctx context.Context, client paho.Client) {
-	wait := s.cfg.ConnectRetryInterval
-	for {
+	op := retry.Op{Policy: s.retryPolicy(), Log: s.log, What: "connect", Attrs: []any{"broker", s.cfg.Broker}}
+	_ = op.Do(ctx, func(context.Context) error {
 		tok := client.Connect()
 		// Bounded by mqtt.connect_timeout; waiting it out even when ctx
 		// is done leaves no connection attempt running after Run.
 		<-tok.Done()
-		err := tok.Error()
-		if err == nil {
-			return
-		}
-		d := jitter(wait)
-		s.log.Warn("connect failed", "broker", s.cfg.Broker, "err", err, "retry_in", d)
-		if !sleep(ctx, d) {
-			return
-		}
-		wait = min(2*wait, s.cfg.MaxReconnectInterval)
-	}
+		return tok.Error()
+	})
+}
+
+// retryPolicy paces the first connection and subscribe retries.
+func (s *Subscriber) retryPolicy() retry.Policy {
+	return retry.Policy{Initial: s.cfg.ConnectRetryInterval, Max: s.cfg.MaxReconnectInterval}
 }
 
 func (s *Subscriber) onConnect(paho.Client) {
@@ -396,8 +393,7 @@ func (s *Subscriber) subscribeLoop(ctx context.Context, client paho.Client) {
 		}
 		sent := len(pending) > 0
 		try := maps.Clone(pending)
-		wait := s.cfg.ConnectRetryInterval
-		for len(try) > 0 {
+		for n := 1; len(try) > 0; n++ {
 			failed, err := s.subscribe(ctx, client, try)
 			if ctx.Err() != nil {
 				return
@@ -418,10 +414,9 @@ func (s *Subscriber) subscribeLoop(ctx context.Context, client paho.Client) {
 			if len(try) == 0 || !client.IsConnectionOpen() {
 				break // the next connection subscribes what is pending
 			}
-			if !sleep(ctx, jitter(wait)) {
+			if !retry.Sleep(ctx, s.retryPolicy().Delay(n)) {
 				return
 			}
-			wait = min(2*wait, s.cfg.MaxReconnectInterval)
 		}
 		if len(pending) > 0 {
 			continue // not ready: subscribe logged and counted why
@@ -687,35 +682,38 @@ func (s *Subscriber) commit(ctx context.Context, handoff <-chan *batch, acks cha
 // ctx is done.
 func (s *Subscriber) appendRetry(ctx context.Context, b *batch) error {
 	s.m.batchSize.Observe(float64(len(b.recs)))
-	wait := 50 * time.Millisecond
-	failing := false
-	for {
+	op := retry.Op{
+		Policy:    appendRetry,
+		Log:       s.log,
+		What:      "sink append",
+		Permanent: func(err error) bool { return ctx.Err() != nil || permanent(err) },
+		Failed: func(err error) {
+			if ctx.Err() == nil && !permanent(err) {
+				s.m.commitErrors.Inc()
+			}
+		},
+	}
+	err := op.Do(ctx, func(ctx context.Context) error {
 		start := time.Now()
 		err := s.sink.Append(ctx, b.recs)
 		if err == nil {
 			s.m.commitSeconds.Observe(time.Since(start).Seconds())
-			if failing {
-				s.log.Info("sink recovered")
-			}
-			return nil
 		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("append %d records: %w", len(b.recs), err)
-		}
-		if permanent(err) {
-			return fmt.Errorf("%w: append %d records: %w", ErrSink, len(b.recs), err)
-		}
-		s.m.commitErrors.Inc()
-		if !failing {
-			s.log.Warn("sink append failed, retrying", "err", err)
-			failing = true
-		}
-		if !sleep(ctx, jitter(wait)) {
-			return fmt.Errorf("append %d records: %w", len(b.recs), err)
-		}
-		wait = min(2*wait, 5*time.Second)
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() == nil && permanent(err):
+		return fmt.Errorf("%w: append %d records: %w", ErrSink, len(b.recs), err)
+	default:
+		return fmt.Errorf("append %d records: %w", len(b.recs), err)
 	}
 }
+
+// appendRetry paces retries of a failed sink append: a disk that failed
+// may be back in milliseconds, and intake waits for it.
+var appendRetry = retry.Policy{Initial: 50 * time.Millisecond, Max: 5 * time.Second}
 
 // permanent decides which sink errors no retry can fix.
 func permanent(err error) bool {
@@ -745,22 +743,5 @@ func (s *Subscriber) ack(acks <-chan *batch, free chan<- *batch) {
 		s.m.acked.Add(float64(n))
 		b.reset()
 		free <- b
-	}
-}
-
-// jitter returns d ± 20%.
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration((rand.Float64()-0.5)*0.4*float64(d))
-}
-
-// sleep waits d or until ctx is done; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }

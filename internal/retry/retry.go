@@ -1,0 +1,124 @@
+// Package retry is the one place edgebridge decides how it waits before
+// trying again: after a failed connection, a refused produce, a failed disk
+// commit. Every component retries through it, so the fleet-wide behaviour
+// after an outage (thousands of nodes cut off by the same fault) is set here:
+// capped exponential backoff in which half of every wait is jitter, so nodes
+// that failed together do not come back in lockstep.
+package retry
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+)
+
+// Policy is a capped exponential backoff with jitter.
+type Policy struct {
+	// Initial is the wait before the second try, Max its cap.
+	Initial, Max time.Duration
+}
+
+// Delay is the wait before try n+1 after n failures (n >= 1; less counts as
+// 1). It is drawn uniformly from [d/2, d] with d = min(Max, Initial*2^(n-1)):
+// the lower half keeps a node's pace predictable, the upper half spreads a
+// fleet. A zero or negative Max caps at Initial.
+func (p Policy) Delay(n int) time.Duration {
+	d := p.Cap(n)
+	half := d / 2
+	if half <= 0 {
+		return d
+	}
+	return half + rand.N(d-half+1)
+}
+
+// Cap is the longest Delay(n) can be: min(Max, Initial*2^(n-1)).
+func (p Policy) Cap(n int) time.Duration {
+	if n < 1 {
+		n = 1
+	}
+	limit := p.Max
+	if limit <= 0 {
+		limit = p.Initial
+	}
+	d := p.Initial
+	for i := 1; i < n && d < limit; i++ {
+		d *= 2
+	}
+	if d > limit || d <= 0 {
+		d = limit
+	}
+	return max(d, 0)
+}
+
+// Sleep waits d or until ctx is done, and reports whether d elapsed.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Op is one operation retried until it succeeds.
+type Op struct {
+	Policy Policy
+	// Log receives one warning at the first failure and one line when the
+	// operation succeeds after failing, never a line per attempt. Nil: no
+	// log.
+	Log *slog.Logger
+	// What names the operation in the log ("connect", "sink append").
+	What string
+	// Attrs are added to both log lines.
+	Attrs []any
+	// Permanent, when set, says which errors no retry can fix: Do returns
+	// them at once.
+	Permanent func(error) bool
+	// Failed, when set, is called after every failed attempt (a metric).
+	Failed func(error)
+}
+
+// Do calls f until it returns nil, it returns a permanent error, or ctx is
+// done, waiting Policy.Delay between tries. It returns nil on success, else
+// the last error f returned (ctx's error when f never ran).
+func (o Op) Do(ctx context.Context, f func(context.Context) error) error {
+	var (
+		first time.Time
+		last  error
+	)
+	for n := 1; ; n++ {
+		if err := ctx.Err(); err != nil {
+			if last == nil {
+				return err
+			}
+			return last
+		}
+		err := f(ctx)
+		if err == nil {
+			if n > 1 && o.Log != nil {
+				o.Log.Info(o.What+" recovered", append([]any{"attempts", n, "after", time.Since(first).Round(time.Millisecond)}, o.Attrs...)...)
+			}
+			return nil
+		}
+		last = err
+		if o.Failed != nil {
+			o.Failed(err)
+		}
+		if o.Permanent != nil && o.Permanent(err) {
+			return err
+		}
+		d := o.Policy.Delay(n)
+		if n == 1 {
+			first = time.Now()
+			if o.Log != nil {
+				o.Log.Warn(o.What+" failed, retrying", append([]any{"err", err, "retry_in", d.Round(time.Millisecond)}, o.Attrs...)...)
+			}
+		}
+		if !Sleep(ctx, d) {
+			return err
+		}
+	}
+}
