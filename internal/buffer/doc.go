@@ -74,8 +74,9 @@
 // min_free_disk make appends wait under either policy: dropping records
 // does not return disk space from a bbolt file, and the failed transaction
 // was rolled back, leaving everything committed intact. Writes are retried
-// with a capped backoff. max_age, when set, expires records older than it
-// under either policy, counted with reason "max_age".
+// with a capped, jittered backoff (internal/retry). max_age, when set,
+// expires records older than it under either policy, counted with reason
+// "max_age".
 //
 // # Damage
 //

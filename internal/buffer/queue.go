@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgebridge/edgebridge/internal/retry"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
@@ -59,18 +60,18 @@ type Queue struct {
 	lostAtOpen int  // records recovery could not salvage
 
 	// Writer state, touched only by the writer goroutine.
-	appends    []*request // waiting appends, FIFO
-	halfDone   []*request // appends whose records are committed, not yet their dead letters
-	acks       []*request
-	ops        []*request // dead letter, requeue, corrupt drops: one at a time
-	retryAt    time.Time  // after a failed commit, when to try again
-	retryDelay time.Duration
+	appends  []*request // waiting appends, FIFO
+	halfDone []*request // appends whose records are committed, not yet their dead letters
+	acks     []*request
+	ops      []*request // dead letter, requeue, corrupt drops: one at a time
+	retryAt  time.Time  // after a failed commit, when to try again
+	retries  int        // commits failed in a row
 	// The same for a failed operation, which does not hold back commits.
-	opRetryAt    time.Time
-	opRetryDelay time.Duration
-	dropLog      dropLog
-	high         bool // above highWater of max_bytes
-	commits      uint64
+	opRetryAt time.Time
+	opRetries int
+	dropLog   dropLog
+	high      bool // above highWater of max_bytes
+	commits   uint64
 	// quarantined counts the files Open moved aside, added to the metric
 	// once the metrics exist.
 	quarantined int
@@ -129,14 +130,15 @@ type request struct {
 	reason string
 }
 
+// writeRetry spaces the attempts after a failed commit or operation.
+var writeRetry = retry.Policy{Initial: 50 * time.Millisecond, Max: 5 * time.Second}
+
 const (
 	// maxBatchBytes bounds one group commit, and so the writer's memory.
 	maxBatchBytes = 16 << 20
 	// reserveStep is how many sequences are reserved at a time in
 	// dead.db, so a damaged head segment cannot make sequences repeat.
 	reserveStep = 1 << 20
-	// maxRetryDelay caps the wait between attempts after a failed commit.
-	maxRetryDelay = 5 * time.Second
 	// expireChunk bounds the records one max_age pass deletes.
 	expireChunk = 50000
 )

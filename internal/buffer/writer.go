@@ -220,16 +220,16 @@ func (q *Queue) runOps(now time.Time) {
 		err := q.runOp(r, now)
 		if isStorageErr(err) {
 			q.m.commitErrs.Inc()
-			q.opRetryDelay = min(max(2*q.opRetryDelay, 50*time.Millisecond), maxRetryDelay)
-			q.opRetryAt = now.Add(q.opRetryDelay)
-			if q.opRetryDelay == 50*time.Millisecond {
+			q.opRetries++
+			q.opRetryAt = now.Add(writeRetry.Delay(q.opRetries))
+			if q.opRetries == 1 {
 				q.log.Error("buffer operation failed: retrying it, appends and acks go on", "err", err)
 			}
 			return
 		}
 		r.done <- err
 		q.ops = q.ops[1:]
-		q.opRetryAt, q.opRetryDelay = time.Time{}, 0
+		q.opRetryAt, q.opRetries = time.Time{}, 0
 	}
 }
 
@@ -336,8 +336,8 @@ func (q *Queue) setBlocked(b bool) {
 // of it is visible, and everything waiting is retried after a backoff.
 func (q *Queue) failed(err error, now time.Time) {
 	q.m.commitErrs.Inc()
-	q.retryDelay = min(max(2*q.retryDelay, 50*time.Millisecond), maxRetryDelay)
-	q.retryAt = now.Add(q.retryDelay)
+	q.retries++
+	q.retryAt = now.Add(writeRetry.Delay(q.retries))
 	q.mu.Lock()
 	first := q.writeErr == nil
 	q.writeErr = err
@@ -348,7 +348,7 @@ func (q *Queue) failed(err error, now time.Time) {
 }
 
 func (q *Queue) recovered() {
-	q.retryAt, q.retryDelay = time.Time{}, 0
+	q.retryAt, q.retries = time.Time{}, 0
 	q.mu.Lock()
 	was := q.writeErr
 	q.writeErr = nil
