@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,9 +31,14 @@ type metrics struct {
 	quarantined prometheus.Counter
 	// damagedFiles counts files found damaged while running.
 	damagedFiles prometheus.Counter
+	gauges       *statsGauges
 }
 
-func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
+// newMetrics builds the queue's metrics, once per Open and before the files
+// are read: what Open itself does (quarantines, salvage losses, commits) is
+// counted like the rest. They are registered only once Open succeeded
+// (register).
+func newMetrics(q *Queue) *metrics {
 	m := &metrics{
 		damagedFiles: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgebridge_buffer_damaged_files_total",
@@ -83,13 +89,10 @@ func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 	for _, r := range []string{DropOverflow, DropMaxAge, DropCorrupt} {
 		m.dropped.WithLabelValues(r)
 	}
-	if reg == nil {
-		return m
-	}
-	gauges := &statsGauges{q: q}
+	m.gauges = &statsGauges{q: q}
 	gauge := func(name, help string, f func(Stats) float64) {
-		gauges.descs = append(gauges.descs, prometheus.NewDesc(name, help, nil, nil))
-		gauges.values = append(gauges.values, f)
+		m.gauges.descs = append(m.gauges.descs, prometheus.NewDesc(name, help, nil, nil))
+		m.gauges.values = append(m.gauges.values, f)
 	}
 	gauge("edgebridge_buffer_records", "Records waiting in the buffer (dead letters excluded).",
 		func(s Stats) float64 { return float64(s.Records) })
@@ -124,11 +127,30 @@ func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 			}
 			return 0
 		})
-	reg.MustRegister(
-		m.appended, m.acked, m.dropped, m.deadLetters, m.requeued, m.commits, m.fsyncs, m.written, m.commitErrs, m.quarantined, m.damagedFiles,
-		gauges,
-	)
 	return m
+}
+
+// register registers every metric with reg; a nil reg registers nothing
+// (the metrics are kept, and read by nobody). On failure, a metric already
+// registered (another queue on the same registry) among them, it
+// unregisters what it registered and returns the error.
+func (m *metrics) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	all := []prometheus.Collector{
+		m.appended, m.acked, m.dropped, m.deadLetters, m.requeued, m.commits, m.fsyncs, m.written, m.commitErrs, m.quarantined, m.damagedFiles,
+		m.gauges,
+	}
+	for i, c := range all {
+		if err := reg.Register(c); err != nil {
+			for _, done := range all[:i] {
+				reg.Unregister(done)
+			}
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // statsGauges exports the gauges read from Stats with one snapshot per

@@ -57,7 +57,6 @@ type Queue struct {
 
 	// Set by Open only.
 	recovering bool // a damaged file is being recovered (see recover.go)
-	lostAtOpen int  // records recovery could not salvage
 
 	// Writer state, touched only by the writer goroutine.
 	appends  []*request // waiting appends, FIFO
@@ -72,9 +71,6 @@ type Queue struct {
 	dropLog   dropLog
 	high      bool // above highWater of max_bytes
 	commits   uint64
-	// quarantined counts the files Open moved aside, added to the metric
-	// once the metrics exist.
-	quarantined int
 
 	// readMax is the highest sequence Read has returned: records up to it
 	// may be in flight to Kafka, and drop_oldest spares them if it can.
@@ -146,7 +142,11 @@ const (
 // Open opens (creating if needed) the buffer in cfg.Dir. Damaged files are
 // quarantined and their readable records salvaged; Open fails only when the
 // directory cannot be used at all (permissions, another process holding
-// the files).
+// the files, a file it cannot read for a reason that is not damage) or reg
+// refuses the metrics (another queue registered them already).
+//
+// A nil log discards the queue's log lines. A nil reg keeps the metrics
+// without registering them: nothing exports them.
 func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -168,7 +168,7 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, erro
 		checkDone: make(chan struct{}),
 	}
 	q.dropLog.interval = cfg.DropLogInterval
-	q.m = newMetrics(nil, q)
+	q.m = newMetrics(q)
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
 	}
@@ -180,10 +180,9 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, erro
 		q.closeFiles()
 		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
 	}
-	q.m = newMetrics(reg, q)
-	q.m.quarantined.Add(float64(q.quarantined))
-	if q.lostAtOpen > 0 {
-		q.m.dropped.WithLabelValues(DropCorrupt).Add(float64(q.lostAtOpen))
+	if err := q.m.register(reg); err != nil {
+		q.closeFiles()
+		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
 	}
 	st := q.Stats()
 	// Checking the files and rebuilding bbolt's freelists touched every

@@ -255,8 +255,8 @@ func (q *Queue) recoverFile(path string, head bool, cause error) (*segment, uint
 	if err := step("replaced"); err != nil {
 		return nil, 0, err
 	}
-	q.quarantined++
-	q.lostAtOpen += lost
+	q.m.quarantined.Inc()
+	q.m.dropped.WithLabelValues(DropCorrupt).Add(float64(lost))
 	q.log.Error("buffer file damaged: moved to quarantine, readable records salvaged",
 		"file", path, "quarantined_as", moved, "salvaged_records", len(recs), "unreadable_records", lost, "err", cause)
 
