@@ -7,7 +7,16 @@ import (
 	"time"
 )
 
-// Record is one message in the queue.
+// Record is one message in the queue, in both directions: the caller fills
+// Topic, Key, Value (and Reason) for Append, which sets Seq and Time; Read
+// and DeadLetters return every field as stored.
+//
+// Reason is the one field whose meaning depends on the direction. Given to
+// Append, a non-empty Reason is an instruction: store this record as a dead
+// letter, not in the queue (the intake rejected it; it is never read by
+// Read). Returned by DeadLetters, it is the reason the dead letter was
+// stored with, by Append or by DeadLetter. Read returns only waiting
+// records, whose Reason is always empty.
 //
 // The queue copies what it is given and what it returns: a caller may reuse
 // the slices of a Record it passed to Append once Append returns, and owns
@@ -24,9 +33,9 @@ type Record struct {
 	Key []byte
 	// Value is the encoded edgebridge.v1.Envelope, without its sequence.
 	Value []byte
-	// Reason, when set on a record given to Append, stores it directly as a
-	// dead letter with this reason (a message the intake rejected). On a
-	// dead letter returned by DeadLetters it is the reason it was stored.
+	// Reason: on Append, set means "store as a dead letter with this
+	// reason"; on a dead letter DeadLetters returns, the stored reason;
+	// empty on every record Read returns. See Record.
 	Reason string
 }
 
