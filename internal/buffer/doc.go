@@ -109,4 +109,33 @@
 // restart), Writable fails so /readyz fails, and Damaged is closed: the
 // daemon then shuts down and exits with its own code, and the next Open
 // quarantines the listed file and goes on.
+//
+// # Where the code is
+//
+// Each file holds one concern; the sections above say why, the files how.
+//
+//   - queue.go: the Queue, Open and Close, Append and Ack, Stats, Writable.
+//   - open.go: what Open reads: every file of the directory, the lazy open
+//     of older segments, the full check of the head and dead.db.
+//   - recover.go: damage at Open: quarantine, salvage, the sequence jump.
+//   - check.go: the clean-shutdown marker and the background check after an
+//     unclean end.
+//   - read.go: Read.
+//   - writer.go: the writer goroutine: its requests, the group-commit loop,
+//     the retry of failed commits and operations.
+//   - admit.go: which appends may commit now: max_bytes, min_free_disk, a
+//     damaged file; the blocked state and the high-water log.
+//   - commit.go: the transactions of a group commit: records and acks on
+//     the segments, dead letters and the sequence reservation in dead.db.
+//   - chain.go: the chain of segments: look-up, roll, reclaim.
+//   - retention.go: records deleted without being delivered (drop_oldest,
+//     max_age, corrupt), each counted and the log rate-limited.
+//   - deadletter.go: dead letters: DeadLetter, Requeue, DeadLetters,
+//     finishing interrupted moves, CompactDeadLetters.
+//   - txn.go: the one path of every transaction, its fault handling, and
+//     damage found while running.
+//   - segment.go, record.go: the file and the record formats, bbolt's
+//     options and the full scan.
+//   - metrics.go, errors.go, config.go: what the package exports besides the
+//     Queue.
 package buffer

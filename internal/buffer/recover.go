@@ -113,22 +113,6 @@ func markDamaged(dir, name string) error {
 	return syncDir(dir)
 }
 
-func isSegmentName(name string) bool {
-	_, ok := parseSegmentName(name)
-	return ok
-}
-
-func exists(path string) (bool, error) {
-	_, err := os.Lstat(path)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, fs.ErrNotExist):
-		return false, nil
-	}
-	return false, err
-}
-
 // beginRecovery creates the recovering marker, once per Open.
 func (q *Queue) beginRecovery() error {
 	if q.recovering {
@@ -268,6 +252,84 @@ func (q *Queue) recoverFile(path string, head bool, cause error) (*segment, uint
 	return seg, max(hint, first), nil
 }
 
+// quarantine moves a damaged file aside, never deleting it, and returns
+// its new path.
+func quarantine(dir, path string, now time.Time) (string, error) {
+	qdir := filepath.Join(dir, quarantineDir)
+	if err := os.MkdirAll(qdir, 0o700); err != nil {
+		return "", fmt.Errorf("create quarantine directory: %w", err)
+	}
+	dst := filepath.Join(qdir, fmt.Sprintf("%s.%s", filepath.Base(path), now.UTC().Format("20060102T150405.000000000Z")))
+	if err := os.Rename(path, dst); err != nil {
+		return "", &moveError{err}
+	}
+	if err := syncDir(dir); err != nil {
+		return dst, fmt.Errorf("moved to %q, but syncing the directory failed: %w", dst, err)
+	}
+	return dst, nil
+}
+
+// moveError is a quarantine whose rename failed: the file could not be
+// moved aside.
+type moveError struct{ err error }
+
+func (e *moveError) Error() string { return "cannot be moved aside: " + e.err.Error() }
+
+func (e *moveError) Unwrap() error { return e.err }
+
+// salvage reads whatever records of a damaged file still pass their
+// checksum, with the highest sequence its meta says was used. It stops at
+// the first damage it cannot step over; lost counts the records it saw
+// fail their checksum (records behind unreadable pages are not seen). It
+// fails only when the file cannot be read for a reason that is not damage.
+func salvage(path string, cfg Config) (recs []salvaged, nextSeq uint64, lost int, err error) {
+	db, err := openBolt(path, readOnlyOptions(cfg))
+	if err != nil {
+		if isDamage(err) {
+			return nil, 0, 0, nil
+		}
+		return nil, 0, 0, err
+	}
+	defer db.Close()
+	_ = withFaults(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			if m := tx.Bucket(bucketMeta); m != nil {
+				if v := m.Get(keyNextSeq); len(v) == 8 {
+					nextSeq = binary.BigEndian.Uint64(v)
+				}
+				if v := m.Get(keyReserved); len(v) == 8 {
+					nextSeq = max(nextSeq, binary.BigEndian.Uint64(v))
+				}
+			}
+			b := tx.Bucket(bucketRecords)
+			if b == nil {
+				return nil
+			}
+			c := b.Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if len(k) != 8 {
+					lost++
+					continue
+				}
+				seq := binary.BigEndian.Uint64(k)
+				nextSeq = max(nextSeq, seq+1)
+				if verify(seq, v) != nil {
+					lost++
+					continue
+				}
+				recs = append(recs, salvaged{seq: seq, value: append([]byte(nil), v...)})
+			}
+			return nil
+		})
+	})
+	return recs, nextSeq, lost, nil
+}
+
+type salvaged struct {
+	seq   uint64
+	value []byte
+}
+
 // finishRecovery makes the jump over every sequence a damaged file may have
 // used durable (step 4 above), then removes the markers.
 func (q *Queue) finishRecovery() error {
@@ -294,79 +356,4 @@ func (q *Queue) finishRecovery() error {
 		}
 	}
 	return syncDir(q.cfg.Dir)
-}
-
-// finishMoves completes the dead-letter moves a crash interrupted. A move
-// commits the dead letter to dead.db first and then deletes the record from
-// its segment, so a sequence held by both was moved: the segment's copy is
-// deleted, and a dead letter and a waiting record never share a sequence.
-func (q *Queue) finishMoves() error {
-	if len(q.segs) == 0 {
-		return nil
-	}
-	var seqs []uint64
-	if err := q.view(q.dead, func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketRecords).Cursor()
-		for k, _ := c.Seek(seqKey(q.segs[0].first)); k != nil; k, _ = c.Next() {
-			if len(k) == 8 {
-				seqs = append(seqs, binary.BigEndian.Uint64(k))
-			}
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("read %s: %w", q.dead.path, err)
-	}
-	for s, seqs := range q.bySegment(seqs) {
-		n, err := q.update(s, nil, seqs, 0)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			q.log.Info("buffer finished dead-letter moves a crash interrupted", "records", n, "file", s.path)
-		}
-	}
-	return nil
-}
-
-// CompactDeadLetters rewrites dead.db without the pages its deleted dead
-// letters left free (bbolt never shrinks a file), so the disk a requeue
-// freed comes back. The queue must be closed: it takes the file's lock.
-// The copy is committed and synced before it replaces the file, so a crash
-// leaves either the old file or the new one. It returns the file's size
-// before and after.
-func CompactDeadLetters(cfg Config) (before, after int64, err error) {
-	if err := cfg.Validate(); err != nil {
-		return 0, 0, err
-	}
-	cfg = cfg.WithDefaults()
-	path := filepath.Join(cfg.Dir, deadFileName)
-	tmp := path + ".compact"
-	before = fileSize(path)
-	src, err := openBolt(path, readOnlyOptions(cfg))
-	if err != nil {
-		return before, 0, fmt.Errorf("compact %s: %w", path, err)
-	}
-	defer src.Close()
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return before, 0, fmt.Errorf("compact %s: %w", path, err)
-	}
-	dst, err := openBolt(tmp, boltOptions(cfg, false))
-	if err != nil {
-		return before, 0, fmt.Errorf("compact %s: %w", path, err)
-	}
-	err = withFaults(func() error { return bolt.Compact(dst, src, 4<<20) })
-	if cerr := dst.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(cfg.Dir)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return before, 0, fmt.Errorf("compact %s: %w", path, err)
-	}
-	return before, fileSize(path), nil
 }

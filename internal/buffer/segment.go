@@ -4,12 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -116,6 +115,14 @@ func usedSize(db *bolt.DB) int64 {
 	return n
 }
 
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
 func segmentName(first uint64) string {
 	return fmt.Sprintf("%s%020d%s", segmentPrefix, first, segmentSuffix)
 }
@@ -127,6 +134,11 @@ func parseSegmentName(name string) (uint64, bool) {
 	}
 	first, err := strconv.ParseUint(name[len(segmentPrefix):len(segmentPrefix)+20], 10, 64)
 	return first, err == nil
+}
+
+func isSegmentName(name string) bool {
+	_, ok := parseSegmentName(name)
+	return ok
 }
 
 func boltOptions(cfg Config, head bool) *bolt.Options {
@@ -271,81 +283,15 @@ func verify(seq uint64, v []byte) error {
 	return nil
 }
 
-// moveError is a quarantine whose rename failed: the file could not be
-// moved aside.
-type moveError struct{ err error }
-
-func (e *moveError) Error() string { return "cannot be moved aside: " + e.err.Error() }
-func (e *moveError) Unwrap() error { return e.err }
-
-// quarantine moves a damaged file aside, never deleting it, and returns
-// its new path.
-func quarantine(dir, path string, now time.Time) (string, error) {
-	qdir := filepath.Join(dir, quarantineDir)
-	if err := os.MkdirAll(qdir, 0o700); err != nil {
-		return "", fmt.Errorf("create quarantine directory: %w", err)
+func exists(path string) (bool, error) {
+	_, err := os.Lstat(path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
 	}
-	dst := filepath.Join(qdir, fmt.Sprintf("%s.%s", filepath.Base(path), now.UTC().Format("20060102T150405.000000000Z")))
-	if err := os.Rename(path, dst); err != nil {
-		return "", &moveError{err}
-	}
-	if err := syncDir(dir); err != nil {
-		return dst, fmt.Errorf("moved to %q, but syncing the directory failed: %w", dst, err)
-	}
-	return dst, nil
-}
-
-// salvage reads whatever records of a damaged file still pass their
-// checksum, with the highest sequence its meta says was used. It stops at
-// the first damage it cannot step over; lost counts the records it saw
-// fail their checksum (records behind unreadable pages are not seen). It
-// fails only when the file cannot be read for a reason that is not damage.
-func salvage(path string, cfg Config) (recs []salvaged, nextSeq uint64, lost int, err error) {
-	db, err := openBolt(path, readOnlyOptions(cfg))
-	if err != nil {
-		if isDamage(err) {
-			return nil, 0, 0, nil
-		}
-		return nil, 0, 0, err
-	}
-	defer db.Close()
-	_ = withFaults(func() error {
-		return db.View(func(tx *bolt.Tx) error {
-			if m := tx.Bucket(bucketMeta); m != nil {
-				if v := m.Get(keyNextSeq); len(v) == 8 {
-					nextSeq = binary.BigEndian.Uint64(v)
-				}
-				if v := m.Get(keyReserved); len(v) == 8 {
-					nextSeq = max(nextSeq, binary.BigEndian.Uint64(v))
-				}
-			}
-			b := tx.Bucket(bucketRecords)
-			if b == nil {
-				return nil
-			}
-			c := b.Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
-				if len(k) != 8 {
-					lost++
-					continue
-				}
-				seq := binary.BigEndian.Uint64(k)
-				nextSeq = max(nextSeq, seq+1)
-				if verify(seq, v) != nil {
-					lost++
-					continue
-				}
-				recs = append(recs, salvaged{seq: seq, value: append([]byte(nil), v...)})
-			}
-			return nil
-		})
-	})
-	return recs, nextSeq, lost, nil
-}
-
-type salvaged struct {
-	seq   uint64
-	value []byte
+	return false, err
 }
 
 func syncDir(dir string) error {

@@ -77,6 +77,22 @@ func (q *Queue) write(s *segment, fn func(tx *bolt.Tx) error) error {
 	return nil
 }
 
+// countWritten makes tx, once committed, add what it wrote to the file to
+// edgebridge_buffer_written_bytes_total: its new pages and one meta page.
+func (q *Queue) countWritten(tx *bolt.Tx) {
+	meta := int64(tx.DB().Info().PageSize) // tx has no DB once committed
+	tx.OnCommit(func() {
+		st := tx.Stats()
+		q.m.written.Add(float64(st.GetPageAlloc() + meta))
+	})
+}
+
+func (q *Queue) observeCommit(start time.Time) {
+	q.m.commits.Observe(time.Since(start).Seconds())
+	q.m.fsyncs.Inc()
+	q.commits++
+}
+
 // upgrade reopens a segment opened read-only (openLazy) for writing. The
 // file is checked completely first, on this goroutine: opening it for
 // writing makes bbolt rebuild the freelist by walking every page on a
