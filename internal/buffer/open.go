@@ -13,73 +13,23 @@ import (
 // load opens every file of the directory, checks it and recovers the
 // sequence counter. Damaged files are recovered as recover.go describes.
 func (q *Queue) load() error {
-	dir := q.cfg.Dir
-	damaged, err := readDamaged(dir)
+	damaged, err := q.readMarkers()
 	if err != nil {
 		return err
 	}
-	unfinished, err := finishSalvages(dir)
+	firsts, err := segmentFirsts(q.cfg.Dir)
 	if err != nil {
 		return err
 	}
-	marked, err := exists(filepath.Join(dir, recoveringName))
+	deadHint, err := q.loadDead(damaged[deadFileName])
 	if err != nil {
 		return err
 	}
-	// A recovery that did not finish, or damage found while running, needs
-	// the jump even if every file now opens cleanly.
-	q.recovering = marked || unfinished || len(damaged) > 0
-
-	entries, err := os.ReadDir(dir)
+	segHint, err := q.loadSegments(firsts, damaged)
 	if err != nil {
 		return err
 	}
-	var firsts []uint64
-	for _, e := range entries {
-		if first, ok := parseSegmentName(e.Name()); ok && e.Type().IsRegular() {
-			firsts = append(firsts, first)
-		}
-	}
-	slices.Sort(firsts)
-
-	var hint uint64 // the highest sequence any file may have used, plus one
-	dead, deadHint, err := q.openChecked(filepath.Join(dir, deadFileName), false, damaged[deadFileName])
-	if err != nil {
-		return err
-	}
-	q.dead = dead
-	hint = max(hint, deadHint)
-	if err := q.view(q.dead, func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyReserved); len(v) == 8 {
-			q.reserved = binary.BigEndian.Uint64(v)
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("read %s: %w", deadFileName, err)
-	}
-
-	for i, first := range firsts {
-		name := segmentName(first)
-		open := q.openLazy
-		if i == len(firsts)-1 {
-			open = q.openHead
-		}
-		seg, h, err := open(filepath.Join(dir, name), damaged[name])
-		if err != nil {
-			return err
-		}
-		hint = max(hint, h, first)
-		if seg.count == 0 && i != len(firsts)-1 {
-			// Fully acked before the last run ended: reclaim now.
-			if err := q.removeSegment(seg); err != nil {
-				return err
-			}
-			continue
-		}
-		q.segs = append(q.segs, seg)
-	}
-
-	q.nextSeq = max(1, hint)
+	q.nextSeq = max(1, deadHint, segHint)
 	if err := q.finishMoves(); err != nil {
 		return err
 	}
@@ -90,6 +40,93 @@ func (q *Queue) load() error {
 		return q.roll()
 	}
 	return nil
+}
+
+// readMarkers reads what the last run left for this Open to finish: the
+// files it found damaged while running, salvages a crash interrupted, the
+// recovering marker (recover.go). It returns the damaged files' names.
+func (q *Queue) readMarkers() (damaged map[string]bool, err error) {
+	dir := q.cfg.Dir
+	if damaged, err = readDamaged(dir); err != nil {
+		return nil, err
+	}
+	unfinished, err := finishSalvages(dir)
+	if err != nil {
+		return nil, err
+	}
+	marked, err := exists(filepath.Join(dir, recoveringName))
+	if err != nil {
+		return nil, err
+	}
+	// A recovery that did not finish, or damage found while running, needs
+	// the jump even if every file now opens cleanly.
+	q.recovering = marked || unfinished || len(damaged) > 0
+	return damaged, nil
+}
+
+// segmentFirsts returns the first sequences of the segment files in dir,
+// in order.
+func segmentFirsts(dir string) ([]uint64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var firsts []uint64
+	for _, e := range entries {
+		if first, ok := parseSegmentName(e.Name()); ok && e.Type().IsRegular() {
+			firsts = append(firsts, first)
+		}
+	}
+	slices.Sort(firsts)
+	return firsts, nil
+}
+
+// loadDead opens dead.db with the full check and reads the sequence
+// reservation. It returns the highest sequence the file may have used, plus
+// one.
+func (q *Queue) loadDead(forced bool) (hint uint64, err error) {
+	dead, hint, err := q.openChecked(filepath.Join(q.cfg.Dir, deadFileName), false, forced)
+	if err != nil {
+		return 0, err
+	}
+	q.dead = dead
+	if err := q.view(q.dead, func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyReserved); len(v) == 8 {
+			q.reserved = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("read %s: %w", deadFileName, err)
+	}
+	return hint, nil
+}
+
+// loadSegments opens the segments: the last one, the head, with the full
+// check, the others lazily; an older segment with no records left is
+// deleted. It returns the highest sequence any of them may have used, plus
+// one.
+func (q *Queue) loadSegments(firsts []uint64, damaged map[string]bool) (hint uint64, err error) {
+	for i, first := range firsts {
+		name := segmentName(first)
+		open := q.openLazy
+		if i == len(firsts)-1 {
+			open = q.openHead
+		}
+		seg, h, err := open(filepath.Join(q.cfg.Dir, name), damaged[name])
+		if err != nil {
+			return 0, err
+		}
+		hint = max(hint, h, first)
+		if seg.count == 0 && i != len(firsts)-1 {
+			// Fully acked before the last run ended: reclaim now.
+			if err := q.removeSegment(seg); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		q.segs = append(q.segs, seg)
+	}
+	return hint, nil
 }
 
 func (q *Queue) openHead(path string, forced bool) (*segment, uint64, error) {
@@ -152,46 +189,64 @@ func (q *Queue) openFailure(path string, err error) error {
 	return nil
 }
 
-// openChecked opens a bbolt file and verifies it completely. A damaged file,
-// or one found damaged while running (forced), is recovered (recoverFile).
-// Any other failure to read it fails Open and changes nothing. It returns
-// the highest sequence the file may have used, plus one.
-func (q *Queue) openChecked(path string, head, forced bool) (seg *segment, hint uint64, err error) {
-	first, _ := parseSegmentName(filepath.Base(path))
-	seg = &segment{path: path, first: first}
-	var res scanResult
-	if forced {
-		err = fmt.Errorf("%w: found damaged while the bridge ran", ErrCorrupt)
-	} else if fileSize(path) > 0 {
-		// Verify read-only first (see scan); an empty file is
-		// one a crash interrupted at creation and bbolt initializes it.
-		var db *bolt.DB
-		if db, err = openBolt(path, readOnlyOptions(q.cfg)); err == nil {
-			res, err = scan(db, true, true)
-			db.Close()
-		}
-	}
+// openChecked opens a bbolt file verified completely: the head, dead.db,
+// and an older segment openLazy cannot trust. A damaged file, or one found
+// damaged while running (forced), is recovered (recoverFile). Any other
+// failure to read it fails Open and changes nothing. It returns the highest
+// sequence the file may have used, plus one.
+func (q *Queue) openChecked(path string, head, forced bool) (*segment, uint64, error) {
+	res, err := q.checkFile(path, forced)
+	var seg *segment
 	if err == nil {
-		if seg.db, err = openBolt(path, boltOptions(q.cfg, head)); err == nil {
-			err = q.ensureBuckets(seg)
-		}
+		seg, err = q.openVerified(path, head, res)
 	}
-	if err == nil {
-		seg.count, seg.bytes = res.count, res.bytes
-		if err := q.keepCounts(seg); err != nil {
-			seg.db.Close()
-			return nil, 0, err
+	if err != nil {
+		if ferr := q.openFailure(path, err); ferr != nil {
+			return nil, 0, ferr
 		}
-		seg.size = usedSize(seg.db)
-		return seg, max(res.nextSeq, res.last+1), nil
+		return q.recoverFile(path, head, err)
 	}
-	if seg.db != nil {
+	if err := q.keepCounts(seg); err != nil {
 		seg.db.Close()
+		return nil, 0, err
 	}
-	if ferr := q.openFailure(path, err); ferr != nil {
-		return nil, 0, ferr
+	seg.size = usedSize(seg.db)
+	return seg, max(res.nextSeq, res.last+1), nil
+}
+
+// checkFile reads the file at path read-only (see scan): every record's
+// checksum and bbolt's consistency check. An error is damage or a failure
+// to read; openFailure tells which. A file found damaged while running
+// (forced) is not read: it is damaged.
+func (q *Queue) checkFile(path string, forced bool) (scanResult, error) {
+	if forced {
+		return scanResult{}, fmt.Errorf("%w: found damaged while the bridge ran", ErrCorrupt)
 	}
-	return q.recoverFile(path, head, err)
+	if fileSize(path) == 0 {
+		// A crash interrupted its creation; bbolt initializes it.
+		return scanResult{}, nil
+	}
+	db, err := openBolt(path, readOnlyOptions(q.cfg))
+	if err != nil {
+		return scanResult{}, err
+	}
+	defer db.Close()
+	return scan(db, true, true)
+}
+
+// openVerified opens a file checkFile passed for use, with the counts it found.
+func (q *Queue) openVerified(path string, head bool, res scanResult) (*segment, error) {
+	db, err := openBolt(path, boltOptions(q.cfg, head))
+	if err != nil {
+		return nil, err
+	}
+	first, _ := parseSegmentName(filepath.Base(path))
+	seg := &segment{path: path, first: first, db: db, count: res.count, bytes: res.bytes}
+	if err := q.ensureBuckets(seg); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return seg, nil
 }
 
 // keepCounts writes the counts the full check found into a file whose meta
