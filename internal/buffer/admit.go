@@ -1,39 +1,56 @@
 package buffer
 
 import (
-	"time"
-
 	"golang.org/x/sys/unix"
 )
 
 // admit returns the waiting appends, in order, that may commit now, and
 // how many bytes of old records drop_oldest must delete first.
-func (q *Queue) admit(now time.Time) (admitted []*request, drop int64) {
-	if len(q.appends) == 0 {
+func (q *Queue) admit() (admitted []*request, drop int64) {
+	if len(q.appends) == 0 || q.holdBack() {
 		return nil, 0
 	}
+	return q.fit()
+}
+
+// holdBack reports whether no append may commit now, whatever its size,
+// and marks them all as waiting for room: after damage was found (stop
+// acknowledging: the broker keeps the messages until the restart that
+// quarantines the damaged file), or while the disk is below min_free_disk.
+func (q *Queue) holdBack() bool {
 	q.mu.RLock()
 	damaged := q.damaged
 	q.mu.RUnlock()
-	if damaged != nil {
-		// Stop acknowledging: the broker keeps the messages until the
-		// restart that quarantines the damaged file.
-		for _, r := range q.appends {
-			r.waitedRoom = true
-		}
+	switch {
+	case damaged != nil:
 		q.setBlocked(true)
-		return nil, 0
+	case !q.belowMinFree():
+		return false
 	}
-	if q.cfg.MinFreeDisk > 0 {
-		free, err := freeDisk(q.cfg.Dir)
-		if err == nil && free < q.cfg.MinFreeDisk {
-			q.waitRoom("disk below buffer.min_free_disk", "free_bytes", free, "min_free_disk", q.cfg.MinFreeDisk)
-			for _, r := range q.appends {
-				r.waitedRoom = true
-			}
-			return nil, 0
-		}
+	for _, r := range q.appends {
+		r.waitedRoom = true
 	}
+	return true
+}
+
+// belowMinFree reports whether the buffer's filesystem has less free space
+// than min_free_disk, and logs it once per episode.
+func (q *Queue) belowMinFree() bool {
+	if q.cfg.MinFreeDisk <= 0 {
+		return false
+	}
+	free, err := freeDisk(q.cfg.Dir)
+	if err != nil || free >= q.cfg.MinFreeDisk {
+		return false
+	}
+	q.waitRoom("disk below buffer.min_free_disk", "free_bytes", free, "min_free_disk", q.cfg.MinFreeDisk)
+	return true
+}
+
+// fit returns the longest run of waiting appends, oldest first, that fits
+// under max_bytes, counting what drop_oldest may delete to make room, and
+// how many bytes it must delete. The appends after the run wait for room.
+func (q *Queue) fit() (admitted []*request, drop int64) {
 	used, droppable := q.usage()
 	room := q.cfg.MaxBytes - used
 	n := 0

@@ -25,9 +25,53 @@ type put struct {
 // leaves their sequences used and never handed out again, and nothing of a
 // call that failed before the head committed is stored anywhere.
 func (q *Queue) commit(admitted []*request) error {
-	next := q.nextSeq
-	var puts []put
-	var withDead []*request
+	puts, next := q.sequence(admitted)
+	if err := q.reserve(next); err != nil {
+		return err
+	}
+	acks := q.acksBySegment()
+	head := q.head()
+	for s, seqs := range acks {
+		if s == head {
+			continue
+		}
+		n, err := q.update(s, nil, seqs, 0)
+		if err != nil {
+			return err
+		}
+		q.m.acked.Add(float64(n))
+	}
+	if next > q.nextSeq || len(acks[head]) > 0 {
+		var n int
+		var err error
+		if next > q.nextSeq {
+			n, err = q.update(head, puts, acks[head], next)
+		} else {
+			n, err = q.update(head, nil, acks[head], 0)
+		}
+		if err != nil {
+			return err
+		}
+		q.m.acked.Add(float64(n))
+	}
+	q.m.appended.Add(float64(len(puts)))
+	q.publish(next, len(puts) > 0)
+	// From here on the calls with dead letters are half done: their records
+	// are stored and they can no longer be cancelled; commitDead finishes
+	// them.
+	for _, r := range admitted {
+		if len(r.dead) > 0 {
+			q.halfDone = append(q.halfDone, r)
+		}
+	}
+	return nil
+}
+
+// sequence gives the admitted records their sequences, from nextSeq on,
+// and seals their values. It returns the records for the head and the
+// sequence after the last; each call keeps its dead letters in r.dead.
+func (q *Queue) sequence(admitted []*request) (puts []put, next uint64) {
+	next = q.nextSeq
 	for _, r := range admitted {
 		r.dead = r.dead[:0]
 		for i := range r.recs {
@@ -40,20 +84,25 @@ func (q *Queue) commit(admitted []*request) error {
 			}
 			next++
 		}
-		if len(r.dead) > 0 {
-			withDead = append(withDead, r)
-		}
 	}
-	if next > q.reserved {
-		if _, err := q.putDead(nil, next+reserveStep); err != nil {
-			return err
-		}
-	}
+	return puts, next
+}
 
-	// Acks, grouped by segment; the head's share the append transaction.
-	// Acks in a damaged file are left out: it can no longer be written,
-	// its records are sent again after the restart that salvages them
-	// (duplicates, never a loss), and the other acks go on.
+// reserve raises the reservation in dead.db before sequences up to next
+// are committed anywhere.
+func (q *Queue) reserve(next uint64) error {
+	if next <= q.reserved {
+		return nil
+	}
+	_, err := q.putDead(nil, next+reserveStep)
+	return err
+}
+
+// acksBySegment groups the waiting acks by segment; the head's share the
+// append transaction. Acks in a damaged file are left out: it can no longer
+// be written, its records are sent again after the restart that salvages
+// them (duplicates, never a loss), and the other acks go on.
+func (q *Queue) acksBySegment() map[*segment][]uint64 {
 	var acks []uint64
 	for _, r := range q.acks {
 		acks = append(acks, r.seqs...)
@@ -64,42 +113,19 @@ func (q *Queue) commit(admitted []*request) error {
 			delete(bySeg, s)
 		}
 	}
-	head := q.head()
-	for s, seqs := range bySeg {
-		if s == head {
-			continue
-		}
-		n, err := q.update(s, nil, seqs, 0)
-		if err != nil {
-			return err
-		}
-		q.m.acked.Add(float64(n))
-	}
-	if next > q.nextSeq || len(bySeg[head]) > 0 {
-		var n int
-		var err error
-		if next > q.nextSeq {
-			n, err = q.update(head, puts, bySeg[head], next)
-		} else {
-			n, err = q.update(head, nil, bySeg[head], 0)
-		}
-		if err != nil {
-			return err
-		}
-		q.m.acked.Add(float64(n))
-	}
-	q.m.appended.Add(float64(len(puts)))
+	return bySeg
+}
+
+// publish makes next the sequence counter readers see, and wakes the
+// readers waiting for records when appended.
+func (q *Queue) publish(next uint64, appended bool) {
 	q.mu.Lock()
 	q.nextSeq = next
-	if len(puts) > 0 {
+	if appended {
 		close(q.notify)
 		q.notify = make(chan struct{})
 	}
 	q.mu.Unlock()
-	// From here on these calls are half done: their records are stored and
-	// they can no longer be cancelled; commitDead finishes them.
-	q.halfDone = append(q.halfDone, withDead...)
-	return nil
 }
 
 // commitDead stores the dead letters of the calls whose records are
@@ -142,24 +168,11 @@ func (q *Queue) update(s *segment, puts []put, dels []uint64, next uint64) (dele
 			dCount++
 			dBytes += storedSize(p.value)
 		}
-		// One cursor for every delete: Get and Delete would each
-		// walk the tree from the root with a cursor of their own.
-		slices.Sort(dels)
-		c := b.Cursor()
-		var k [8]byte
-		for _, seq := range dels {
-			binary.BigEndian.PutUint64(k[:], seq)
-			ck, v := c.Seek(k[:])
-			if !bytes.Equal(ck, k[:]) {
-				continue
-			}
-			dCount--
-			dBytes -= storedSize(v)
-			deleted++
-			if err := c.Delete(); err != nil {
-				return err
-			}
+		n, freed, err := deleteSeqs(b, dels)
+		if err != nil {
+			return err
 		}
+		deleted, dCount, dBytes = n, dCount-n, dBytes-freed
 		if next > 0 {
 			if err := tx.Bucket(bucketMeta).Put(keyNextSeq, seqKey(next)); err != nil {
 				return err
@@ -180,6 +193,29 @@ func (q *Queue) update(s *segment, puts []put, dels []uint64, next uint64) (dele
 	s.bytes += dBytes
 	q.mu.Unlock()
 	return deleted, nil
+}
+
+// deleteSeqs deletes the records of b under seqs (sorting seqs) and returns
+// how many there were and their logical size. One cursor serves every
+// delete: Get and Delete would each walk the tree from the root with a
+// cursor of their own.
+func deleteSeqs(b *bolt.Bucket, seqs []uint64) (n int, freed int64, err error) {
+	slices.Sort(seqs)
+	c := b.Cursor()
+	var k [8]byte
+	for _, seq := range seqs {
+		binary.BigEndian.PutUint64(k[:], seq)
+		ck, v := c.Seek(k[:])
+		if !bytes.Equal(ck, k[:]) {
+			continue
+		}
+		n++
+		freed += storedSize(v)
+		if err := c.Delete(); err != nil {
+			return n, freed, err
+		}
+	}
+	return n, freed, nil
 }
 
 // putDead stores dead letters and the sequence reservation in dead.db. A

@@ -207,6 +207,21 @@ func (q *Queue) failAll() {
 // cycle commits what it can of the waiting work and reports whether
 // another cycle could make more progress right away.
 func (q *Queue) cycle() bool {
+	q.dropCancelled()
+	now := time.Now()
+	if now.Before(q.retryAt) {
+		return false
+	}
+	more, err := q.commitWaiting(now)
+	if err != nil {
+		q.failed(err, now)
+		return false
+	}
+	return more
+}
+
+// dropCancelled answers the waiting appends whose callers gave up.
+func (q *Queue) dropCancelled() {
 	q.appends = slices.DeleteFunc(q.appends, func(r *request) bool {
 		if r.cancelled.Load() {
 			r.done <- errCancelled
@@ -214,35 +229,42 @@ func (q *Queue) cycle() bool {
 		}
 		return false
 	})
-	now := time.Now()
-	if now.Before(q.retryAt) {
-		return false
-	}
+}
+
+// commitWaiting runs one group commit: first the dead letters of calls
+// whose records are committed and the waiting operations, then the appends
+// admit lets in (after drop_oldest made their room) with the waiting acks.
+// An error is a failed write, to retry after a backoff.
+func (q *Queue) commitWaiting(now time.Time) (more bool, err error) {
 	// Calls whose records are committed come first: their dead letters.
 	if err := q.commitDead(); err != nil {
-		q.failed(err, now)
-		return false
+		return false, err
 	}
 	q.runOps(now)
 
-	admitted, drop := q.admit(now)
+	admitted, drop := q.admit()
 	if drop > 0 {
 		if err := q.dropOldest(drop, DropOverflow); err != nil {
-			q.failed(err, now)
-			return false
+			return false, err
 		}
 	}
 	if len(admitted) == 0 && len(q.acks) == 0 {
 		q.setBlocked(len(q.appends) > 0)
-		return false
+		return false, nil
 	}
 	if err := q.commit(admitted); err != nil {
-		q.failed(err, now)
-		return false
+		return false, err
 	}
 	q.recovered()
-	// Roll and reclaim before answering, so that callers see the state
-	// their operation led to. The commit stands even if this fails.
+	return q.finishCommit(admitted)
+}
+
+// finishCommit finishes a commit that succeeded: it rolls and reclaims
+// segments before answering, so that callers see the state their operation
+// led to, answers the admitted appends and the acks, and commits the
+// appends' dead letters. The commit stands even if the maintenance fails.
+// It reports whether acks may have made room for appends that had to wait.
+func (q *Queue) finishCommit(admitted []*request) (more bool, err error) {
 	merr := q.maintain()
 	q.appends = q.appends[len(admitted):]
 	if merr == nil {
@@ -260,15 +282,12 @@ func (q *Queue) cycle() bool {
 	acked := len(q.acks) > 0
 	q.acks = q.acks[:0]
 	if err := q.commitDead(); err != nil {
-		q.failed(err, now)
-		return false
+		return false, err
 	}
 	if merr != nil {
-		q.failed(merr, now)
-		return false
+		return false, merr
 	}
-	// Acks may have made room for appends that had to wait.
-	return acked && len(q.appends) > 0
+	return acked && len(q.appends) > 0, nil
 }
 
 // failed records a failed write: the transaction was rolled back, nothing
