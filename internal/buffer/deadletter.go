@@ -117,22 +117,7 @@ func (q *Queue) moveToDead(seq uint64, reason string, now time.Time) error {
 // dead letter is never queued twice by one call.
 func (q *Queue) requeue(r *request, now time.Time) error {
 	if r.requeued == nil {
-		var recs []Record
-		err := q.view(q.dead, func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketRecords)
-			for _, seq := range r.seqs {
-				v := b.Get(seqKey(seq))
-				if v == nil {
-					return fmt.Errorf("requeue %d: %w", seq, ErrNotFound)
-				}
-				rec, err := decodeRecord(seq, v, "")
-				if err != nil {
-					return &answer{fmt.Errorf("requeue: %w", err)}
-				}
-				recs = append(recs, rec)
-			}
-			return nil
-		})
+		recs, err := q.readDeadLetters(r.seqs)
 		if err != nil {
 			return err
 		}
@@ -143,56 +128,79 @@ func (q *Queue) requeue(r *request, now time.Time) error {
 				}
 			}
 		}
-		next := q.nextSeq
-		puts := make([]put, len(recs))
-		for i := range recs {
-			recs[i].Reason = ""
-			v := encodeBody(&recs[i], now)
-			seal(v, next)
-			puts[i] = put{next, v}
-			next++
-		}
-		if next > q.reserved {
-			if _, err := q.putDead(nil, next+reserveStep); err != nil {
-				return err
-			}
-		}
-		if _, err := q.update(q.head(), puts, nil, next); err != nil {
+		if r.requeued, err = q.appendRequeued(recs, now); err != nil {
 			return err
 		}
-		q.mu.Lock()
-		q.nextSeq = next
-		close(q.notify)
-		q.notify = make(chan struct{})
-		q.mu.Unlock()
-		r.requeued = puts
-		q.m.requeued.Add(float64(len(recs)))
-		q.m.appended.Add(float64(len(recs)))
 	}
 	// A crash here leaves both copies: the record is sent, and the dead
 	// letter stays listed. Nothing is lost.
-	var dCount int
-	var dBytes int64
-	err := q.write(q.dead, func(tx *bolt.Tx) error {
+	return q.deleteDead(r.seqs)
+}
+
+// readDeadLetters returns the dead letters under seqs, in that order. One
+// that is missing or fails its checksum fails the whole call.
+func (q *Queue) readDeadLetters(seqs []uint64) ([]Record, error) {
+	var recs []Record
+	err := q.view(q.dead, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords)
-		for _, seq := range r.seqs {
-			k := seqKey(seq)
-			if v := b.Get(k); v != nil {
-				dCount++
-				dBytes += storedSize(v)
-				if err := b.Delete(k); err != nil {
-					return err
-				}
+		for _, seq := range seqs {
+			v := b.Get(seqKey(seq))
+			if v == nil {
+				return fmt.Errorf("requeue %d: %w", seq, ErrNotFound)
 			}
+			rec, err := decodeRecord(seq, v, "")
+			if err != nil {
+				return &answer{fmt.Errorf("requeue: %w", err)}
+			}
+			recs = append(recs, rec)
 		}
-		return putCounts(tx, q.dead.count-dCount, q.dead.bytes-dBytes)
+		return nil
+	})
+	return recs, err
+}
+
+// appendRequeued commits recs to the head as waiting records with new
+// sequences, after everything already waiting, and returns what it
+// committed.
+func (q *Queue) appendRequeued(recs []Record, now time.Time) ([]put, error) {
+	next := q.nextSeq
+	puts := make([]put, len(recs))
+	for i := range recs {
+		recs[i].Reason = ""
+		v := encodeBody(&recs[i], now)
+		seal(v, next)
+		puts[i] = put{next, v}
+		next++
+	}
+	if err := q.reserve(next); err != nil {
+		return nil, err
+	}
+	if _, err := q.update(q.head(), puts, nil, next); err != nil {
+		return nil, err
+	}
+	q.publish(next, true)
+	q.m.requeued.Add(float64(len(recs)))
+	q.m.appended.Add(float64(len(recs)))
+	return puts, nil
+}
+
+// deleteDead deletes the dead letters under seqs that dead.db still holds.
+func (q *Queue) deleteDead(seqs []uint64) error {
+	var n int
+	var freed int64
+	err := q.write(q.dead, func(tx *bolt.Tx) error {
+		var err error
+		if n, freed, err = deleteSeqs(tx.Bucket(bucketRecords), slices.Clone(seqs)); err != nil {
+			return err
+		}
+		return putCounts(tx, q.dead.count-n, q.dead.bytes-freed)
 	})
 	if err != nil {
 		return err
 	}
 	q.mu.Lock()
-	q.dead.count -= dCount
-	q.dead.bytes -= dBytes
+	q.dead.count -= n
+	q.dead.bytes -= freed
 	q.mu.Unlock()
 	return nil
 }

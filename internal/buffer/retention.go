@@ -35,43 +35,54 @@ func (q *Queue) dropOldest(need int64, reason string) error {
 			if s.count == 0 {
 				continue
 			}
-			if s != q.head() && s.first > protect && s.bytes <= need {
-				n, b := s.count, s.bytes
-				if err := q.removeSegment(s); err != nil {
-					return err
-				}
-				need -= b
-				q.dropped(reason, n)
-				continue
-			}
-			var dels []uint64
-			var freed int64
-			err := q.view(s, func(tx *bolt.Tx) error {
-				c := tx.Bucket(bucketRecords).Cursor()
-				for k, v := c.Seek(seqKey(protect + 1)); k != nil && freed < need; k, v = c.Next() {
-					dels = append(dels, binary.BigEndian.Uint64(k))
-					freed += storedSize(v)
-				}
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("read %s: %w", s.path, err)
-			}
-			if len(dels) == 0 {
-				continue
-			}
-			n, err := q.update(s, nil, dels, 0)
+			freed, err := q.dropFrom(s, protect, need, reason)
 			if err != nil {
 				return err
 			}
 			need -= freed
-			q.dropped(reason, n)
 		}
 	}
 	return nil
 }
 
-// expire drops records older than max_age.
+// dropFrom deletes the oldest records of s above protect until need bytes
+// are free or none is left, and returns the bytes it freed. A segment that
+// is not the head, holds nothing read yet and no more than need goes whole.
+func (q *Queue) dropFrom(s *segment, protect uint64, need int64, reason string) (int64, error) {
+	if s != q.head() && s.first > protect && s.bytes <= need {
+		n, b := s.count, s.bytes
+		if err := q.removeSegment(s); err != nil {
+			return 0, err
+		}
+		q.dropped(reason, n)
+		return b, nil
+	}
+	var dels []uint64
+	var freed int64
+	err := q.view(s, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		for k, v := c.Seek(seqKey(protect + 1)); k != nil && freed < need; k, v = c.Next() {
+			dels = append(dels, binary.BigEndian.Uint64(k))
+			freed += storedSize(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", s.path, err)
+	}
+	if len(dels) == 0 {
+		return 0, nil
+	}
+	n, err := q.update(s, nil, dels, 0)
+	if err != nil {
+		return 0, err
+	}
+	q.dropped(reason, n)
+	return freed, nil
+}
+
+// expire drops records older than max_age, at most expireChunk of them one
+// by one per pass; a segment whose records are all older goes whole.
 func (q *Queue) expire(now time.Time) {
 	cutoff := now.Add(-q.cfg.MaxAge)
 	budget := expireChunk
@@ -79,65 +90,90 @@ func (q *Queue) expire(now time.Time) {
 		if s.count == 0 {
 			continue
 		}
-		var dels []uint64
-		wholeOld := false
-		err := q.view(s, func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketRecords).Cursor()
-			if _, v := c.Last(); v != nil {
-				if t, ok := recordTime(v); ok && t.Before(cutoff) {
-					wholeOld = true
-					return nil
-				}
-			}
-			for k, v := c.First(); k != nil && len(dels) < budget; k, v = c.Next() {
-				if t, ok := recordTime(v); !ok || !t.Before(cutoff) {
-					break
-				}
-				dels = append(dels, binary.BigEndian.Uint64(k))
-			}
-			return nil
-		})
-		if err != nil {
-			q.failed(fmt.Errorf("read %s: %w", s.path, err), now)
-			return
-		}
-		if wholeOld && s != q.head() {
-			n := s.count
-			if err := q.removeSegment(s); err != nil {
-				q.failed(err, now)
-				return
-			}
-			q.dropped(DropMaxAge, n)
-			continue
-		}
-		if wholeOld {
-			dels = dels[:0]
-			if err := q.view(s, func(tx *bolt.Tx) error {
-				c := tx.Bucket(bucketRecords).Cursor()
-				for k, _ := c.First(); k != nil && len(dels) < budget; k, _ = c.Next() {
-					dels = append(dels, binary.BigEndian.Uint64(k))
-				}
-				return nil
-			}); err != nil {
-				q.failed(fmt.Errorf("read %s: %w", s.path, err), now)
-				return
-			}
-		}
-		if len(dels) == 0 {
-			return
-		}
-		n, err := q.update(s, nil, dels, 0)
+		more, err := q.expireSegment(s, cutoff, &budget)
 		if err != nil {
 			q.failed(err, now)
 			return
 		}
-		q.recovered()
-		q.dropped(DropMaxAge, n)
-		budget -= len(dels)
-		if !wholeOld || budget <= 0 {
+		if !more {
 			return
 		}
 	}
+}
+
+// expireSegment drops the records of s older than cutoff, taking the ones
+// it deletes one by one from budget. It reports whether the next segment
+// may hold expired records too: only when every record of s was old.
+func (q *Queue) expireSegment(s *segment, cutoff time.Time, budget *int) (more bool, err error) {
+	dels, wholeOld, err := q.expired(s, cutoff, *budget)
+	if err != nil {
+		return false, err
+	}
+	if wholeOld && s != q.head() {
+		n := s.count
+		if err := q.removeSegment(s); err != nil {
+			return false, err
+		}
+		q.dropped(DropMaxAge, n)
+		return true, nil
+	}
+	if wholeOld {
+		if dels, err = q.firstSeqs(s, *budget); err != nil {
+			return false, err
+		}
+	}
+	if len(dels) == 0 {
+		return false, nil
+	}
+	n, err := q.update(s, nil, dels, 0)
+	if err != nil {
+		return false, err
+	}
+	q.recovered()
+	q.dropped(DropMaxAge, n)
+	*budget -= len(dels)
+	return wholeOld && *budget > 0, nil
+}
+
+// expired returns up to budget of the oldest sequences of s appended
+// before cutoff, or wholeOld (and no sequence) when its newest record is
+// older than cutoff too.
+func (q *Queue) expired(s *segment, cutoff time.Time, budget int) (dels []uint64, wholeOld bool, err error) {
+	err = q.view(s, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		if _, v := c.Last(); v != nil {
+			if t, ok := recordTime(v); ok && t.Before(cutoff) {
+				wholeOld = true
+				return nil
+			}
+		}
+		for k, v := c.First(); k != nil && len(dels) < budget; k, v = c.Next() {
+			if t, ok := recordTime(v); !ok || !t.Before(cutoff) {
+				break
+			}
+			dels = append(dels, binary.BigEndian.Uint64(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", s.path, err)
+	}
+	return dels, wholeOld, nil
+}
+
+// firstSeqs returns the n lowest sequences of s.
+func (q *Queue) firstSeqs(s *segment, n int) ([]uint64, error) {
+	var seqs []uint64
+	if err := q.view(s, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		for k, _ := c.First(); k != nil && len(seqs) < n; k, _ = c.Next() {
+			seqs = append(seqs, binary.BigEndian.Uint64(k))
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.path, err)
+	}
+	return seqs, nil
 }
 
 // dropCorrupt deletes records of s that failed their checksum (cause, when
