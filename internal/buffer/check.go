@@ -29,17 +29,7 @@ func takeClean(dir string) (unclean bool, err error) {
 }
 
 func markClean(dir string) error {
-	f, err := os.OpenFile(filepath.Join(dir, cleanName), os.O_WRONLY|os.O_CREATE, 0o600)
-	if err == nil {
-		err = f.Sync()
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
+	if err := createMarker(dir, cleanName); err != nil {
 		return fmt.Errorf("mark a clean shutdown: %w", err)
 	}
 	return nil

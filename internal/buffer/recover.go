@@ -118,19 +118,8 @@ func (q *Queue) beginRecovery() error {
 	if q.recovering {
 		return nil
 	}
-	path := filepath.Join(q.cfg.Dir, recoveringName)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
-	if err == nil {
-		err = f.Sync()
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err == nil {
-		err = syncDir(q.cfg.Dir)
-	}
-	if err != nil {
-		return fmt.Errorf("create %s before quarantining: %w", path, err)
+	if err := createMarker(q.cfg.Dir, recoveringName); err != nil {
+		return fmt.Errorf("create %s before quarantining: %w", filepath.Join(q.cfg.Dir, recoveringName), err)
 	}
 	q.recovering = true
 	return step("marked")
@@ -172,21 +161,47 @@ func (q *Queue) recoverFile(path string, head bool, cause error) (*segment, uint
 	if err := q.beginRecovery(); err != nil {
 		return nil, 0, err
 	}
-	first, _ := parseSegmentName(filepath.Base(path))
-	dead := filepath.Base(path) == deadFileName
 	recs, hint, lost, err := salvage(path, q.cfg)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s is damaged (%v) and cannot be read to salvage it: %w", path, cause, err)
 	}
+	seg, hint, err := q.writeSalvage(path, recs, hint)
+	if err != nil {
+		return nil, 0, fmt.Errorf("salvage %s: %w", path, err)
+	}
+	moved, err := q.replaceBySalvage(path, cause)
+	if err != nil {
+		return nil, 0, err
+	}
+	q.m.quarantined.Inc()
+	q.m.dropped.WithLabelValues(DropCorrupt).Add(float64(lost))
+	q.log.Error("buffer file damaged: moved to quarantine, readable records salvaged",
+		"file", path, "quarantined_as", moved, "salvaged_records", len(recs), "unreadable_records", lost, "err", cause)
 
+	seg.path = path
+	if seg.db, err = openBolt(path, boltOptions(q.cfg, head)); err != nil {
+		return nil, 0, fmt.Errorf("open the salvaged copy of %s: %w", path, err)
+	}
+	seg.size = usedSize(seg.db)
+	return seg, max(hint, seg.first), nil
+}
+
+// writeSalvage writes recs into the salvage file of path (step 2), with a
+// sequence mark (next_seq, or reserved_seq in dead.db) above hint and every
+// sequence of recs, and closes it. It returns the segment, closed, with its
+// counts, and hint raised past recs.
+func (q *Queue) writeSalvage(path string, recs []salvaged, hint uint64) (*segment, uint64, error) {
+	first, _ := parseSegmentName(filepath.Base(path))
+	dead := filepath.Base(path) == deadFileName
 	tmp := path + salvageSuffix
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, 0, fmt.Errorf("salvage %s: %w", path, err)
+		return nil, 0, err
 	}
-	seg := &segment{path: tmp, first: first}
-	if seg.db, err = openBolt(tmp, boltOptions(q.cfg, false)); err != nil {
-		return nil, 0, fmt.Errorf("salvage %s: %w", path, err)
+	db, err := openBolt(tmp, boltOptions(q.cfg, false))
+	if err != nil {
+		return nil, 0, err
 	}
+	seg := &segment{path: tmp, first: first, db: db}
 	err = q.write(seg, func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketRecords)
 		if err != nil {
@@ -220,36 +235,31 @@ func (q *Queue) recoverFile(path string, head bool, cause error) (*segment, uint
 		err = step("salvaged")
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("salvage %s: %w", path, err)
+		return nil, 0, err
 	}
+	return seg, hint, nil
+}
 
-	moved, err := quarantine(q.cfg.Dir, path, time.Now())
+// replaceBySalvage moves the damaged file at path into quarantine/ and its
+// salvage file into its place (step 3). It returns the quarantined path.
+func (q *Queue) replaceBySalvage(path string, cause error) (moved string, err error) {
+	moved, err = quarantine(q.cfg.Dir, path, time.Now())
 	if err != nil {
-		return nil, 0, fmt.Errorf("%s is damaged (%v); quarantine: %w", path, cause, err)
+		return "", fmt.Errorf("%s is damaged (%v); quarantine: %w", path, cause, err)
 	}
 	if err := step("quarantined"); err != nil {
-		return nil, 0, err
+		return "", err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return nil, 0, fmt.Errorf("put the salvaged copy of %s in place: %w", path, err)
+	if err := os.Rename(path+salvageSuffix, path); err != nil {
+		return "", fmt.Errorf("put the salvaged copy of %s in place: %w", path, err)
 	}
 	if err := syncDir(q.cfg.Dir); err != nil {
-		return nil, 0, fmt.Errorf("put the salvaged copy of %s in place: %w", path, err)
+		return "", fmt.Errorf("put the salvaged copy of %s in place: %w", path, err)
 	}
 	if err := step("replaced"); err != nil {
-		return nil, 0, err
+		return "", err
 	}
-	q.m.quarantined.Inc()
-	q.m.dropped.WithLabelValues(DropCorrupt).Add(float64(lost))
-	q.log.Error("buffer file damaged: moved to quarantine, readable records salvaged",
-		"file", path, "quarantined_as", moved, "salvaged_records", len(recs), "unreadable_records", lost, "err", cause)
-
-	seg.path = path
-	if seg.db, err = openBolt(path, boltOptions(q.cfg, head)); err != nil {
-		return nil, 0, fmt.Errorf("open the salvaged copy of %s: %w", path, err)
-	}
-	seg.size = usedSize(seg.db)
-	return seg, max(hint, first), nil
+	return moved, nil
 }
 
 // quarantine moves a damaged file aside, never deleting it, and returns
