@@ -102,6 +102,24 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, erro
 		return nil, err
 	}
 	cfg = cfg.WithDefaults()
+	q := newQueue(cfg, log)
+	unclean, err := q.open(reg)
+	if err != nil {
+		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
+	}
+	st := q.Stats()
+	// Checking the files and rebuilding bbolt's freelists touched every
+	// page: none of it needs to stay resident.
+	q.releaseResident()
+	q.log.Info("buffer opened", "dir", cfg.Dir, "records", st.Records, "bytes", st.Bytes,
+		"dead_letters", st.DeadLetters, "segments", st.Segments, "next_seq", st.NextSeq)
+	go q.run()
+	q.startCheck(unclean)
+	return q, nil
+}
+
+// newQueue returns a queue with no files open yet and its metrics built.
+func newQueue(cfg Config, log *slog.Logger) *Queue {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -119,30 +137,27 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Queue, erro
 	}
 	q.dropLog.interval = cfg.DropLogInterval
 	q.m = newMetrics(q)
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
+	return q
+}
+
+// open creates the directory, takes its clean-shutdown marker, opens its
+// files (load) and registers the metrics. It reports whether the last run
+// ended without a clean Close. On failure it closes the files it opened.
+func (q *Queue) open(reg prometheus.Registerer) (unclean bool, err error) {
+	if err := os.MkdirAll(q.cfg.Dir, 0o700); err != nil {
+		return false, err
 	}
-	unclean, err := takeClean(cfg.Dir)
+	if unclean, err = takeClean(q.cfg.Dir); err != nil {
+		return false, err
+	}
+	if err = q.load(); err == nil {
+		err = q.m.register(reg)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
-	}
-	if err := q.load(); err != nil {
 		q.closeFiles()
-		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
+		return false, err
 	}
-	if err := q.m.register(reg); err != nil {
-		q.closeFiles()
-		return nil, fmt.Errorf("open buffer %q: %w", cfg.Dir, err)
-	}
-	st := q.Stats()
-	// Checking the files and rebuilding bbolt's freelists touched every
-	// page: none of it needs to stay resident.
-	q.releaseResident()
-	q.log.Info("buffer opened", "dir", cfg.Dir, "records", st.Records, "bytes", st.Bytes,
-		"dead_letters", st.DeadLetters, "segments", st.Segments, "next_seq", st.NextSeq)
-	go q.run()
-	q.startCheck(unclean)
-	return q, nil
+	return unclean, nil
 }
 
 // Append commits recs and sets each one's Seq and Time. It returns only

@@ -122,17 +122,7 @@ func (q *Queue) run() {
 			q.failAll()
 			return
 		}
-		// Everyone who arrived while the last commit ran joins this one.
-		for batched := q.pendingBytes(); batched < maxBatchBytes; {
-			select {
-			case r := <-q.reqs:
-				q.enqueue(r)
-				batched += r.bytes
-				continue
-			default:
-			}
-			break
-		}
+		q.batch()
 		if expire {
 			q.expire(time.Now())
 		}
@@ -172,6 +162,20 @@ func (q *Queue) nextWake() (time.Duration, bool) {
 		return q.dropLog.interval, true
 	}
 	return 0, false
+}
+
+// batch takes the requests that arrived while the last commit ran, up to
+// maxBatchBytes of appends: they join the next commit.
+func (q *Queue) batch() {
+	for batched := q.pendingBytes(); batched < maxBatchBytes; {
+		select {
+		case r := <-q.reqs:
+			q.enqueue(r)
+			batched += r.bytes
+		default:
+			return
+		}
+	}
 }
 
 func (q *Queue) enqueue(r *request) {
