@@ -42,10 +42,7 @@ func (q *Queue) roll() error {
 	}
 	seg := &segment{path: path, first: q.nextSeq, db: db}
 	err = q.write(seg, func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketRecords); err != nil {
-			return err
-		}
-		m, err := tx.CreateBucketIfNotExists(bucketMeta)
+		_, m, err := createBuckets(tx)
 		if err != nil {
 			return err
 		}

@@ -274,10 +274,7 @@ func (q *Queue) ensureBuckets(s *segment) error {
 		return err
 	}
 	return q.write(s, func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketRecords); err != nil {
-			return err
-		}
-		if _, err := tx.CreateBucketIfNotExists(bucketMeta); err != nil {
+		if _, _, err := createBuckets(tx); err != nil {
 			return err
 		}
 		return putCounts(tx, 0, 0)

@@ -203,11 +203,7 @@ func (q *Queue) writeSalvage(path string, recs []salvaged, hint uint64) (*segmen
 	}
 	seg := &segment{path: tmp, first: first, db: db}
 	err = q.write(seg, func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketRecords)
-		if err != nil {
-			return err
-		}
-		m, err := tx.CreateBucketIfNotExists(bucketMeta)
+		b, m, err := createBuckets(tx)
 		if err != nil {
 			return err
 		}

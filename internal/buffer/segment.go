@@ -31,6 +31,17 @@ var (
 	keyCountsTx = []byte("counts_txid")
 )
 
+// createBuckets creates a file's buckets where they are missing.
+func createBuckets(tx *bolt.Tx) (records, meta *bolt.Bucket, err error) {
+	if records, err = tx.CreateBucketIfNotExists(bucketRecords); err != nil {
+		return nil, nil, err
+	}
+	if meta, err = tx.CreateBucketIfNotExists(bucketMeta); err != nil {
+		return nil, nil, err
+	}
+	return records, meta, nil
+}
+
 // putCounts records a file's live records and their size in its meta.
 func putCounts(tx *bolt.Tx, count int, bytes int64) error {
 	m := tx.Bucket(bucketMeta)
