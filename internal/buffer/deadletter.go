@@ -3,9 +3,7 @@ package buffer
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -256,7 +254,7 @@ func CompactDeadLetters(cfg Config) (before, after int64, err error) {
 		return before, 0, fmt.Errorf("compact %s: %w", path, err)
 	}
 	defer src.Close()
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeIfExists(tmp); err != nil {
 		return before, 0, fmt.Errorf("compact %s: %w", path, err)
 	}
 	dst, err := openBolt(tmp, boltOptions(cfg, false))

@@ -113,6 +113,25 @@ func markDamaged(dir, name string) error {
 	return syncDir(dir)
 }
 
+func exists(path string) (bool, error) {
+	_, err := os.Lstat(path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	}
+	return false, err
+}
+
+// removeIfExists removes path; that it did not exist is no error.
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // beginRecovery creates the recovering marker, once per Open.
 func (q *Queue) beginRecovery() error {
 	if q.recovering {
@@ -194,7 +213,7 @@ func (q *Queue) writeSalvage(path string, recs []salvaged, hint uint64) (*segmen
 	first, _ := parseSegmentName(filepath.Base(path))
 	dead := filepath.Base(path) == deadFileName
 	tmp := path + salvageSuffix
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeIfExists(tmp); err != nil {
 		return nil, 0, err
 	}
 	db, err := openBolt(tmp, boltOptions(q.cfg, false))
@@ -357,7 +376,7 @@ func (q *Queue) finishRecovery() error {
 		return err
 	}
 	for _, name := range []string{damagedName, recoveringName} {
-		if err := os.Remove(filepath.Join(q.cfg.Dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := removeIfExists(filepath.Join(q.cfg.Dir, name)); err != nil {
 			return fmt.Errorf("finish recovery: %w", err)
 		}
 	}

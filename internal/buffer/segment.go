@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -293,17 +292,6 @@ func verify(seq uint64, v []byte) error {
 		return fmt.Errorf("record %d: %w: checksum mismatch", seq, ErrCorrupt)
 	}
 	return nil
-}
-
-func exists(path string) (bool, error) {
-	_, err := os.Lstat(path)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, fs.ErrNotExist):
-		return false, nil
-	}
-	return false, err
 }
 
 // createMarker creates the empty file name in dir, durably: the file and
