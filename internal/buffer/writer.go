@@ -11,6 +11,7 @@ import (
 	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
+// opKind is what a request asks the writer to do.
 type opKind int
 
 const (
@@ -21,6 +22,10 @@ const (
 	opDropCorrupt
 )
 
+// request is one call handed to the writer goroutine. Its answer on done is
+// nil once committed, the operation's refusal (ErrNotFound, a failed
+// rewrite), errCancelled or ErrClosed; failed writes are retried, never
+// answered.
 type request struct {
 	kind opKind
 	done chan error // buffered; written once, by the writer
@@ -29,10 +34,9 @@ type request struct {
 	recs       []Record
 	values     [][]byte // encoded bodies, sealed by the writer
 	bytes      int64
-	deadDone   bool        // its dead letters are committed (a retry skips them)
 	cancelled  atomic.Bool // the caller gave up waiting for room
-	waitedRoom bool
-	dead       []put // its dead letters, once sequences are assigned
+	waitedRoom bool        // it waited for room: a cancellation is ErrFull
+	dead       []put       // its dead letters, once sequences are assigned
 
 	// requeue: the records committed to the head, set once they are
 	requeued []put
@@ -43,6 +47,9 @@ type request struct {
 	reason string
 }
 
+// submit hands r to the writer and waits for its answer. An append whose
+// ctx ends while it waits for room is withdrawn (errCancelled) unless the
+// writer committed it already; any other request completes anyway.
 func (q *Queue) submit(ctx context.Context, r *request) error {
 	select {
 	case q.reqs <- r:
