@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
 // maxSettle bounds one Ack call; more waiting results go into the next one.
@@ -193,7 +194,7 @@ func (p *Producer) fail(f *flight, now time.Time) {
 			retryAt := now
 			if cls == retriable && !collateral {
 				l.tries++
-				retryAt = now.Add(p.bo.delay(l.tries))
+				retryAt = now.Add(p.bo.Delay(l.tries))
 				p.log.Warn("kafka failed records, resending them from the buffer",
 					"topic", l.key.topic, "partition", l.key.partition, "reason", reason,
 					"retry_in", retryAt.Sub(now).Round(time.Millisecond), "err", f.err)
@@ -237,7 +238,7 @@ func (p *Producer) retry(ctx context.Context, what string, op func() error) bool
 		if n == 1 {
 			p.log.Error("buffer operation failed, retrying", "op", what, "err", err)
 		}
-		if !sleepCtx(ctx, p.bo.delay(n)) {
+		if !retry.Sleep(ctx, p.bo.Delay(n)) {
 			return false
 		}
 	}

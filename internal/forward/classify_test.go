@@ -9,6 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
 // The one function that decides retriable against permanent.
@@ -55,7 +57,7 @@ func TestClassify(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	b := backoff{initial: 100 * time.Millisecond, max: 2 * time.Second}
+	b := retry.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
 	tests := []struct {
 		try    int
 		lo, hi time.Duration
@@ -70,7 +72,7 @@ func TestBackoff(t *testing.T) {
 	for _, tt := range tests {
 		seen := make(map[time.Duration]bool)
 		for range 200 {
-			d := b.delay(tt.try)
+			d := b.Delay(tt.try)
 			if d < tt.lo || d > tt.hi {
 				t.Fatalf("delay(%d) = %v, want within [%v, %v]", tt.try, d, tt.lo, tt.hi)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
 const testTopic = "telemetry"
@@ -199,7 +200,7 @@ func testLogger(t testing.TB) (*slog.Logger, *logSink) {
 	return slog.New(slog.NewJSONHandler(sink, &slog.HandlerOptions{Level: slog.LevelInfo})), sink
 }
 
-var testTopicBackoff = backoff{initial: 100 * time.Millisecond, max: 500 * time.Millisecond}
+var testTopicBackoff = retry.Policy{Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond}
 
 type running struct {
 	p      *Producer

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/retry"
 	edgebridgev1 "github.com/edgebridge/edgebridge/proto/edgebridge/v1"
 )
 
@@ -51,8 +52,8 @@ type Producer struct {
 	src     Source
 	cl      *kgo.Client
 	m       *metrics
-	bo      backoff
-	topicBo backoff // waits of a parked topic
+	bo      retry.Policy
+	topicBo retry.Policy // waits of a parked topic
 	kst     *kafkaState
 	part    *partitioner
 	results chan *flight // promises -> ack loop; room for the whole window
@@ -214,8 +215,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		log:          log,
 		src:          src,
 		m:            m,
-		bo:           backoff{initial: cfg.Backoff.Initial, max: cfg.Backoff.Max},
-		topicBo:      backoff{initial: topicRetryInitial, max: topicRetryMax},
+		bo:           retry.Policy{Initial: cfg.Backoff.Initial, Max: cfg.Backoff.Max},
+		topicBo:      retry.Policy{Initial: topicRetryInitial, Max: topicRetryMax},
 		part:         newPartitioner(),
 		results:      make(chan *flight, cfg.MaxBufferedRecords+1),
 		wake:         make(chan struct{}, 1),
@@ -243,7 +244,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		kgo.RequestTimeoutOverhead(cfg.RequestTimeoutOverhead),
 		kgo.MetadataMinAge(cfg.MetadataMinAge),
 		kgo.MetadataMaxAge(cfg.MetadataMaxAge),
-		kgo.RetryBackoffFn(p.bo.delay),
+		kgo.RetryBackoffFn(p.bo.Delay),
 		// acks=all and idempotence (franz-go's defaults, spelled out so
 		// that no default change can weaken them). Record retries stay
 		// unlimited and no delivery timeout is set: a record is only ever
@@ -416,7 +417,7 @@ func (p *Producer) readLoop(ctx context.Context) {
 			if readFailures == 1 {
 				p.log.Error("reading the buffer failed, retrying", "err", err)
 			}
-			if !sleepCtx(ctx, p.bo.delay(readFailures)) {
+			if !retry.Sleep(ctx, p.bo.Delay(readFailures)) {
 				return
 			}
 			continue
@@ -598,7 +599,7 @@ func (p *Producer) renewClient(now time.Time) {
 		return
 	}
 	p.clientTries++
-	p.nextClient = now.Add(p.topicBo.delay(p.clientTries))
+	p.nextClient = now.Add(p.topicBo.Delay(p.clientTries))
 	if p.clientTries == 1 {
 		p.log.Warn("kafka refuses this client a producer ID, records wait in the buffer; asking again with a new client",
 			"retry_in", p.nextClient.Sub(now).Round(time.Millisecond))
@@ -682,7 +683,7 @@ func (p *Producer) knowPartitions(ctx context.Context, f *flight) (held, ok bool
 		if n == 1 {
 			p.log.Warn("cannot learn the partitions of a topic, waiting", "topic", topic, "err", err)
 		}
-		if !sleepCtx(ctx, p.bo.delay(n)) {
+		if !retry.Sleep(ctx, p.bo.Delay(n)) {
 			return false, false
 		}
 	}
@@ -819,7 +820,7 @@ func (p *Producer) reclaimIdle(now time.Time) (next time.Time) {
 		l.round.Load().cancel()
 		l.roundFailed = true // its records come back cancelled; fail keeps this retry time
 		l.tries++
-		l.retryAt = now.Add(p.bo.delay(l.tries))
+		l.retryAt = now.Add(p.bo.Delay(l.tries))
 		l.probation = true
 		p.setState(l, laneFailed)
 	}
@@ -972,15 +973,4 @@ func (p *Producer) waitWake(ctx context.Context, until time.Time) bool {
 	case <-tc:
 	}
 	return true
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

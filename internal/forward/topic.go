@@ -99,7 +99,7 @@ func (p *Producer) parkTopic(t *topicState, reason string, err error, now time.T
 	if reason == "metadata" {
 		bo = p.bo // an error in the answer, not a refusal: ask again soon
 	}
-	t.retryAt = now.Add(bo.delay(t.tries))
+	t.retryAt = now.Add(bo.Delay(t.tries))
 	if t.tries == 1 {
 		p.log.Warn("kafka refuses a topic, its records wait in the buffer while the other topics flow",
 			"topic", t.name, "reason", reason, "retry_in", t.retryAt.Sub(now).Round(time.Millisecond), "err", err)
