@@ -226,7 +226,7 @@ func startWith(t testing.TB, cfg Config, src Source, log *slog.Logger) *running 
 	}
 	// A parked topic is tried again within a test's patience
 	// (TestParkedTopicBackoffDefaults checks the real waits).
-	p.topicBo = testTopicBackoff
+	p.sched.topicBo = testTopicBackoff
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{p: p, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- p.Run(ctx) }()

@@ -217,11 +217,11 @@ func TestParkedTopicBackoffDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.cl.Close)
-	if p.topicBo.Initial != 5*time.Second || p.topicBo.Max != 5*time.Minute {
-		t.Errorf("parked topic backoff %v to %v, want 5s to 5m", p.topicBo.Initial, p.topicBo.Max)
+	if p.sched.topicBo.Initial != 5*time.Second || p.sched.topicBo.Max != 5*time.Minute {
+		t.Errorf("parked topic backoff %v to %v, want 5s to 5m", p.sched.topicBo.Initial, p.sched.topicBo.Max)
 	}
 	for n := 1; n < 20; n++ {
-		if d := p.topicBo.Delay(n); d > 5*time.Minute {
+		if d := p.sched.topicBo.Delay(n); d > 5*time.Minute {
 			t.Fatalf("try %d waits %v, over the 5m cap", n, d)
 		}
 	}
