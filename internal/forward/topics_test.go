@@ -179,14 +179,12 @@ func grant(t *testing.T, adm *kgo.Client, user string, a kfake.ACL) {
 	c.Principal, c.Host, c.Operation, c.PermissionType = "User:"+user, "*", a.Operation, kmsg.ACLPermissionTypeAllow
 	req.Creations = append(req.Creations, c)
 	resp, err := req.RequestWith(context.Background(), adm)
-	if err != nil {
-		t.Fatalf("create ACL: %v", err)
-	}
-	for _, r := range resp.Results {
-		if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
-			t.Fatalf("create ACL: %v", err)
+	adminOK(t, "create ACL", err, func() (codes []int16) {
+		for _, r := range resp.Results {
+			codes = append(codes, r.ErrorCode)
 		}
-	}
+		return codes
+	})
 }
 
 func createTopic(t *testing.T, adm *kgo.Client, topic string, partitions int32) {
@@ -196,12 +194,24 @@ func createTopic(t *testing.T, adm *kgo.Client, topic string, partitions int32) 
 	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, partitions, 1
 	req.Topics = append(req.Topics, rt)
 	resp, err := req.RequestWith(context.Background(), adm)
+	adminOK(t, "create topic", err, func() (codes []int16) {
+		for _, r := range resp.Topics {
+			codes = append(codes, r.ErrorCode)
+		}
+		return codes
+	})
+}
+
+// adminOK fails the test when an admin request failed: err, or one of the
+// error codes of its answer (read only when err is nil).
+func adminOK(t *testing.T, what string, err error, codes func() []int16) {
+	t.Helper()
 	if err != nil {
-		t.Fatalf("create topic: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
-	for _, r := range resp.Topics {
-		if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
-			t.Fatalf("create topic: %v", err)
+	for _, c := range codes() {
+		if err := kerr.ErrorForCode(c); err != nil {
+			t.Fatalf("%s: %v", what, err)
 		}
 	}
 }
