@@ -10,7 +10,9 @@ import (
 // client), which also learns each topic's partition count so that the
 // Producer can tell, before producing, which partition a record goes to.
 type partitioner struct {
-	mu     sync.Mutex // guards counts
+	// mu guards counts. It is a leaf: franz-go holds its own locks when
+	// Partition learns a count; the reader holds none when it asks.
+	mu     sync.Mutex
 	counts map[string]int
 }
 

@@ -46,6 +46,7 @@ type scheduler struct {
 	wake    chan struct{} // settled -> reader: look again (poke)
 	waiting atomic.Int64  // nRecs + parked, for kafkaState, which cannot take mu
 	laneIdx sync.Map      // laneKey -> *lane, for partitionFailing, which cannot take mu
+	left    atomic.Int64  // records failed by the shutdown, left in the buffer
 
 	mu sync.Mutex // guards the fields below, and the plain fields of each lane and topicState
 
@@ -63,7 +64,6 @@ type scheduler struct {
 	// Read may have returned it while it was still in flight.
 	rereading bool
 	gone      map[uint64]struct{}
-	left      int // records failed by the shutdown, left in the buffer
 }
 
 func newScheduler(cfg Config, bo, topicBo retry.Policy, log *slog.Logger, m *metrics) *scheduler {
@@ -491,12 +491,12 @@ func (s *scheduler) settled(batch []*flight, acked bool, dls []deadLetter, stopp
 		case f.err == nil && acked:
 			resume = s.delivered(f, now) || resume
 		case f.err == nil:
-			s.left++ // delivered, but the ack did not make it before shutdown
+			s.left.Add(1) // delivered, but the ack did not make it before shutdown
 		case di < len(dls) && dls[di].f == f:
 			s.deadLettered(f, dls[di])
 			di++
 		case stopping:
-			s.left++
+			s.left.Add(1)
 		default:
 			if cls, reason := classify(f.err); cls == parkTopic {
 				t.skip(f.seq)
@@ -541,7 +541,7 @@ func (s *scheduler) delivered(f *flight, now time.Time) (resume bool) {
 // when d is not done).
 func (s *scheduler) deadLettered(f *flight, d deadLetter) {
 	if !d.done {
-		s.left++
+		s.left.Add(1)
 		return
 	}
 	s.m.failed.WithLabelValues(d.reason).Inc()
@@ -607,8 +607,4 @@ func (s *scheduler) inFlight() int {
 }
 
 // leftover is the number of records the shutdown left in the buffer.
-func (s *scheduler) leftover() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.left
-}
+func (s *scheduler) leftover() int { return int(s.left.Load()) }
