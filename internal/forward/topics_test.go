@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -212,27 +211,6 @@ func adminOK(t *testing.T, what string, err error, codes func() []int16) {
 	for _, c := range codes() {
 		if err := kerr.ErrorForCode(c); err != nil {
 			t.Fatalf("%s: %v", what, err)
-		}
-	}
-}
-
-// The waits of a parked topic in production: long, because only an
-// operator ends them, and capped, so that the topic resumes within minutes
-// of the fix.
-func TestParkedTopicBackoffDefaults(t *testing.T) {
-	c := newCluster(t)
-	log, _ := testLogger(t)
-	p, err := New(testConfig(c.ListenAddrs()), log, prometheus.NewRegistry(), newMemSource())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.cl.Close)
-	if p.sched.topicBo.Initial != 5*time.Second || p.sched.topicBo.Max != 5*time.Minute {
-		t.Errorf("parked topic backoff %v to %v, want 5s to 5m", p.sched.topicBo.Initial, p.sched.topicBo.Max)
-	}
-	for n := 1; n < 20; n++ {
-		if d := p.sched.topicBo.Delay(n); d > 5*time.Minute {
-			t.Fatalf("try %d waits %v, over the 5m cap", n, d)
 		}
 	}
 }
