@@ -603,3 +603,28 @@ func TestSchedulerTableMatchesDoc(t *testing.T) {
 		t.Fatalf("doc.go's rows %v, tested rows %v", inDoc, tested)
 	}
 }
+
+// BenchmarkScheduler is the scheduler's cost per record on the hot path:
+// admitted, then settled as acked in batches of a read.
+func BenchmarkScheduler(b *testing.B) {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := Config{MaxBufferedRecords: 2000, MaxBufferedBytes: 4 << 20, MetadataMinAge: time.Second}
+	s := newScheduler(cfg, retry.Policy{Initial: time.Millisecond, Max: time.Second},
+		retry.Policy{Initial: time.Second, Max: time.Minute}, slog.New(slog.DiscardHandler), m)
+	now := time.Now()
+	batch := make([]*flight, 0, 500)
+	b.ReportAllocs()
+	for i := range b.N {
+		f := &flight{seq: uint64(i + 1), size: schedRecSize, rec: kgo.Record{Topic: schedTopic}}
+		if act, _ := s.admit(f, laneKey{topic: schedTopic, partition: int32(i % 8)}, now); act != actProduce {
+			b.Fatalf("admit = %v", act)
+		}
+		if batch = append(batch, f); len(batch) == cap(batch) {
+			s.settled(batch, true, nil, false, now)
+			batch = batch[:0]
+		}
+	}
+}
