@@ -46,6 +46,21 @@ func TestRetriableFaultsNoDuplicates(t *testing.T) {
 	}
 }
 
+// rejectedBy is a setup of TestPermanentErrorsDeadLetterOnlyTheCulprit: the
+// broker answers err to every produce request of key's partition that
+// carries marker, the value of the record it adds.
+func rejectedBy(marker []byte, key string, err *kerr.Error) func(*kfake.Cluster, *memSource) uint64 {
+	return func(c *kfake.Cluster, src *memSource) uint64 {
+		p := partitionOf(key, 4)
+		c.Fault(kfake.Fault{
+			Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{p},
+			Err: err, Count: -1,
+			When: func(req kmsg.Request) bool { return produceCarries(req, p, marker) },
+		})
+		return src.add(testTopic, []byte(key), marker)
+	}
+}
+
 // Permanent errors: the rejected record goes to dead letters with its reason
 // and the rest flow, in order, although franz-go failed the whole partition
 // with it.
@@ -58,16 +73,7 @@ func TestPermanentErrorsDeadLetterOnlyTheCulprit(t *testing.T) {
 	}{{
 		name:   "broker answers MESSAGE_TOO_LARGE",
 		reason: "message_too_large",
-		setup: func(c *kfake.Cluster, src *memSource) uint64 {
-			const key = "dev-poison"
-			p := partitionOf(key, 4)
-			c.Fault(kfake.Fault{
-				Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{p},
-				Err: kerr.MessageTooLarge, Count: -1,
-				When: func(req kmsg.Request) bool { return produceCarries(req, p, marker) },
-			})
-			return src.add(testTopic, []byte(key), marker)
-		},
+		setup:  rejectedBy(marker, "dev-poison", kerr.MessageTooLarge),
 	}, {
 		name:   "record larger than kafka.batch_max_bytes",
 		reason: "message_too_large",
@@ -77,16 +83,7 @@ func TestPermanentErrorsDeadLetterOnlyTheCulprit(t *testing.T) {
 	}, {
 		name:   "broker answers INVALID_RECORD",
 		reason: "invalid_record",
-		setup: func(c *kfake.Cluster, src *memSource) uint64 {
-			const key = "dev-3"
-			p := partitionOf(key, 4)
-			c.Fault(kfake.Fault{
-				Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{p},
-				Err: kerr.InvalidRecord, Count: -1,
-				When: func(req kmsg.Request) bool { return produceCarries(req, p, marker) },
-			})
-			return src.add(testTopic, []byte(key), marker)
-		},
+		setup:  rejectedBy(marker, "dev-3", kerr.InvalidRecord),
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -178,12 +178,8 @@ func grant(t *testing.T, adm *kgo.Client, user string, a kfake.ACL) {
 	c.Principal, c.Host, c.Operation, c.PermissionType = "User:"+user, "*", a.Operation, kmsg.ACLPermissionTypeAllow
 	req.Creations = append(req.Creations, c)
 	resp, err := req.RequestWith(context.Background(), adm)
-	adminOK(t, "create ACL", err, func() (codes []int16) {
-		for _, r := range resp.Results {
-			codes = append(codes, r.ErrorCode)
-		}
-		return codes
-	})
+	answered(t, "create ACL", err, func() []kmsg.CreateACLsResponseResult { return resp.Results },
+		func(r kmsg.CreateACLsResponseResult) int16 { return r.ErrorCode })
 }
 
 func createTopic(t *testing.T, adm *kgo.Client, topic string, partitions int32) {
@@ -193,23 +189,19 @@ func createTopic(t *testing.T, adm *kgo.Client, topic string, partitions int32) 
 	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, partitions, 1
 	req.Topics = append(req.Topics, rt)
 	resp, err := req.RequestWith(context.Background(), adm)
-	adminOK(t, "create topic", err, func() (codes []int16) {
-		for _, r := range resp.Topics {
-			codes = append(codes, r.ErrorCode)
-		}
-		return codes
-	})
+	answered(t, "create topic", err, func() []kmsg.CreateTopicsResponseTopic { return resp.Topics },
+		func(r kmsg.CreateTopicsResponseTopic) int16 { return r.ErrorCode })
 }
 
-// adminOK fails the test when an admin request failed: err, or one of the
-// error codes of its answer (read only when err is nil).
-func adminOK(t *testing.T, what string, err error, codes func() []int16) {
+// answered fails the test when an admin request failed: err, or the error
+// code of one of its answers (read only when err is nil).
+func answered[A any](t *testing.T, what string, err error, answers func() []A, code func(A) int16) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
-	for _, c := range codes() {
-		if err := kerr.ErrorForCode(c); err != nil {
+	for _, a := range answers() {
+		if err := kerr.ErrorForCode(code(a)); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
