@@ -138,24 +138,9 @@ func (p *Producer) logDeadLetter(f *flight, reason string, now time.Time) {
 }
 
 // retry runs op until it succeeds or ctx ends, with backoff; it logs the
-// first failure and the recovery, not every try.
+// first failure and the recovery, not every try. It reports whether op
+// succeeded.
 func (p *Producer) retry(ctx context.Context, what string, op func() error) bool {
-	for n := 1; ; n++ {
-		err := op()
-		if err == nil {
-			if n > 1 {
-				p.log.Info("buffer operation recovered", "op", what, "tries", n)
-			}
-			return true
-		}
-		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-			return false
-		}
-		if n == 1 {
-			p.log.Error("buffer operation failed, retrying", "op", what, "err", err)
-		}
-		if !retry.Sleep(ctx, p.bo.Delay(n)) {
-			return false
-		}
-	}
+	o := retry.Op{Policy: p.bo, Log: p.log, What: "buffer operation", Attrs: []any{"op", what}}
+	return o.Do(ctx, func(context.Context) error { return op() }) == nil
 }
