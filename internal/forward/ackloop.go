@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
 // maxSettle bounds one Ack call; more waiting results go into the next one.
@@ -47,18 +48,44 @@ func (p *Producer) ackLoop(ctx context.Context, closed <-chan struct{}) {
 	}
 }
 
+// deadLetter is a record Kafka rejected for good, and whether the Source
+// stored it as a dead letter.
 type deadLetter struct {
 	f      *flight
 	reason string
 	done   bool
 }
 
-// settle makes the outcome of a batch of results durable in the Source, then
-// updates the window and the lanes. Records leave the in-flight set only
-// after the Source acked or dead-lettered them, so a rewind never reads one
-// that is already settled but not yet deleted.
+// settle settles a batch of results in two steps: it makes their outcome
+// durable in the Source (acks, dead letters), holding no lock, then hands
+// that outcome to the scheduler's bookkeeping (scheduler.settled), which
+// frees the window and moves the lanes and topics.
 func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, stopping bool) {
-	var dls []deadLetter
+	acked, dls := p.makeDurable(ctx, batch, seqs)
+	now := time.Now()
+	// Kafka refusing this client as a whole (no IDEMPOTENT_WRITE or
+	// WRITE ACL, so no producer ID) fails every record before any produce
+	// request: no produce answer would ever say Kafka is down.
+	refused := p.refusal(batch, stopping)
+	if refused != nil {
+		p.refusedPID.Store(true)
+	}
+	p.sched.settled(batch, acked, dls, stopping, now)
+	if refused != nil {
+		p.kst.set(false, -1, refused)
+	}
+	for _, d := range dls {
+		if d.done {
+			p.logDeadLetter(d.f, d.reason, now)
+		}
+	}
+}
+
+// makeDurable acks the delivered records of batch (seqs is room for their
+// sequences) and dead-letters those Kafka rejected for good, retrying each
+// until it succeeds or ctx ends. acked tells whether the ack went through;
+// dls lists the dead letters in batch order.
+func (p *Producer) makeDurable(ctx context.Context, batch []*flight, seqs []uint64) (acked bool, dls []deadLetter) {
 	for _, f := range batch {
 		if f.err == nil {
 			seqs = append(seqs, f.seq)
@@ -69,7 +96,7 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 			dls = append(dls, deadLetter{f: f, reason: reason})
 		}
 	}
-	acked := len(seqs) == 0 || p.retry(ctx, "ack", func() error { return p.src.Ack(ctx, seqs) })
+	acked = len(seqs) == 0 || p.retry(ctx, "ack", func() error { return p.src.Ack(ctx, seqs) })
 	for i := range dls {
 		d := &dls[i]
 		d.done = p.retry(ctx, "dead_letter", func() error {
@@ -80,136 +107,26 @@ func (p *Producer) settle(ctx context.Context, batch []*flight, seqs []uint64, s
 			return err
 		})
 	}
-
-	now := time.Now()
-	// Kafka refusing this client as a whole (no IDEMPOTENT_WRITE or
-	// WRITE ACL, so no producer ID) fails every record before any produce
-	// request: no produce answer would ever say Kafka is down. Told after
-	// p.mu is released (kafkaState.mu is never held with it).
-	var refused error
-	defer func() {
-		if refused != nil {
-			p.kst.set(false, -1, refused)
-		}
-	}()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	resume := false
-	failed := false // a lane or topic now waits for a time the reader must know
-	di := 0
-	for _, f := range batch {
-		delete(p.inflight, f.seq)
-		if p.rereading && (f.err == nil && acked || di < len(dls) && dls[di].f == f && dls[di].done) {
-			p.gone[f.seq] = struct{}{}
-		}
-		p.nRecs--
-		p.nBytes -= f.size
-		l := f.lane
-		l.inflight--
-		l.bytes -= f.size
-		l.lastProgress = now
-		t := f.topic
-		t.inflight--
-		switch {
-		case f.err == nil && acked:
-			if t.phase == topicProbing {
-				t.probeOK = true
-				resume = true
-			}
-			p.m.records.Inc()
-			p.m.latency.Observe(now.Sub(f.appended).Seconds())
-			l.tries = 0
-			l.probation = false
-			delete(p.suspects, f.seq)
-			if l.state == laneFailed && l.skippedFrom > 0 && f.seq > l.skippedFrom {
-				// Produced before we learnt that an earlier record of
-				// this partition failed: it overtook the resend.
-				p.m.reordered.Inc()
-			}
-		case f.err == nil:
-			p.leftover++ // delivered, but the ack did not make it before shutdown
-		case di < len(dls) && dls[di].f == f:
-			d := dls[di]
-			di++
-			if !d.done {
-				p.leftover++
-				break
-			}
-			p.m.failed.WithLabelValues(d.reason).Inc()
-			delete(p.suspects, f.seq)
-			if f.isolated {
-				// The culprit is found; the others were failed with it.
-				for seq, sl := range p.suspects {
-					if sl == l {
-						delete(p.suspects, seq)
-					}
-				}
-			}
-			p.logDeadLetter(f, d.reason, now)
-		case stopping:
-			p.leftover++
-		default:
-			if errors.Is(f.err, kerr.ClusterAuthorizationFailed) || errors.Is(f.err, kerr.TransactionalIDAuthorizationFailed) {
-				refused = f.err
-				p.refusedPID.Store(true)
-			}
-			if cls, reason := classify(f.err); cls == parkTopic {
-				t.skip(f.seq)
-				p.parkTopic(t, reason, f.err, now)
-			}
-			p.fail(f, now)
-			failed = true
-		}
-		resume = resume || (l.state != laneOpen && p.resumable(l, now))
-	}
-	p.m.inFlight.Set(float64(p.nRecs))
-	p.waiting.Store(int64(p.nRecs + p.parked))
-	p.m.inFlightB.Set(float64(p.nBytes))
-	p.poke()
-	// A Read that began before a lane failed waits without its retry
-	// time: interrupt it so that the reader looks again.
-	if (resume || failed) && p.readCancel != nil {
-		p.readCancel()
-	}
+	return acked, dls
 }
 
-// fail parks the lane of a record Kafka failed so that it is sent again, in
-// order, from the buffer; p.mu is held.
-func (p *Producer) fail(f *flight, now time.Time) {
-	cls, reason := classify(f.err)
-	// Cancelled with its round (an earlier record failed, or reclaimIdle):
-	// not written, it only waits for the records failed before it.
-	collateral := errors.Is(f.err, context.Canceled)
-	p.m.retries.Inc()
-	lanes := []*lane{f.lane}
-	if f.lane.key.partition < 0 && f.rec.Partition >= 0 {
-		// Produced before the partition count was known: the partition's
-		// own lane must stop as well.
-		lanes = append(lanes, p.lane(laneKey{topic: f.lane.key.topic, partition: f.rec.Partition}))
+// refusal returns the error of a record of batch that Kafka refused a
+// producer ID, nil if none. During shutdown failures are the closed
+// client's.
+func (p *Producer) refusal(batch []*flight, stopping bool) (refused error) {
+	if stopping {
+		return nil
 	}
-	for _, l := range lanes {
-		if !l.roundFailed {
-			l.roundFailed = true
-			retryAt := now
-			if cls == retriable && !collateral {
-				l.tries++
-				retryAt = now.Add(p.bo.delay(l.tries))
-				p.log.Warn("kafka failed records, resending them from the buffer",
-					"topic", l.key.topic, "partition", l.key.partition, "reason", reason,
-					"retry_in", retryAt.Sub(now).Round(time.Millisecond), "err", f.err)
-			}
-			p.setState(l, laneFailed)
-			l.retryAt = retryAt
+	for _, f := range batch {
+		if errors.Is(f.err, kerr.ClusterAuthorizationFailed) || errors.Is(f.err, kerr.TransactionalIDAuthorizationFailed) {
+			refused = f.err
 		}
-		l.skip(f.seq)
 	}
-	if cls == permanentRecord {
-		p.suspects[f.seq] = f.lane
-	}
+	return refused
 }
 
 // logDeadLetter logs dead letters at most once a minute per topic and
-// reason; the counter has every one. p.mu is held.
+// reason; the counter has every one. Only the ack loop calls it.
 func (p *Producer) logDeadLetter(f *flight, reason string, now time.Time) {
 	k := f.rec.Topic + "\x00" + reason
 	if last, ok := p.dlLogged[k]; ok && now.Sub(last) < time.Minute {
@@ -221,24 +138,9 @@ func (p *Producer) logDeadLetter(f *flight, reason string, now time.Time) {
 }
 
 // retry runs op until it succeeds or ctx ends, with backoff; it logs the
-// first failure and the recovery, not every try.
+// first failure and the recovery, not every try. It reports whether op
+// succeeded.
 func (p *Producer) retry(ctx context.Context, what string, op func() error) bool {
-	for n := 1; ; n++ {
-		err := op()
-		if err == nil {
-			if n > 1 {
-				p.log.Info("buffer operation recovered", "op", what, "tries", n)
-			}
-			return true
-		}
-		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-			return false
-		}
-		if n == 1 {
-			p.log.Error("buffer operation failed, retrying", "op", what, "err", err)
-		}
-		if !sleepCtx(ctx, p.bo.delay(n)) {
-			return false
-		}
-	}
+	o := retry.Op{Policy: p.bo, Log: p.log, What: "buffer operation", Attrs: []any{"op", what}}
+	return o.Do(ctx, func(context.Context) error { return op() }) == nil
 }

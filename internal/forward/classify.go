@@ -42,27 +42,28 @@ func classify(err error) (failure, string) {
 	if !errors.As(err, &ke) {
 		return retriable, "client"
 	}
-	switch ke {
-	case kerr.MessageTooLarge:
-		return permanentRecord, "message_too_large"
-	case kerr.RecordListTooLarge:
-		return permanentRecord, "record_list_too_large"
-	case kerr.InvalidRecord:
-		return permanentRecord, "invalid_record"
-	case kerr.CorruptMessage:
-		return permanentRecord, "corrupt_message"
-	case kerr.InvalidTimestamp:
-		return permanentRecord, "invalid_timestamp"
-	case kerr.PolicyViolation:
-		return permanentRecord, "policy_violation"
-	case kerr.TopicAuthorizationFailed:
-		return parkTopic, "topic_authorization_failed"
-	case kerr.UnknownTopicOrPartition, kerr.UnknownTopicID:
-		// franz-go retries these (kgo.UnknownTopicRetries, against several
-		// metadata refreshes) before it fails a record with them.
-		return parkTopic, "unknown_topic"
-	case kerr.InvalidTopicException:
-		return permanentTopic, "invalid_topic"
+	if k, ok := kafkaFailures[ke]; ok {
+		return k.failure, k.reason
 	}
 	return retriable, "kafka"
+}
+
+// kafkaFailures are the Kafka errors that are not retriable, with their
+// reason label; any other Kafka error is.
+var kafkaFailures = map[*kerr.Error]struct {
+	failure
+	reason string
+}{
+	kerr.MessageTooLarge:          {permanentRecord, "message_too_large"},
+	kerr.RecordListTooLarge:       {permanentRecord, "record_list_too_large"},
+	kerr.InvalidRecord:            {permanentRecord, "invalid_record"},
+	kerr.CorruptMessage:           {permanentRecord, "corrupt_message"},
+	kerr.InvalidTimestamp:         {permanentRecord, "invalid_timestamp"},
+	kerr.PolicyViolation:          {permanentRecord, "policy_violation"},
+	kerr.TopicAuthorizationFailed: {parkTopic, "topic_authorization_failed"},
+	// franz-go retries these (kgo.UnknownTopicRetries, against several
+	// metadata refreshes) before it fails a record with them.
+	kerr.UnknownTopicOrPartition: {parkTopic, "unknown_topic"},
+	kerr.UnknownTopicID:          {parkTopic, "unknown_topic"},
+	kerr.InvalidTopicException:   {permanentTopic, "invalid_topic"},
 }

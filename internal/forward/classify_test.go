@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -51,33 +50,5 @@ func TestClassify(t *testing.T) {
 				t.Errorf("classify(%v) = %v, %q; want %v, %q", tt.err, got, reason, tt.want, tt.reason)
 			}
 		})
-	}
-}
-
-func TestBackoff(t *testing.T) {
-	b := backoff{initial: 100 * time.Millisecond, max: 2 * time.Second}
-	tests := []struct {
-		try    int
-		lo, hi time.Duration
-	}{
-		{0, 50 * time.Millisecond, 100 * time.Millisecond},
-		{1, 50 * time.Millisecond, 100 * time.Millisecond},
-		{2, 100 * time.Millisecond, 200 * time.Millisecond},
-		{4, 400 * time.Millisecond, 800 * time.Millisecond},
-		{6, time.Second, 2 * time.Second}, // capped
-		{1000, time.Second, 2 * time.Second},
-	}
-	for _, tt := range tests {
-		seen := make(map[time.Duration]bool)
-		for range 200 {
-			d := b.delay(tt.try)
-			if d < tt.lo || d > tt.hi {
-				t.Fatalf("delay(%d) = %v, want within [%v, %v]", tt.try, d, tt.lo, tt.hi)
-			}
-			seen[d] = true
-		}
-		if len(seen) < 10 {
-			t.Errorf("delay(%d) took only %d values in 200 draws: not jittered", tt.try, len(seen))
-		}
 	}
 }

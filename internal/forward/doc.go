@@ -9,6 +9,30 @@
 // order. Every record carries the node id and its sequence in headers and in
 // the envelope, so consumers can drop the duplicates a crash leaves behind.
 //
+// # Invariants
+//
+// What the design below keeps true, whatever Kafka does:
+//   - A record leaves the buffer only once Kafka acknowledged it, or it
+//     went to dead letters; a record read and not settled is in the window
+//     (in flight), or skipped: then the lane or topic that skipped it
+//     remembers the lowest sequence it skipped, and a rewind of the read
+//     cursor to just below it reads it again.
+//   - Per partition, records reach Kafka in buffer order: a lane produces
+//     only while it is open and franz-go has not said it fails the
+//     partition; a failed lane resumes only once nothing of its round is in
+//     flight, and then from its first skipped record.
+//   - The window bounds memory: at most kafka.max_buffered_records records
+//     and kafka.max_buffered_bytes bytes are in flight (a record larger
+//     than the window goes alone). One lane without progress holds at most
+//     half of it, and all such lanes together at most half.
+//   - Every state that stops records shows: lanes not open in
+//     edgebridge_forward_parked_partitions, parked or probing topics in
+//     edgebridge_forward_parked_topics{reason}, and a log line when each
+//     starts and ends.
+//   - No wait is without an end: a failed lane and a parked topic carry the
+//     time they are tried again, and the reader's every wait ends on a wake
+//     from the ack loop or at the earliest of those times.
+//
 // # Flow
 //
 // Run's goroutine reads the buffer from a cursor and produces each record
@@ -83,6 +107,66 @@
 // record is sent again alone and goes to dead letters only if it fails
 // alone; the others flow on. Any other error is retried, from the buffer,
 // after a backoff.
+//
+// # Scheduler
+//
+// Producer holds the Kafka client, the Source, the metrics and the I/O:
+// the reader (Run's goroutine) reads, builds records and produces; the ack
+// loop acks and dead-letters. The state machine of the lanes and topics
+// above is the scheduler's (scheduler.go, lane.go, topic.go), under its
+// own mutex. It does no I/O and reads no clock (every method takes now):
+// the reader asks admit whether to produce, skip or wait for each record
+// and unpark what may resume; the ack loop first makes a batch's outcome
+// durable in the Source, holding no lock, then books it (settled).
+//
+// Locks: scheduler.mu, kafkaState.mu and partitioner.mu are leaves, never
+// held together, and none is held while calling franz-go. franz-go calls
+// in under its own partition locks (the partitioner, kgoLogger's hint,
+// the hooks); the hint takes no lock at all (scheduler.partitionFailing).
+//
+// A lane (one partition) is open, stalled, failed or isolating; a topic is
+// open, parked or probing. A topic's phase comes first: a record of a
+// parked topic is skipped whatever its lane. The rows below, each tested
+// by the row of the same name in scheduler_test.go:
+//
+//	row  state         event                                              next          and
+//	W1   any           admit: record in flight, or settled since the      same          skip
+//	                   Read began (read again after a rewind)
+//	L1   open          admit: room in the lane and in the window          open          produce
+//	L2   open          admit: lane at its share, progress within          open          wait until then
+//	                   metadata_min_age
+//	L3   open          admit: lane at its share, no progress for          stalled       skip, log
+//	                   metadata_min_age (even with the window full)
+//	L4   open          admit: room in the lane, window full               open          wait; reclaim
+//	L5   open          admit: franz-go failing the partition              failed        skip; retry now
+//	L6   open          admit: suspect record, lane has records in flight  failed        skip; retry now
+//	L7   open          admit: suspect record, lane empty                  isolating     produce it alone
+//	L8   not open      admit                                              same          skip
+//	L9   any           franz-go hint or failed promise                    same          mark failing, cancel round
+//	L10  open          settled: failure, retriable                        failed        retry after backoff, log
+//	L11  open          settled: failure, cancelled with its round         failed        retry now
+//	L12  open          settled: failure, batch rejected                   failed        retry now; record suspect
+//	L13  failed        settled: another failure of the same round         failed        retry time kept
+//	L14  failed        settled: ack of a record after the failed one      failed        count reordered
+//	L15  any           settled: ack                                       same          backoff and probation reset
+//	L16  isolating     settled: the suspect dead-lettered                 isolating     the lane's suspects cleared
+//	L17  open,stalled  reclaim: lanes without progress hold more than     failed        round cancelled, probation,
+//	                   half of the window, this one among the largest                   retry after backoff, log
+//	L18  stalled       unpark: lane at half its share or less             open          same round, rewind, log
+//	L19  stalled       unpark: lane above half its share                  stalled
+//	L20  failed        unpark: nothing in flight, retry time passed       open          new round, rewind
+//	L21  failed        unpark: records in flight, or before retry time    failed        next wake at retry time
+//	L22  isolating     unpark: nothing in flight                          open          new round, rewind
+//	T1   open          settled: failure, topic refused                    parked        skip, gauge, log
+//	T2   open          metadata: topic answered with an error             parked        retry after kafka.backoff
+//	T3   parked        admit (and before its partitions are asked)        parked        skip
+//	T4   parked        settled: refused for another reason                parked        gauge moves, log
+//	T5   parked        unpark: retry time passed                          probing       rewind
+//	T6   probing       admit: no probe in flight                          probing       produce the probe
+//	T7   probing       admit: probe in flight                             probing       skip
+//	T8   probing       settled: the probe acked                           probing       interrupt the reader
+//	T9   probing       unpark: the probe was acked                        open          rewind, log
+//	T10  probing       settled: the probe refused                         parked        longer wait
 //
 // # Kafka up
 //

@@ -46,6 +46,21 @@ func TestRetriableFaultsNoDuplicates(t *testing.T) {
 	}
 }
 
+// rejectedBy is a setup of TestPermanentErrorsDeadLetterOnlyTheCulprit: the
+// broker answers err to every produce request of key's partition that
+// carries marker, the value of the record it adds.
+func rejectedBy(marker []byte, key string, err *kerr.Error) func(*kfake.Cluster, *memSource) uint64 {
+	return func(c *kfake.Cluster, src *memSource) uint64 {
+		p := partitionOf(key, 4)
+		c.Fault(kfake.Fault{
+			Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{p},
+			Err: err, Count: -1,
+			When: func(req kmsg.Request) bool { return produceCarries(req, p, marker) },
+		})
+		return src.add(testTopic, []byte(key), marker)
+	}
+}
+
 // Permanent errors: the rejected record goes to dead letters with its reason
 // and the rest flow, in order, although franz-go failed the whole partition
 // with it.
@@ -58,16 +73,7 @@ func TestPermanentErrorsDeadLetterOnlyTheCulprit(t *testing.T) {
 	}{{
 		name:   "broker answers MESSAGE_TOO_LARGE",
 		reason: "message_too_large",
-		setup: func(c *kfake.Cluster, src *memSource) uint64 {
-			const key = "dev-poison"
-			p := partitionOf(key, 4)
-			c.Fault(kfake.Fault{
-				Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{p},
-				Err: kerr.MessageTooLarge, Count: -1,
-				When: func(req kmsg.Request) bool { return produceCarries(req, p, marker) },
-			})
-			return src.add(testTopic, []byte(key), marker)
-		},
+		setup:  rejectedBy(marker, "dev-poison", kerr.MessageTooLarge),
 	}, {
 		name:   "record larger than kafka.batch_max_bytes",
 		reason: "message_too_large",
@@ -77,16 +83,7 @@ func TestPermanentErrorsDeadLetterOnlyTheCulprit(t *testing.T) {
 	}, {
 		name:   "broker answers INVALID_RECORD",
 		reason: "invalid_record",
-		setup: func(c *kfake.Cluster, src *memSource) uint64 {
-			const key = "dev-3"
-			p := partitionOf(key, 4)
-			c.Fault(kfake.Fault{
-				Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{p},
-				Err: kerr.InvalidRecord, Count: -1,
-				When: func(req kmsg.Request) bool { return produceCarries(req, p, marker) },
-			})
-			return src.add(testTopic, []byte(key), marker)
-		},
+		setup:  rejectedBy(marker, "dev-3", kerr.InvalidRecord),
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,41 +183,14 @@ func TestTopicErrors(t *testing.T) {
 // the other partitions deliver everything; the stalled one is parked and
 // catches up, in order, when it recovers.
 func TestOnePartitionFaultedOthersFlow(t *testing.T) {
-	const n, keys = 4000, 64
-	c := newCluster(t)
-	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: []int32{0}, Err: kerr.NotLeaderForPartition, Count: -1})
-	src := newMemSource()
-	src.fill(n, keys, 100)
-	others := 0
-	for i := range n {
-		if partitionOf("dev-"+strconv.Itoa(i%keys), 4) != 0 {
-			others++
+	deadPartitions(t, newCluster(t), 4, []int32{0}, func(r *running, _ *logSink) {
+		if got := value(t, r.p.m.parked); got < 1 {
+			t.Errorf("edgebridge_forward_parked_partitions = %v while partition 0 is stalled", got)
 		}
-	}
-	cfg := testConfig(c.ListenAddrs())
-	cfg.MaxBufferedRecords = 400 // the faulted partition alone could fill it 2.5 times over
-	r := start(t, cfg, src)
-
-	cons := newConsumer(t, c.ListenAddrs(), testTopic)
-	recs := cons.until(t, others, 30*time.Second)
-	for _, g := range recs {
-		if g.partition == 0 {
-			t.Fatalf("partition 0 delivered seq %d through its fault", g.seq)
+		if !r.p.Up() {
+			t.Error("Up() = false while three of four partitions deliver")
 		}
-	}
-	if got := value(t, r.p.m.parked); got < 1 {
-		t.Errorf("edgebridge_forward_parked_partitions = %v while partition 0 is stalled", got)
-	}
-	if !r.p.Up() {
-		t.Error("Up() = false while three of four partitions deliver")
-	}
-	h.Remove()
-	recs = cons.until(t, n, 30*time.Second)
-	if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
-		t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
-	}
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
-	waitFor(t, 10*time.Second, "no parked partition", func() bool { return value(t, r.p.m.parked) == 0 })
+	})
 }
 
 // Two or more partitions whose leaders answer NOT_LEADER forever cannot
@@ -230,44 +200,56 @@ func TestOnePartitionFaultedOthersFlow(t *testing.T) {
 func TestStalledPartitionsHoldHalfTheWindow(t *testing.T) {
 	for _, dead := range [][]int32{{0, 1}, {0, 1, 2}, {0, 1, 2, 3, 4, 5}} {
 		t.Run(strconv.Itoa(len(dead))+" of 8 partitions dead", func(t *testing.T) {
-			const n, keys = 4000, 64
-			c := newCluster(t, kfake.SeedTopics(8, testTopic))
-			h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: dead, Err: kerr.NotLeaderForPartition, Count: -1})
-			src := newMemSource()
-			src.fill(n, keys, 100)
-			others := 0
-			for i := range n {
-				if !slices.Contains(dead, partitionOf("dev-"+strconv.Itoa(i%keys), 8)) {
-					others++
+			deadPartitions(t, newCluster(t, kfake.SeedTopics(8, testTopic)), 8, dead, func(r *running, sink *logSink) {
+				if !strings.Contains(sink.String(), "partitions without progress hold half the window") {
+					t.Error("no log line says that stalled partitions held the window")
 				}
-			}
-			cfg := testConfig(c.ListenAddrs())
-			cfg.MaxBufferedRecords = 400
-			log, sink := testLogger(t)
-			r := startWith(t, cfg, src, log)
-
-			cons := newConsumer(t, c.ListenAddrs(), testTopic)
-			recs := cons.until(t, others, 30*time.Second)
-			for _, g := range recs {
-				if slices.Contains(dead, g.partition) {
-					t.Fatalf("partition %d delivered seq %d through its fault", g.partition, g.seq)
+				if got := value(t, r.p.m.reordered); got != 0 {
+					t.Errorf("edgebridge_forward_reordered_total = %v after records taken back", got)
 				}
-			}
-			if !strings.Contains(sink.String(), "partitions without progress hold half the window") {
-				t.Error("no log line says that stalled partitions held the window")
-			}
-			if got := value(t, r.p.m.reordered); got != 0 {
-				t.Errorf("edgebridge_forward_reordered_total = %v after records taken back", got)
-			}
-			h.Remove()
-			recs = cons.until(t, n, 30*time.Second)
-			if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
-				t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
-			}
-			waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
-			waitFor(t, 10*time.Second, "no parked partition", func() bool { return value(t, r.p.m.parked) == 0 })
+			})
 		})
 	}
+}
+
+// deadPartitions forwards 4000 records over 64 keys to c's test topic of
+// partitions partitions while the leaders of dead answer NOT_LEADER forever,
+// with a window of 400 (the dead partitions alone could fill it many times
+// over). The other partitions must deliver everything through the fault;
+// then check runs, the fault ends, and the dead partitions must catch up,
+// in order, without duplicates, the buffer empty and nothing parked.
+func deadPartitions(t *testing.T, c *kfake.Cluster, partitions int, dead []int32, check func(r *running, sink *logSink)) {
+	t.Helper()
+	const n, keys = 4000, 64
+	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: dead, Err: kerr.NotLeaderForPartition, Count: -1})
+	src := newMemSource()
+	src.fill(n, keys, 100)
+	others := 0
+	for i := range n {
+		if !slices.Contains(dead, partitionOf("dev-"+strconv.Itoa(i%keys), partitions)) {
+			others++
+		}
+	}
+	cfg := testConfig(c.ListenAddrs())
+	cfg.MaxBufferedRecords = 400
+	log, sink := testLogger(t)
+	r := startWith(t, cfg, src, log)
+
+	cons := newConsumer(t, c.ListenAddrs(), testTopic)
+	recs := cons.until(t, others, 30*time.Second)
+	for _, g := range recs {
+		if slices.Contains(dead, g.partition) {
+			t.Fatalf("partition %d delivered seq %d through its fault", g.partition, g.seq)
+		}
+	}
+	check(r, sink)
+	h.Remove()
+	recs = cons.until(t, n, 30*time.Second)
+	if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
+		t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
+	}
+	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	waitFor(t, 10*time.Second, "no parked partition", func() bool { return value(t, r.p.m.parked) == 0 })
 }
 
 // Blackholed produce: the broker swallows produce requests. The request

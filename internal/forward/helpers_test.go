@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
 const testTopic = "telemetry"
@@ -199,7 +200,7 @@ func testLogger(t testing.TB) (*slog.Logger, *logSink) {
 	return slog.New(slog.NewJSONHandler(sink, &slog.HandlerOptions{Level: slog.LevelInfo})), sink
 }
 
-var testTopicBackoff = backoff{initial: 100 * time.Millisecond, max: 500 * time.Millisecond}
+var testTopicBackoff = retry.Policy{Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond}
 
 type running struct {
 	p      *Producer
@@ -225,7 +226,7 @@ func startWith(t testing.TB, cfg Config, src Source, log *slog.Logger) *running 
 	}
 	// A parked topic is tried again within a test's patience
 	// (TestParkedTopicBackoffDefaults checks the real waits).
-	p.topicBo = testTopicBackoff
+	p.sched.topicBo = testTopicBackoff
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{p: p, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- p.Run(ctx) }()

@@ -50,12 +50,7 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 // cannot be made to lose acknowledged records on demand, so the callback is
 // driven directly.)
 func TestDataLossIsLoggedAndCounted(t *testing.T) {
-	log, sink := testLogger(t)
-	p, err := New(validConfig(), log, prometheus.NewRegistry(), newMemSource())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.cl.Close()
+	p, sink := newUnstarted(t, validConfig())
 	if p.cl.OptValue(kgo.ProducerOnDataLossDetected) == nil {
 		t.Fatal("ProducerOnDataLossDetected is not set on the client")
 	}
@@ -66,4 +61,17 @@ func TestDataLossIsLoggedAndCounted(t *testing.T) {
 	if s := sink.String(); !strings.Contains(s, "kafka lost records it had acknowledged") || !strings.Contains(s, `"partition":3`) {
 		t.Errorf("data loss not logged with its partition: %s", s)
 	}
+}
+
+// newUnstarted returns a Producer made by New that never runs (its client
+// connects lazily, so no broker is needed), and what it logs.
+func newUnstarted(t *testing.T, cfg Config) (*Producer, *logSink) {
+	t.Helper()
+	log, sink := testLogger(t)
+	p, err := New(cfg, log, prometheus.NewRegistry(), newMemSource())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.cl.Close)
+	return p, sink
 }

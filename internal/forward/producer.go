@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/retry"
 	edgebridgev1 "github.com/edgebridge/edgebridge/proto/edgebridge/v1"
 )
 
@@ -43,23 +43,24 @@ var errNoTopic = errors.New("record has no topic")
 // Producer forwards the records of a Source to Kafka. Create it with New,
 // then call Run once; Up may be called from any goroutine.
 //
-// Lock order: mu, then partitioner.mu. kafkaState.mu is never held with
-// either.
+// It holds the client, the Source, the metrics and the I/O: Run's goroutine
+// (the reader) reads and produces, the ack loop makes results durable. What
+// to produce, skip or wait for is the scheduler's. Producer has no mutex of
+// its own; the scheduler's, kafkaState's and the partitioner's are leaves,
+// never held together (scheduler.go).
 type Producer struct {
 	cfg     Config
 	log     *slog.Logger
 	src     Source
 	cl      *kgo.Client
 	m       *metrics
-	bo      backoff
-	topicBo backoff // waits of a parked topic
+	bo      retry.Policy // of client requests, reads, Source operations, partition look-ups
+	sched   *scheduler
 	kst     *kafkaState
 	part    *partitioner
 	results chan *flight // promises -> ack loop; room for the whole window
-	wake    chan struct{}
 	ran     atomic.Bool
-	waiting atomic.Int64 // nRecs + parked, for kafkaState, which cannot take mu
-	opts    []kgo.Opt    // of every client, but its hooks (newClient)
+	opts    []kgo.Opt // of every client, but its hooks (newClient)
 	reg     prometheus.Registerer
 	live    atomic.Pointer[kgo.Client] // cl, for the hooks
 	queued  queueWatch
@@ -68,9 +69,6 @@ type Producer struct {
 	refusedPID atomic.Bool
 
 	ctypeHdr, nodeHdr []byte
-
-	laneMaxRecs, laneMaxBytes int
-	stallAfter                time.Duration
 
 	// Owned by the reader (Run's goroutine).
 	clientTries int
@@ -81,24 +79,8 @@ type Producer struct {
 	absent      map[string]time.Time // topics Kafka said do not exist, until when
 	scratch     kgo.Record
 
-	mu           sync.Mutex
-	inflight     map[uint64]*flight
-	nRecs        int
-	nBytes       int
-	lanes        map[laneKey]*lane
-	laneIdx      sync.Map         // laneKey -> *lane, for partitionFailing, which cannot take mu
-	suspects     map[uint64]*lane // records whose batch Kafka rejected; sent again alone
-	parked       int
-	topics       map[string]*topicState
-	parkedTopics int                // topics parked or probing
-	readCancel   context.CancelFunc // interrupts the reader's Read; nil when not reading
-	// While the reader reads again below highWater, settle notes here what
-	// it acked or dead-lettered since that Read began: the Read may have
-	// returned it while it was still in flight.
-	rereading bool
-	gone      map[uint64]struct{}
-	leftover  int // records failed by the shutdown, left in the buffer
-	dlLogged  map[string]time.Time
+	// Owned by the ack loop.
+	dlLogged map[string]time.Time
 }
 
 // flight is one record between Read and settling.
@@ -113,75 +95,6 @@ type flight struct {
 	topic    *topicState
 	isolated bool
 	err      error
-}
-
-type laneKey struct {
-	topic     string
-	partition int32 // -1: partition not known yet, or no key
-}
-
-type laneState int
-
-const (
-	laneOpen      laneState = iota
-	laneStalled             // half the window, no progress: skip its records
-	laneFailed              // a record failed: settle, back off, rewind
-	laneIsolating           // one suspect record alone in flight
-)
-
-type lane struct {
-	key          laneKey
-	state        laneState
-	inflight     int
-	bytes        int
-	lastProgress time.Time
-	skippedFrom  uint64 // lowest sequence skipped while parked; 0 for none
-	retryAt      time.Time
-	tries        int  // failed rounds in a row, for the backoff
-	roundFailed  bool // settle saw a failure since the lane last resumed
-	probation    bool // taken back by reclaimIdle, no ack since
-
-	// failing is set by the promise of a failed record, before the result
-	// reaches the ack loop, or earlier by partitionFailing. franz-go has just failed every record buffered
-	// for the partition, on whichever path (a batch Kafka rejected, a
-	// fatal producer-ID error, repeated load errors, a broker too old, a
-	// cancelled head-of-line record, a load error failing records inside
-	// Produce); a record produced for it from now on could be written
-	// ahead of the ones that will be sent again. The promise is the
-	// earliest place franz-go tells us, whatever the path, so the reader
-	// checks this flag before each produce (and, after a record Produce
-	// did not queue, waits for the promises first: queueWatch).
-	failing atomic.Bool
-
-	// round is the context of the records produced since the lane last
-	// resumed from a failure. partitionFailing, or else the promise of the
-	// first failed record, cancels it. A record of ours that franz-go buffered between failing
-	// the partition and that promise carries the cancelled context, so
-	// franz-go fails it before sending it (its batch0 check, sink.go)
-	// instead of writing it ahead of the records we will send again. On a
-	// path franz-go gives no hint for, it can lose that race if franz-go
-	// sent it before the promise ran; settle counts such a record in
-	// edgebridge_forward_reordered_total. Only
-	// records never sent, or whose last answer was an error, fail this way:
-	// franz-go does not cancel what may be on the broker, so this costs no
-	// duplicate.
-	round atomic.Pointer[round]
-}
-
-type round struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-func newRound() *round {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &round{ctx: ctx, cancel: cancel}
-}
-
-func (l *lane) skip(seq uint64) {
-	if l.skippedFrom == 0 || seq < l.skippedFrom {
-		l.skippedFrom = seq
-	}
 }
 
 // New validates cfg, loads the TLS material, registers the metrics on reg
@@ -209,41 +122,33 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		return nil, err
 	}
 	log = log.With("component", "forward")
+	bo := retry.Policy{Initial: cfg.Backoff.Initial, Max: cfg.Backoff.Max}
 	p := &Producer{
-		cfg:          cfg,
-		log:          log,
-		src:          src,
-		m:            m,
-		bo:           backoff{initial: cfg.Backoff.Initial, max: cfg.Backoff.Max},
-		topicBo:      backoff{initial: topicRetryInitial, max: topicRetryMax},
-		part:         newPartitioner(),
-		results:      make(chan *flight, cfg.MaxBufferedRecords+1),
-		wake:         make(chan struct{}, 1),
-		ctypeHdr:     []byte(edgebridgev1.ContentType),
-		nodeHdr:      []byte(cfg.NodeID),
-		laneMaxRecs:  max(1, cfg.MaxBufferedRecords/2),
-		laneMaxBytes: max(1, cfg.MaxBufferedBytes/2),
-		stallAfter:   cfg.MetadataMinAge,
-		keyParts:     make(map[string]kgo.TopicPartitioner),
-		absent:       make(map[string]time.Time),
-		inflight:     make(map[uint64]*flight, cfg.MaxBufferedRecords),
-		lanes:        make(map[laneKey]*lane),
-		topics:       make(map[string]*topicState),
-		suspects:     make(map[uint64]*lane),
-		gone:         make(map[uint64]struct{}),
-		dlLogged:     make(map[string]time.Time),
+		cfg:      cfg,
+		log:      log,
+		src:      src,
+		m:        m,
+		bo:       bo,
+		sched:    newScheduler(cfg, bo, retry.Policy{Initial: topicRetryInitial, Max: topicRetryMax}, log, m),
+		part:     newPartitioner(),
+		results:  make(chan *flight, cfg.MaxBufferedRecords+1),
+		ctypeHdr: []byte(edgebridgev1.ContentType),
+		nodeHdr:  []byte(cfg.NodeID),
+		keyParts: make(map[string]kgo.TopicPartitioner),
+		absent:   make(map[string]time.Time),
+		dlLogged: make(map[string]time.Time),
 	}
-	p.kst = &kafkaState{log: log, m: m, buffered: func() int64 { return p.live.Load().BufferedProduceRecords() + p.waiting.Load() }, resumed: p.poke}
+	p.kst = &kafkaState{log: log, m: m, buffered: func() int64 { return p.live.Load().BufferedProduceRecords() + p.sched.waiting.Load() }, resumed: p.sched.poke}
 
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
-		kgo.WithLogger(&kgoLogger{inner: kslog.New(log.With("lib", "franz-go")), hint: p.partitionFailing}),
+		kgo.WithLogger(&kgoLogger{inner: kslog.New(log.With("lib", "franz-go")), hint: p.sched.partitionFailing}),
 		kgo.DialTimeout(cfg.DialTimeout),
 		kgo.RequestTimeoutOverhead(cfg.RequestTimeoutOverhead),
 		kgo.MetadataMinAge(cfg.MetadataMinAge),
 		kgo.MetadataMaxAge(cfg.MetadataMaxAge),
-		kgo.RetryBackoffFn(p.bo.delay),
+		kgo.RetryBackoffFn(p.bo.Delay),
 		// acks=all and idempotence (franz-go's defaults, spelled out so
 		// that no default change can weaken them). Record retries stay
 		// unlimited and no delivery timeout is set: a record is only ever
@@ -327,9 +232,7 @@ func (p *Producer) Run(ctx context.Context) error {
 	wg.Wait()
 	t.Stop()
 
-	p.mu.Lock()
-	left := p.leftover
-	p.mu.Unlock()
+	left := p.sched.leftover()
 	if flushErr != nil || left > 0 {
 		p.log.Warn("forwarder stopped before kafka acknowledged everything; the rest stays buffered for the next start",
 			"in_flight_at_stop", inFlight, "left_in_buffer", left, "err", flushErr)
@@ -339,18 +242,17 @@ func (p *Producer) Run(ctx context.Context) error {
 	return nil
 }
 
-func (p *Producer) inFlight() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.nRecs
-}
+func (p *Producer) inFlight() int { return p.sched.inFlight() }
 
 // readLoop reads and produces until ctx is done.
 func (p *Producer) readLoop(ctx context.Context) {
 	readFailures := 0
 	for ctx.Err() == nil {
 		p.renewClient(time.Now())
-		next := p.unparkDue(time.Now())
+		from, next := p.sched.unpark(time.Now())
+		if from > 0 && from-1 < p.cursor {
+			p.cursor = from - 1 // read again what the resumed lanes and topics skipped
+		}
 		if at := p.nextClient; p.refusedPID.Load() && (next.IsZero() || at.Before(next)) {
 			next = at
 			if soon := time.Now().Add(time.Millisecond); next.Before(soon) {
@@ -366,43 +268,30 @@ func (p *Producer) readLoop(ctx context.Context) {
 			// and stay so for hours). The first acks open the window.
 			window, windowBytes = min(window, p.cfg.ReadBatch), min(windowBytes, p.cfg.BatchMaxBytes)
 		}
-		p.mu.Lock()
-		room := min(p.cfg.ReadBatch, window-p.nRecs)
-		// A read returns at least one record, whatever its size.
-		roomBytes := windowBytes - p.nBytes
-		if room <= 0 || roomBytes <= 0 {
-			// Full: if lanes without progress hold it, take some back.
-			if at := p.reclaimIdle(time.Now()); !at.IsZero() && (next.IsZero() || at.Before(next)) {
-				next = at
+		room, roomBytes, at := p.sched.room(window, windowBytes, p.cfg.ReadBatch, time.Now())
+		if room <= 0 {
+			// Full: lanes without progress that held it were taken back;
+			// wait for room, or for the time to look again.
+			if !at.IsZero() {
+				next = earliest(next, at)
 			}
-			p.mu.Unlock()
 			if !p.waitWake(ctx, next) {
 				return
 			}
 			continue
 		}
-		// A wake pending means a lane may be ready to resume: look again
-		// before blocking in Read.
-		select {
-		case <-p.wake:
-			p.mu.Unlock()
-			continue
-		default:
-		}
 		rctx, cancel := context.WithCancel(ctx)
 		if !next.IsZero() {
 			rctx, cancel = context.WithDeadline(ctx, next)
 		}
-		p.readCancel = cancel
-		p.rereading = p.cursor < p.highWater
-		clear(p.gone)
-		p.mu.Unlock()
+		if !p.sched.startRead(p.cursor < p.highWater, cancel) {
+			cancel()
+			continue // a wake is pending: look again before blocking in Read
+		}
 
 		recs, err := p.src.Read(rctx, p.cursor, room, roomBytes)
 
-		p.mu.Lock()
-		p.readCancel = nil
-		p.mu.Unlock()
+		p.sched.endRead()
 		interrupted := rctx.Err() != nil
 		cancel()
 		if err != nil {
@@ -416,7 +305,7 @@ func (p *Producer) readLoop(ctx context.Context) {
 			if readFailures == 1 {
 				p.log.Error("reading the buffer failed, retrying", "err", err)
 			}
-			if !sleepCtx(ctx, p.bo.delay(readFailures)) {
+			if !retry.Sleep(ctx, p.bo.Delay(readFailures)) {
 				return
 			}
 			continue
@@ -430,14 +319,6 @@ func (p *Producer) readLoop(ctx context.Context) {
 		}
 	}
 }
-
-type action int
-
-const (
-	actProduce action = iota
-	actSkip
-	actWait
-)
 
 // handle produces recs in order, skipping those of parked lanes. It returns
 // false when ctx ended while it waited for room.
@@ -468,7 +349,7 @@ func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
 		}
 		held := false
 		if f.err == nil && len(f.rec.Key) > 0 {
-			held = p.topicHeld(f)
+			held = p.sched.topicParked(f.rec.Topic, f.seq)
 			if !held {
 				var ok bool
 				if held, ok = p.knowPartitions(ctx, f); !ok {
@@ -477,7 +358,7 @@ func (p *Producer) handle(ctx context.Context, recs []buffer.Record) bool {
 			}
 		}
 		for !held {
-			act, until := p.decide(f, time.Now())
+			act, until := p.sched.admit(f, p.laneKey(f.rec.Topic, f.rec.Key), time.Now())
 			if act == actWait {
 				if !p.waitWake(ctx, until) {
 					return false
@@ -566,25 +447,6 @@ func (p *Producer) promisesRun(ctx context.Context) bool {
 	}
 }
 
-// topicHeld skips f if its topic is parked, as decide would, before
-// knowPartitions asks Kafka about the topic for each of its records.
-func (p *Producer) topicHeld(f *flight) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.inflight[f.seq]; ok {
-		return false
-	}
-	if _, ok := p.gone[f.seq]; ok {
-		return false
-	}
-	t := p.topic(f.rec.Topic)
-	if t.phase != topicParked {
-		return false
-	}
-	t.skip(f.seq)
-	return true
-}
-
 // renewClient replaces the Kafka client when Kafka refused this client a
 // producer ID (no IDEMPOTENT_WRITE or WRITE ACL yet): franz-go keeps that
 // error and fails every record with it until the client is closed. It waits
@@ -598,7 +460,7 @@ func (p *Producer) renewClient(now time.Time) {
 		return
 	}
 	p.clientTries++
-	p.nextClient = now.Add(p.topicBo.delay(p.clientTries))
+	p.nextClient = now.Add(p.sched.topicBo.Delay(p.clientTries))
 	if p.clientTries == 1 {
 		p.log.Warn("kafka refuses this client a producer ID, records wait in the buffer; asking again with a new client",
 			"retry_in", p.nextClient.Sub(now).Round(time.Millisecond))
@@ -667,11 +529,7 @@ func (p *Producer) knowPartitions(ctx context.Context, f *flight) (held, ok bool
 				if cls != parkTopic {
 					reason = "metadata"
 				}
-				p.mu.Lock()
-				tp := p.topic(topic)
-				tp.skip(f.seq)
-				p.parkTopic(tp, reason, fmt.Errorf("metadata: %w", terr), time.Now())
-				p.mu.Unlock()
+				p.sched.parkTopicMetadata(topic, f.seq, reason, fmt.Errorf("metadata: %w", terr), time.Now())
 				return true, true
 			}
 			err = errors.New("topic missing from the metadata response")
@@ -682,152 +540,15 @@ func (p *Producer) knowPartitions(ctx context.Context, f *flight) (held, ok bool
 		if n == 1 {
 			p.log.Warn("cannot learn the partitions of a topic, waiting", "topic", topic, "err", err)
 		}
-		if !sleepCtx(ctx, p.bo.delay(n)) {
+		if !retry.Sleep(ctx, p.bo.Delay(n)) {
 			return false, false
 		}
 	}
 }
 
-// decide tells what to do with f now, and takes its place in the window when
-// the answer is actProduce. With actWait, until is when to look again
-// without a wake (zero: only on a wake).
-func (p *Producer) decide(f *flight, now time.Time) (act action, until time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.inflight[f.seq]; ok {
-		return actSkip, time.Time{} // read again after a rewind, still in flight
-	}
-	if _, ok := p.gone[f.seq]; ok {
-		return actSkip, time.Time{} // read again after a rewind, settled since
-	}
-	t := p.topic(f.rec.Topic)
-	if p.holdTopic(t, f.seq) {
-		return actSkip, time.Time{}
-	}
-	l := p.laneFor(f.rec.Topic, f.rec.Key)
-	if l.state == laneOpen && l.failing.Load() {
-		p.setState(l, laneFailed) // settle sets the retry time
-		l.retryAt = now
-	}
-	if l.state != laneOpen {
-		l.skip(f.seq)
-		return actSkip, time.Time{}
-	}
-	fits := p.nRecs < p.cfg.MaxBufferedRecords && (p.nRecs == 0 || p.nBytes+f.size <= p.cfg.MaxBufferedBytes)
-	if _, suspect := p.suspects[f.seq]; suspect {
-		if l.inflight > 0 {
-			// Wait for the lane to empty, then send this record alone.
-			p.setState(l, laneFailed)
-			l.retryAt = now
-			l.skip(f.seq)
-			return actSkip, time.Time{}
-		}
-		if !fits {
-			return actWait, p.reclaimIdle(now)
-		}
-		p.setState(l, laneIsolating)
-		f.isolated = true
-	} else {
-		// The lane's own limit first: a record of a stalled lane is
-		// skipped even when the window is full, or the reader would wait
-		// for room that only the stalled lanes hold.
-		maxRecs, maxBytes := p.laneLimit(l)
-		if l.inflight >= maxRecs || (l.inflight > 0 && l.bytes+f.size > maxBytes) {
-			stallAt := l.lastProgress.Add(p.stallAfter)
-			if now.Before(stallAt) {
-				return actWait, stallAt
-			}
-			p.setState(l, laneStalled)
-			l.skip(f.seq)
-			p.log.Warn("partition stalled, forwarding the others around it",
-				"topic", l.key.topic, "partition", l.key.partition, "in_flight", l.inflight,
-				"no_progress_for", now.Sub(l.lastProgress).Round(time.Millisecond))
-			return actSkip, time.Time{}
-		}
-		if !fits {
-			return actWait, p.reclaimIdle(now)
-		}
-	}
-	if l.inflight == 0 {
-		l.lastProgress = now
-	}
-	l.inflight++
-	l.bytes += f.size
-	f.lane = l
-	t.inflight++
-	f.topic = t
-	f.round = l.round.Load()
-	f.rec.Context = f.round.ctx
-	p.inflight[f.seq] = f
-	p.nRecs++
-	p.nBytes += f.size
-	p.m.inFlight.Set(float64(p.nRecs))
-	p.waiting.Store(int64(p.nRecs + p.parked))
-	p.m.inFlightB.Set(float64(p.nBytes))
-	return actProduce, time.Time{}
-}
-
-// probationShare: a lane whose records were taken back by reclaimIdle may
-// hold 1/probationShare of its usual limit until Kafka acknowledges one of
-// its records, so that partitions which stay dead hold little of the window
-// each.
-const probationShare = 8
-
-// laneLimit is what l may hold before it waits for progress or stalls.
-func (p *Producer) laneLimit(l *lane) (recs, bytes int) {
-	if l.probation {
-		return max(1, p.laneMaxRecs/probationShare), max(1, p.laneMaxBytes/probationShare)
-	}
-	return p.laneMaxRecs, p.laneMaxBytes
-}
-
-// reclaimIdle keeps what the lanes without progress hold together to half
-// of the window: when they hold more, the largest are failed (their round's
-// context is cancelled, so franz-go fails the records it has not sent, or
-// whose last answer was a retriable error), backed off and put on
-// probation. It returns when to look again: the earliest time a lane will
-// have made no progress for stall_after (zero: on a wake only). p.mu is held.
-func (p *Producer) reclaimIdle(now time.Time) (next time.Time) {
-	var idle []*lane
-	recs, bytes := 0, 0
-	for _, l := range p.lanes {
-		if l.inflight == 0 || l.roundFailed || (l.state != laneOpen && l.state != laneStalled) {
-			continue
-		}
-		if at := l.lastProgress.Add(p.stallAfter); now.Before(at) {
-			if next.IsZero() || at.Before(next) {
-				next = at
-			}
-			continue
-		}
-		idle = append(idle, l)
-		recs += l.inflight
-		bytes += l.bytes
-	}
-	slices.SortFunc(idle, func(a, b *lane) int { return cmp.Compare(b.inflight, a.inflight) })
-	for _, l := range idle {
-		if recs <= p.cfg.MaxBufferedRecords/2 && bytes <= p.cfg.MaxBufferedBytes/2 {
-			break
-		}
-		recs -= l.inflight
-		bytes -= l.bytes
-		if !l.probation {
-			p.log.Warn("partitions without progress hold half the window, taking back the records of one",
-				"topic", l.key.topic, "partition", l.key.partition, "in_flight", l.inflight,
-				"no_progress_for", now.Sub(l.lastProgress).Round(time.Millisecond))
-		}
-		l.round.Load().cancel()
-		l.roundFailed = true // its records come back cancelled; fail keeps this retry time
-		l.tries++
-		l.retryAt = now.Add(p.bo.delay(l.tries))
-		l.probation = true
-		p.setState(l, laneFailed)
-	}
-	return next
-}
-
-// laneFor returns the lane of a record; p.mu is held.
-func (p *Producer) laneFor(topic string, key []byte) *lane {
+// laneKey is the lane of a record: its topic and, for a keyed record of a
+// topic whose partition count is known, its partition by Kafka's key hash.
+func (p *Producer) laneKey(topic string, key []byte) laneKey {
 	k := laneKey{topic: topic, partition: -1}
 	if len(key) > 0 {
 		if n := p.part.count(topic); n > 0 {
@@ -841,119 +562,7 @@ func (p *Producer) laneFor(topic string, key []byte) *lane {
 			p.scratch.Key = nil
 		}
 	}
-	return p.lane(k)
-}
-
-func (p *Producer) lane(k laneKey) *lane {
-	l := p.lanes[k]
-	if l == nil {
-		l = &lane{key: k}
-		l.round.Store(newRound())
-		p.lanes[k] = l
-		p.laneIdx.Store(k, l)
-	}
-	return l
-}
-
-// partitionFailing is kgoLogger's hint that franz-go may be failing the
-// records it holds for a partition (all partitions when partition is -1
-// and topic ""), given from inside franz-go before it fails them: the lane
-// is marked failing and its round cancelled, as the first failed promise
-// would, but before the reader can produce more for it. A wrong hint costs
-// a resend, never a record. It runs with franz-go's partition lock held, so
-// it must not take p.mu (the reader holds p.mu in decide and franz-go calls
-// our partitioner under its own locks).
-func (p *Producer) partitionFailing(topic string, partition int32) {
-	mark := func(l *lane) {
-		l.failing.Store(true)
-		l.round.Load().cancel()
-	}
-	if topic == "" {
-		p.laneIdx.Range(func(_, v any) bool { mark(v.(*lane)); return true })
-		return
-	}
-	for _, k := range []laneKey{{topic, partition}, {topic, -1}} {
-		if v, ok := p.laneIdx.Load(k); ok {
-			mark(v.(*lane))
-		}
-	}
-}
-
-// setState moves l to s and keeps the parked gauge; p.mu is held.
-func (p *Producer) setState(l *lane, s laneState) {
-	if (l.state == laneOpen) != (s == laneOpen) {
-		if s == laneOpen {
-			p.parked--
-		} else {
-			p.parked++
-		}
-		p.m.parked.Set(float64(p.parked))
-		p.waiting.Store(int64(p.nRecs + p.parked))
-	}
-	l.state = s
-}
-
-// unparkDue reopens the lanes that may resume and rewinds the cursor to the
-// first record they skipped. It returns the earliest time a failed lane's
-// backoff ends (zero if none).
-func (p *Producer) unparkDue(now time.Time) (next time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.parkedTopics > 0 {
-		next = p.unparkTopics(now)
-	}
-	if p.parked == 0 {
-		return next
-	}
-	for _, l := range p.lanes {
-		if !p.resumable(l, now) {
-			if l.state == laneFailed && l.inflight == 0 && (next.IsZero() || l.retryAt.Before(next)) {
-				next = l.retryAt
-			}
-			continue
-		}
-		if l.state == laneStalled {
-			p.log.Info("partition resumed", "topic", l.key.topic, "partition", l.key.partition)
-		}
-		if l.skippedFrom > 0 && l.skippedFrom-1 < p.cursor {
-			p.cursor = l.skippedFrom - 1
-		}
-		l.skippedFrom = 0
-		l.roundFailed = false
-		l.failing.Store(false)
-		if l.state != laneStalled {
-			// Nothing of the old round is in flight. A stalled lane
-			// keeps its round: cancelling it would have franz-go fail
-			// the partition's records, those produced from now on too.
-			l.round.Swap(newRound()).cancel()
-		}
-		p.setState(l, laneOpen)
-	}
-	return next
-}
-
-// resumable reports whether a parked lane may produce again; p.mu is held.
-func (p *Producer) resumable(l *lane, now time.Time) bool {
-	switch l.state {
-	case laneStalled:
-		// Not while a failure is on its way to settle: that makes the
-		// lane failed, and its round is cancelled already.
-		maxRecs, maxBytes := p.laneLimit(l)
-		return l.inflight <= maxRecs/2 && l.bytes <= maxBytes/2 && !l.failing.Load()
-	case laneFailed:
-		return l.inflight == 0 && !now.Before(l.retryAt)
-	case laneIsolating:
-		return l.inflight == 0
-	}
-	return false
-}
-
-// poke wakes the read loop if it waits (waitWake).
-func (p *Producer) poke() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
+	return k
 }
 
 // waitWake waits for the ack loop to free room or settle something, until
@@ -968,19 +577,8 @@ func (p *Producer) waitWake(ctx context.Context, until time.Time) bool {
 	select {
 	case <-ctx.Done():
 		return false
-	case <-p.wake:
+	case <-p.sched.wake:
 	case <-tc:
 	}
 	return true
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

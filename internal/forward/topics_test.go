@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -179,14 +178,8 @@ func grant(t *testing.T, adm *kgo.Client, user string, a kfake.ACL) {
 	c.Principal, c.Host, c.Operation, c.PermissionType = "User:"+user, "*", a.Operation, kmsg.ACLPermissionTypeAllow
 	req.Creations = append(req.Creations, c)
 	resp, err := req.RequestWith(context.Background(), adm)
-	if err != nil {
-		t.Fatalf("create ACL: %v", err)
-	}
-	for _, r := range resp.Results {
-		if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
-			t.Fatalf("create ACL: %v", err)
-		}
-	}
+	answered(t, "create ACL", err, func() []kmsg.CreateACLsResponseResult { return resp.Results },
+		func(r kmsg.CreateACLsResponseResult) int16 { return r.ErrorCode })
 }
 
 func createTopic(t *testing.T, adm *kgo.Client, topic string, partitions int32) {
@@ -196,33 +189,20 @@ func createTopic(t *testing.T, adm *kgo.Client, topic string, partitions int32) 
 	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, partitions, 1
 	req.Topics = append(req.Topics, rt)
 	resp, err := req.RequestWith(context.Background(), adm)
-	if err != nil {
-		t.Fatalf("create topic: %v", err)
-	}
-	for _, r := range resp.Topics {
-		if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
-			t.Fatalf("create topic: %v", err)
-		}
-	}
+	answered(t, "create topic", err, func() []kmsg.CreateTopicsResponseTopic { return resp.Topics },
+		func(r kmsg.CreateTopicsResponseTopic) int16 { return r.ErrorCode })
 }
 
-// The waits of a parked topic in production: long, because only an
-// operator ends them, and capped, so that the topic resumes within minutes
-// of the fix.
-func TestParkedTopicBackoffDefaults(t *testing.T) {
-	c := newCluster(t)
-	log, _ := testLogger(t)
-	p, err := New(testConfig(c.ListenAddrs()), log, prometheus.NewRegistry(), newMemSource())
+// answered fails the test when an admin request failed: err, or the error
+// code of one of its answers (read only when err is nil).
+func answered[A any](t *testing.T, what string, err error, answers func() []A, code func(A) int16) {
+	t.Helper()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", what, err)
 	}
-	t.Cleanup(p.cl.Close)
-	if p.topicBo.initial != 5*time.Second || p.topicBo.max != 5*time.Minute {
-		t.Errorf("parked topic backoff %v to %v, want 5s to 5m", p.topicBo.initial, p.topicBo.max)
-	}
-	for n := 1; n < 20; n++ {
-		if d := p.topicBo.delay(n); d > 5*time.Minute {
-			t.Fatalf("try %d waits %v, over the 5m cap", n, d)
+	for _, a := range answers() {
+		if err := kerr.ErrorForCode(code(a)); err != nil {
+			t.Fatalf("%s: %v", what, err)
 		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/plugin/kslog"
 )
 
 // stateLogEvery and stateLogBurst bound the "kafka reachable" / "kafka
@@ -127,98 +126,4 @@ func (s *kafkaState) isUp() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.up
-}
-
-// partitioner is Kafka's own key partitioning (murmur2, as the Java
-// client), which also learns each topic's partition count so that the
-// Producer can tell, before producing, which partition a record goes to.
-type partitioner struct {
-	mu     sync.Mutex // guards counts
-	counts map[string]int
-}
-
-func newPartitioner() *partitioner { return &partitioner{counts: make(map[string]int)} }
-
-func (p *partitioner) ForTopic(topic string) kgo.TopicPartitioner {
-	return &topicPartitioner{p: p, topic: topic, inner: kgo.StickyKeyPartitioner(nil).ForTopic(topic)}
-}
-
-// count returns the partition count of topic last seen by franz-go, 0 when
-// not known yet.
-func (p *partitioner) count(topic string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.counts[topic]
-}
-
-type topicPartitioner struct {
-	p     *partitioner
-	topic string
-	inner kgo.TopicPartitioner
-	n     int
-}
-
-func (t *topicPartitioner) RequiresConsistency(r *kgo.Record) bool {
-	return t.inner.RequiresConsistency(r)
-}
-
-func (t *topicPartitioner) Partition(r *kgo.Record, n int) int {
-	if n != t.n {
-		t.n = n
-		t.p.learn(t.topic, n)
-	}
-	return t.inner.Partition(r, n)
-}
-
-func (p *partitioner) learn(topic string, n int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.counts[topic] = n
-}
-
-// kgoLogger hands franz-go's log to slog through kslog, and reads in it the
-// earliest sign that franz-go is failing the records it holds for a
-// partition: franz-go logs, under the partition's lock and before it fails
-// them, an entry with the partition's topic and number and the error (a
-// batch Kafka rejected, a load error), or at error level one with an error
-// and no partition when it fails every partition (a fatal producer-ID
-// error, a broker too old). It goes by the shape of the entry, not by its
-// message, so that a reworded message does not lose the hint; entries of
-// that shape that fail nothing cost a resend. The first failed promise
-// stays the guard when no entry comes (see lane.round).
-type kgoLogger struct {
-	inner *kslog.Logger
-	hint  func(topic string, partition int32)
-}
-
-// Level is at least info so that the entries above always reach Log; Log
-// forwards only what the injected handler wants.
-func (l *kgoLogger) Level() kgo.LogLevel { return max(l.inner.Level(), kgo.LogLevelInfo) }
-
-func (l *kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	var (
-		topic     string
-		partition = int32(-1)
-		failed    bool
-	)
-	for i := 0; i+1 < len(keyvals); i += 2 {
-		switch keyvals[i] {
-		case "topic":
-			topic, _ = keyvals[i+1].(string)
-		case "partition":
-			partition, _ = keyvals[i+1].(int32)
-		case "err":
-			err, _ := keyvals[i+1].(error)
-			failed = err != nil
-		}
-	}
-	switch {
-	case failed && topic != "" && partition >= 0:
-		l.hint(topic, partition)
-	case failed && topic == "" && level == kgo.LogLevelError:
-		l.hint("", -1)
-	}
-	if level <= l.inner.Level() {
-		l.inner.Log(level, msg, keyvals...)
-	}
 }
