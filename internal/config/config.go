@@ -45,6 +45,7 @@ import (
 	"github.com/edgebridge/edgebridge/internal/buffer"
 	"github.com/edgebridge/edgebridge/internal/forward"
 	"github.com/edgebridge/edgebridge/internal/mqtt"
+	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
 // Config is the validated configuration, ready to hand to the components.
@@ -358,11 +359,11 @@ func parse(data []byte, opts Options) (*Config, error) {
 	m := f.MQTT
 	cfg.MQTT = mqtt.Config{
 		NodeID:   cfg.NodeID,
-		Broker:   m.URL,
+		URL:      m.URL,
 		ClientID: m.ClientID,
 		Username: m.Username,
 		Password: secret("mqtt.password", m.Password, m.PasswordFile),
-		TLS: mqtt.TLSConfig{
+		TLS: mqtt.TLS{
 			CAFile:     path(m.TLS.CAFile),
 			CertFile:   path(m.TLS.CertFile),
 			KeyFile:    path(m.TLS.KeyFile),
@@ -447,7 +448,7 @@ func parse(data []byte, opts Options) (*Config, error) {
 		ProduceRequestTimeout:  k.ProduceRequestTimeout,
 		MetadataMinAge:         k.MetadataMinAge,
 		MetadataMaxAge:         k.MetadataMaxAge,
-		Backoff:                forward.Backoff{Initial: k.Backoff.Initial, Max: k.Backoff.Max},
+		Backoff:                retry.Policy{Initial: k.Backoff.Initial, Max: k.Backoff.Max},
 		ShutdownTimeout:        cfg.ShutdownTimeout,
 		TLS: forward.TLS{
 			Enabled:            k.TLS.Enabled,

@@ -56,8 +56,8 @@ func TestDefaults(t *testing.T) {
 	if cfg.Log.Level != slog.LevelInfo || cfg.Log.Format != "json" {
 		t.Errorf("log = %+v", cfg.Log)
 	}
-	if cfg.MQTT.Broker != "tcp://127.0.0.1:1883" || cfg.MQTT.ClientID != "edgebridge-host-a" || cfg.MQTT.NodeID != "host-a" {
-		t.Errorf("mqtt defaults: url %q client_id %q node %q", cfg.MQTT.Broker, cfg.MQTT.ClientID, cfg.MQTT.NodeID)
+	if cfg.MQTT.URL != "tcp://127.0.0.1:1883" || cfg.MQTT.ClientID != "edgebridge-host-a" || cfg.MQTT.NodeID != "host-a" {
+		t.Errorf("mqtt defaults: url %q client_id %q node %q", cfg.MQTT.URL, cfg.MQTT.ClientID, cfg.MQTT.NodeID)
 	}
 	if r := cfg.MQTT.Routes; len(r) != 1 || r[0].Filter != "devices/+/telemetry" || r[0].KafkaTopic != "iot.telemetry" {
 		t.Errorf("routes = %+v", r)
@@ -137,7 +137,7 @@ log:
 		t.Fatal(err)
 	}
 	m := cfg.MQTT
-	if m.Broker != "ssl://broker.local:8883" || m.ClientID != "bridge-7" || m.Username != "bridge" || m.Password != "s3cret" ||
+	if m.URL != "ssl://broker.local:8883" || m.ClientID != "bridge-7" || m.Username != "bridge" || m.Password != "s3cret" ||
 		m.TLS.CAFile != filepath.Join(dir, "ca.pem") || m.KeepAlive != 15*time.Second || m.MaxPayloadBytes != 64<<10 || m.MaxBatch != 500 {
 		t.Errorf("mqtt = %+v", m)
 	}

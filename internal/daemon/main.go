@@ -105,7 +105,7 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 	}
 	if cmd == "validate" {
 		fmt.Fprintf(stdout, "%s: ok (node_id %s, mqtt %s, %d routes, kafka %s, buffer %s)\n", *path, cfg.NodeID,
-			cfg.MQTT.Broker, len(cfg.MQTT.Routes), strings.Join(cfg.Forward.Brokers, ","), cfg.Buffer.Dir)
+			cfg.MQTT.URL, len(cfg.MQTT.Routes), strings.Join(cfg.Forward.Brokers, ","), cfg.Buffer.Dir)
 		return ExitOK
 	}
 
@@ -144,7 +144,7 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 // isConfigError tells config problems found only when a component starts
 // (a TLS file that is missing or not PEM) from runtime failures.
 func isConfigError(err error) bool {
-	for _, e := range []error{mqtt.ErrInvalidConfig, mqtt.ErrTLS, forward.ErrInvalidConfig, forward.ErrTLSMaterial} {
+	for _, e := range []error{mqtt.ErrInvalidConfig, mqtt.ErrTLSMaterial, forward.ErrInvalidConfig, forward.ErrTLSMaterial} {
 		if errors.Is(err, e) {
 			return true
 		}
