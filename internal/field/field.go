@@ -62,21 +62,19 @@ func (l *List) Add(e *Error) {
 	if e == nil {
 		return
 	}
+	l.add(e)
+}
+
+func (l *List) add(e error) {
 	if l.wrap != nil {
-		l.errs = append(l.errs, fmt.Errorf("%w: %w", l.wrap, e))
-		return
+		e = &marked{sentinel: l.wrap, err: e}
 	}
 	l.errs = append(l.errs, e)
 }
 
 // AddAll records every error err is made of (see Walk).
 func (l *List) AddAll(err error) {
-	Walk(err, func(e error) {
-		if l.wrap != nil {
-			e = fmt.Errorf("%w: %w", l.wrap, e)
-		}
-		l.errs = append(l.errs, e)
-	})
+	Walk(err, l.add)
 }
 
 // Addf records Errorf(key, format, args...).
@@ -84,6 +82,15 @@ func (l *List) Addf(key, format string, args ...any) { l.Add(Errorf(key, format,
 
 // Err returns the problems joined, nil when there are none.
 func (l *List) Err() error { return errors.Join(l.errs...) }
+
+// marked is err, matching sentinel as well, with its text in front. It
+// unwraps to err alone (not to a list, as fmt.Errorf with two %w would),
+// so that Walk sees one problem in it.
+type marked struct{ sentinel, err error }
+
+func (m *marked) Error() string        { return m.sentinel.Error() + ": " + m.err.Error() }
+func (m *marked) Unwrap() error        { return m.err }
+func (m *marked) Is(target error) bool { return target == m.sentinel }
 
 // Walk calls fn for every error err is made of: each error of a join (and of
 // a join inside a join), and err itself when it is not a join.
