@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -686,53 +685,4 @@ func TestPprofListen(t *testing.T) {
 			}
 		})
 	}
-}
-
-// Every key of the file is in the README's reference table, with its
-// default and bound: the table is what operators read.
-func TestReadmeReferenceNamesEveryKey(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rows []string
-	for _, line := range strings.Split(string(readme), "\n") {
-		if strings.HasPrefix(line, "| `") {
-			rows = append(rows, line)
-		}
-	}
-	documented := func(key string) bool {
-		parent, leaf := "", key
-		if i := strings.LastIndex(key, "."); i >= 0 {
-			parent, leaf = key[:i+1], key[i+1:]
-		}
-		for _, r := range rows {
-			// A row names the key, or a sibling and then the key's leaf
-			// ("`kafka.tls.ca_file`, `cert_file`").
-			if strings.Contains(r, "`"+key+"`") || (parent != "" && strings.Contains(r, "`"+parent) && strings.Contains(r, "`"+leaf+"`")) {
-				return true
-			}
-		}
-		return false
-	}
-	var walk func(t reflect.Type, prefix string)
-	walk = func(typ reflect.Type, prefix string) {
-		for i := range typ.NumField() {
-			name, _, _ := strings.Cut(typ.Field(i).Tag.Get("yaml"), ",")
-			ft := typ.Field(i).Type
-			key := prefix + name
-			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
-				walk(ft.Elem(), key+"[].")
-				continue
-			}
-			if ft.Kind() == reflect.Struct {
-				walk(ft, key+".")
-				continue
-			}
-			if !documented(key) {
-				t.Errorf("README.md's reference table does not name %s", key)
-			}
-		}
-	}
-	walk(reflect.TypeOf(file{}), "")
 }
