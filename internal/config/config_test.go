@@ -17,6 +17,18 @@ func env(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
 
+// withSecretFile is opts(m) in a directory that holds the file mqtt-pw,
+// whose secret is "s3cret".
+func withSecretFile(t *testing.T, m map[string]string) Options {
+	t.Helper()
+	o := opts(m)
+	o.Dir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(o.Dir, "mqtt-pw"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
 func opts(m map[string]string) Options {
 	return Options{
 		File:      "edgebridge.yaml",
@@ -75,14 +87,10 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-func TestValues(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "mqtt-pw"), []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	o := opts(map[string]string{"STATE": "/data", "KAFKA_PW": "kpw"})
-	o.Dir = dir
-	cfg, err := Parse([]byte(`
+// valuesFile sets a value other than the default for many keys; its
+// mqtt.password_file is mqtt-pw (withSecretFile), kafka.sasl.password is
+// ${KAFKA_PW} and buffer.dir starts with ${STATE}.
+const valuesFile = `
 node_id: edge-01
 shutdown_timeout: 1m30s
 mqtt:
@@ -131,7 +139,12 @@ http:
 log:
   level: DEBUG
   format: text
-`), o)
+`
+
+func TestValues(t *testing.T) {
+	o := withSecretFile(t, map[string]string{"STATE": "/data", "KAFKA_PW": "kpw"})
+	dir := o.Dir
+	cfg, err := Parse([]byte(valuesFile), o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,80 +62,53 @@ func contains(list []string, s string) bool {
 // What `edgebridge config` prints reads back as the same configuration,
 // and holds no secret.
 func TestWriteYAMLReadsBack(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "mqtt-pw"), []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	o := opts(map[string]string{"KAFKA_PW": "kpw-Secret", "STATE": "/data"})
-	o.Dir = dir
-	cfg, err := Parse([]byte(`
-node_id: edge-01
-shutdown_timeout: 90s
-mqtt:
-  url: ssl://broker.local:8883
-  username: bridge
-  password_file: mqtt-pw
-  tls:
-    ca_file: ca.pem
-  keepalive: 0s
-  max_payload_bytes: 64KiB
-routes:
-  - filter: site/+/sensors/#
-    kafka_topic: iot.sensors
-    qos: 2
-    device_level: 2
-  - filter: "devices/+/telemetry"
-    kafka_topic: iot.telemetry
+	o := withSecretFile(t, map[string]string{"KAFKA_PW": "kpw-Secret", "STATE": "/data"})
+	for _, tt := range []struct{ name, yaml string }{
+		{"many values", valuesFile},
+		// Strings that read as other types, a literal "${", a size that is
+		// no round unit, a level in capitals, a file-only key.
+		{"values that need quoting", base + `
 kafka:
-  brokers: [kafka-0:9092, kafka-1:9092]
+  brokers: ["kafka-0:9092"]
   client_id: "1234"
-  compression: LZ4
   batch_max_bytes: 1000000
-  sasl:
-    mechanism: plain
-    username: "true"
-    password: ${KAFKA_PW}
-    allow_plaintext: true
-buffer:
-  dir: ${STATE}/buf
-  max_bytes: 4GiB
-  min_free_disk: -1
-  when_full: drop_oldest
-  max_age: 72h
-http:
-  listen: 127.0.0.1:9464
-log:
-  level: WARN
-  format: text
-`), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if err := cfg.WriteYAML(&out); err != nil {
-		t.Fatal(err)
-	}
-	for _, secret := range []string{"s3cret", "kpw-Secret"} {
-		if strings.Contains(out.String(), secret) {
-			t.Errorf("the output holds the secret %q:\n%s", secret, out.String())
-		}
-	}
-	if !strings.Contains(out.String(), "password: "+Redacted) || !strings.Contains(out.String(), "password_file: "+filepath.Join(dir, "mqtt-pw")) {
-		t.Errorf("secrets are not shown as redacted or by their file:\n%s", out.String())
-	}
-	if !strings.Contains(out.String(), "keepalive: 30s") || !strings.Contains(out.String(), "# MQTT keepalive") {
-		t.Errorf("a default or its comment is missing:\n%s", out.String())
-	}
-
-	again, err := Parse(out.Bytes(), opts(nil))
-	if err != nil {
-		t.Fatalf("the output does not parse: %v\n%s", err, out.String())
-	}
-	want := *cfg
-	want.Forward.SASL.Password = Redacted // written inline: redacted
-	want.src, again.src = file{}, file{}
-	if !reflect.DeepEqual(*again, want) {
-		t.Errorf("read back:\n%+v\nwant\n%+v\nfrom\n%s", *again, want, out.String())
+  sasl: {mechanism: plain, username: "true", password: "${KAFKA_PW}", allow_plaintext: true}
+mqtt: {username: "null", password_file: mqtt-pw, keepalive: 0s}
+buffer: {dir: "/data/$${x}", min_free_disk: -1}
+log: {level: WARN}
+`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.yaml), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			if err := cfg.WriteYAML(&out); err != nil {
+				t.Fatal(err)
+			}
+			for _, secret := range []string{"s3cret", "kpw-Secret"} {
+				if strings.Contains(out.String(), secret) {
+					t.Errorf("the output holds the secret %q:\n%s", secret, out.String())
+				}
+			}
+			if !strings.Contains(out.String(), "password: "+Redacted) || !strings.Contains(out.String(), "password_file: "+filepath.Join(o.Dir, "mqtt-pw")) {
+				t.Errorf("secrets are not shown as redacted or by their file:\n%s", out.String())
+			}
+			if !strings.Contains(out.String(), "  # one connection attempt (dial, TLS, CONNACK)\n  connect_timeout: 10s\n") {
+				t.Errorf("a default or its comment is missing:\n%s", out.String())
+			}
+			again, err := Parse(out.Bytes(), opts(nil))
+			if err != nil {
+				t.Fatalf("the output does not parse: %v\n%s", err, out.String())
+			}
+			want := *cfg
+			want.Forward.SASL.Password = Redacted // written inline: redacted
+			want.src, again.src = file{}, file{}
+			if !reflect.DeepEqual(*again, want) {
+				t.Errorf("read back:\n%+v\nwant\n%+v\nfrom\n%s", *again, want, out.String())
+			}
+		})
 	}
 }
 
