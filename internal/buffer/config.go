@@ -23,7 +23,7 @@ type Config struct {
 	Dir string
 	// MaxBytes caps what the buffer stores, counted logically (keys and
 	// values of records and dead letters, not bbolt's file size).
-	// yaml: buffer.max_bytes. Default 1 GiB.
+	// yaml: buffer.max_bytes. Default 1GiB.
 	MaxBytes int64
 	// MaxAge, when set, expires records older than this, whatever the
 	// policy; each is counted as dropped with reason "max_age".
@@ -31,7 +31,7 @@ type Config struct {
 	MaxAge time.Duration
 	// MinFreeDisk is the free space the buffer leaves on its filesystem.
 	// Below it appends are refused like a full buffer. yaml:
-	// buffer.min_free_disk. Default 64 MiB; -1 disables the check.
+	// buffer.min_free_disk. Default 64MiB; -1 disables the check.
 	MinFreeDisk int64
 	// WhenFull is the overflow policy: "block" or "drop_oldest".
 	// yaml: buffer.when_full. Default "block".
@@ -39,7 +39,7 @@ type Config struct {
 	// SegmentBytes is the file size at which a new segment is started.
 	// Smaller segments return disk sooner after a drain and keep less of
 	// the mapped file resident while it is read; larger ones mean fewer
-	// files. yaml: buffer.segment_bytes. Default 16 MiB.
+	// files. yaml: buffer.segment_bytes. Default 16MiB.
 	SegmentBytes int64
 	// DropLogInterval bounds how often drops are logged (they are always
 	// counted). yaml: buffer.drop_log_interval. Default 10s.

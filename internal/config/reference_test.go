@@ -2,9 +2,13 @@ package config
 
 import (
 	"bytes"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -222,5 +226,48 @@ func TestReadmeReferenceNamesEveryKey(t *testing.T) {
 		if !strings.HasPrefix(cell, "`") || canonical(lit) != canonical(code) {
 			t.Errorf("README.md gives %s the default %s; the code's is %s", key, cell, code)
 		}
+	}
+}
+
+// The comment of each component field that names its key and a default
+// ("yaml: mqtt.keepalive. Default 30s.") gives the default the code has:
+// comments are read too, and drift there fails here as in the README.
+func TestFieldCommentsGiveTheDefaults(t *testing.T) {
+	defaults := map[string]string{}
+	toNode(reflect.ValueOf(defaultFile()), "", func(key, value string) { defaults[key] = value })
+	keyRE := regexp.MustCompile(`yaml: ([a-z_.\[\]]*[a-z_])`)
+	defRE := regexp.MustCompile(`Default ("[^"]*"|[^\s:;]+?)[.;]?(?:\s|$)`)
+	checked := 0
+	for _, path := range []string{"../mqtt/config.go", "../mqtt/routes.go", "../forward/config.go", "../buffer/config.go", "config.go"} {
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			st, ok := n.(*ast.StructType)
+			if !ok {
+				return true
+			}
+			for _, fd := range st.Fields.List {
+				text := strings.Join(strings.Fields(fd.Doc.Text()), " ")
+				keys, def := keyRE.FindAllStringSubmatch(text, -1), defRE.FindStringSubmatch(text)
+				if len(keys) != 1 || def == nil {
+					continue
+				}
+				key, doc := keys[0][1], strings.Trim(def[1], `"`)
+				code, ok := defaults[key]
+				if !ok || code == "" {
+					continue // derived or none: said in words
+				}
+				checked++
+				if canonical(doc) != canonical(code) {
+					t.Errorf("%s: the comment of %s gives the default %s; DefaultConfig's is %s", path, key, doc, code)
+				}
+			}
+			return true
+		})
+	}
+	if checked < 30 {
+		t.Errorf("only %d field comments checked: the comments' form changed?", checked)
 	}
 }

@@ -53,7 +53,7 @@ type Config struct {
 	MaxBufferedRecords int
 	// MaxBufferedBytes is the read window in bytes (key, value and headers
 	// of the records in flight). yaml: kafka.max_buffered_bytes.
-	// Default 16 MiB; at least kafka.batch_max_bytes.
+	// Default 16MiB; at least kafka.batch_max_bytes.
 	MaxBufferedBytes int
 	// ReadBatch is the most records taken from the buffer in one read.
 	// yaml: kafka.read_batch. Default 1000.

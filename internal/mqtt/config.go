@@ -48,13 +48,13 @@ type Config struct {
 	// stored as a dead letter with reason payload_too_large, whole, with
 	// its size in the envelope attribute "payload_bytes", so that it can be
 	// requeued once the limits are raised. yaml: mqtt.max_payload_bytes.
-	// Default 256 KiB.
+	// Default 256KiB.
 	MaxPayloadBytes int
 	// MaxBatch is the most messages committed to the buffer at once.
 	// yaml: mqtt.max_batch. Default 1000.
 	MaxBatch int
 	// MaxBatchBytes bounds the encoded size of one batch (a batch holds at
-	// least one message). yaml: mqtt.max_batch_bytes. Default 4 MiB.
+	// least one message). yaml: mqtt.max_batch_bytes. Default 4MiB.
 	MaxBatchBytes int
 	// QueueSize is the number of messages received and not yet batched.
 	// With QoS 1/2 the broker's in-flight window bounds it anyway.
