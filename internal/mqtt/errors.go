@@ -3,8 +3,9 @@ package mqtt
 import "errors"
 
 var (
-	// ErrInvalidConfig wraps every error of Config.Validate and New about
-	// the configuration: the message names the field by its YAML key.
+	// ErrInvalidConfig is matched by every error of Config.Validate and New
+	// about the configuration: each is a *field.Error, which names the
+	// field by its YAML key.
 	ErrInvalidConfig = errors.New("invalid mqtt config")
 
 	// ErrTLSMaterial wraps errors loading the TLS material named in
