@@ -134,9 +134,15 @@ type fileConfig struct {
 // leaves out are the binary's, not copies of them here.
 func TestDaemonSetMatchesConfig(t *testing.T) {
 	data, c, pod := deployedConfig(t)
-	out, err := runOnConfig(t, "config", data, containerEnv(t, c))
+	env := containerEnv(t, c)
+	out, err := runOnConfig(t, "config", data, env)
 	if err != nil {
 		t.Fatalf("edgebridge config: %v\n%s", err, out)
+	}
+	for _, e := range env { // the passwords from the Secrets are never printed
+		if name, v, _ := strings.Cut(e, "="); strings.Contains(name, "PASSWORD") && strings.Contains(out, v) {
+			t.Errorf("edgebridge config prints the secret %s:\n%s", e, out)
+		}
 	}
 	var f fileConfig
 	if err := yaml.Unmarshal([]byte(out), &f); err != nil {
