@@ -187,7 +187,8 @@ func (l *lane) skip(seq uint64) {
 // New validates cfg, loads the TLS material, registers the metrics on reg
 // and creates the Kafka client (which connects lazily). Run must be called
 // to forward and, when it returns, to close the client. A nil log discards
-// the log; a nil reg keeps the metrics unregistered; a nil src is an error.
+// the log; with a nil reg the metrics are kept but registered nowhere
+// anyone gathers (a registry of the Producer's own); a nil src is an error.
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*Producer, error) {
 	if src == nil {
 		return nil, errors.New("new forwarder: nil source")
@@ -196,7 +197,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 		log = slog.New(slog.DiscardHandler)
 	}
 	if reg == nil {
-		reg = prometheus.NewRegistry() // kept, not registered
+		reg = prometheus.NewRegistry() // the metrics are kept, and gathered by no one
 	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
