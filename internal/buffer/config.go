@@ -1,9 +1,9 @@
 package buffer
 
 import (
-	"errors"
-	"fmt"
 	"time"
+
+	"github.com/edgebridge/edgebridge/internal/field"
 )
 
 // The overflow policies of Config.WhenFull.
@@ -16,13 +16,14 @@ const (
 	WhenFullDropOldest = "drop_oldest"
 )
 
-// Config configures a Queue. The zero value of each field means its default.
+// Config configures a Queue. The zero value of each field means its
+// default: DefaultConfig holds them all.
 type Config struct {
 	// Dir holds the segment files. yaml: buffer.dir. Required.
 	Dir string
 	// MaxBytes caps what the buffer stores, counted logically (keys and
 	// values of records and dead letters, not bbolt's file size).
-	// yaml: buffer.max_bytes. Default 1 GiB.
+	// yaml: buffer.max_bytes. Default 1GiB.
 	MaxBytes int64
 	// MaxAge, when set, expires records older than this, whatever the
 	// policy; each is counted as dropped with reason "max_age".
@@ -30,7 +31,7 @@ type Config struct {
 	MaxAge time.Duration
 	// MinFreeDisk is the free space the buffer leaves on its filesystem.
 	// Below it appends are refused like a full buffer. yaml:
-	// buffer.min_free_disk. Default 64 MiB; -1 disables the check.
+	// buffer.min_free_disk. Default 64MiB; -1 disables the check.
 	MinFreeDisk int64
 	// WhenFull is the overflow policy: "block" or "drop_oldest".
 	// yaml: buffer.when_full. Default "block".
@@ -38,7 +39,7 @@ type Config struct {
 	// SegmentBytes is the file size at which a new segment is started.
 	// Smaller segments return disk sooner after a drain and keep less of
 	// the mapped file resident while it is read; larger ones mean fewer
-	// files. yaml: buffer.segment_bytes. Default 16 MiB.
+	// files. yaml: buffer.segment_bytes. Default 16MiB.
 	SegmentBytes int64
 	// DropLogInterval bounds how often drops are logged (they are always
 	// counted). yaml: buffer.drop_log_interval. Default 10s.
@@ -48,73 +49,59 @@ type Config struct {
 	LockTimeout time.Duration
 }
 
-// Defaults of Config.
-const (
-	DefaultMaxBytes        = 1 << 30
-	DefaultMinFreeDisk     = 64 << 20
-	DefaultSegmentBytes    = 16 << 20
-	DefaultDropLogInterval = 10 * time.Second
-	DefaultLockTimeout     = 5 * time.Second
-)
+// DefaultConfig returns the defaults, the one place they are written. Dir
+// has none: the daemon's default (/var/lib/edgebridge) is its own.
+func DefaultConfig() Config {
+	return Config{
+		MaxBytes:        1 << 30,
+		MinFreeDisk:     64 << 20,
+		WhenFull:        WhenFullBlock,
+		SegmentBytes:    16 << 20,
+		DropLogInterval: 10 * time.Second,
+		LockTimeout:     5 * time.Second,
+	}
+}
 
 // minSegmentBytes keeps tests able to use tiny segments while refusing
 // sizes that would make a file per handful of records.
 const minSegmentBytes = 64 << 10
 
-// WithDefaults returns c with every unset field set to its default.
+// WithDefaults returns c with every unset field set from DefaultConfig.
 func (c Config) WithDefaults() Config {
-	if c.MaxBytes == 0 {
-		c.MaxBytes = DefaultMaxBytes
-	}
-	if c.MinFreeDisk == 0 {
-		c.MinFreeDisk = DefaultMinFreeDisk
-	}
-	if c.WhenFull == "" {
-		c.WhenFull = WhenFullBlock
-	}
-	if c.SegmentBytes == 0 {
-		c.SegmentBytes = DefaultSegmentBytes
-	}
-	if c.DropLogInterval == 0 {
-		c.DropLogInterval = DefaultDropLogInterval
-	}
-	if c.LockTimeout == 0 {
-		c.LockTimeout = DefaultLockTimeout
-	}
-	return c
+	return field.Fill(c, DefaultConfig())
 }
 
-// Validate checks c after defaults are applied and names the first bad
-// field by its configuration key.
+// Validate checks c after defaults are applied and returns every bad
+// field, joined, each a *field.Error naming its key.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
+	var errs field.List
 	if c.Dir == "" {
-		errs = append(errs, errors.New("buffer.dir is required"))
+		errs.Addf("buffer.dir", "%s is required")
 	}
 	if c.MaxBytes < 0 {
-		errs = append(errs, fmt.Errorf("buffer.max_bytes must be > 0, got %d", c.MaxBytes))
+		errs.Addf("buffer.max_bytes", "%s must be > 0, got %d", c.MaxBytes)
 	}
 	if c.MaxAge < 0 {
-		errs = append(errs, fmt.Errorf("buffer.max_age must be >= 0, got %s", c.MaxAge))
+		errs.Addf("buffer.max_age", "%s must be >= 0, got %s", c.MaxAge)
 	}
 	if c.MinFreeDisk < -1 {
-		errs = append(errs, fmt.Errorf("buffer.min_free_disk must be >= 0 (or -1 to disable), got %d", c.MinFreeDisk))
+		errs.Addf("buffer.min_free_disk", "%s must be >= 0 (or -1 to disable), got %d", c.MinFreeDisk)
 	}
 	if c.WhenFull != WhenFullBlock && c.WhenFull != WhenFullDropOldest {
-		errs = append(errs, fmt.Errorf("buffer.when_full must be %q or %q, got %q", WhenFullBlock, WhenFullDropOldest, c.WhenFull))
+		errs.Addf("buffer.when_full", "%s must be %q or %q, got %q", WhenFullBlock, WhenFullDropOldest, c.WhenFull)
 	}
 	if c.SegmentBytes < minSegmentBytes {
-		errs = append(errs, fmt.Errorf("buffer.segment_bytes must be >= %d, got %d", minSegmentBytes, c.SegmentBytes))
+		errs.Addf("buffer.segment_bytes", "%s must be >= %d, got %d", minSegmentBytes, c.SegmentBytes)
 	}
 	if c.MaxBytes > 0 && c.SegmentBytes > c.MaxBytes {
-		errs = append(errs, fmt.Errorf("buffer.segment_bytes (%d) must be <= buffer.max_bytes (%d)", c.SegmentBytes, c.MaxBytes))
+		errs.Addf("buffer.segment_bytes", "%s (%d) must be <= buffer.max_bytes (%d)", c.SegmentBytes, c.MaxBytes)
 	}
 	if c.DropLogInterval < 0 {
-		errs = append(errs, fmt.Errorf("buffer.drop_log_interval must be > 0, got %s", c.DropLogInterval))
+		errs.Addf("buffer.drop_log_interval", "%s must be > 0, got %s", c.DropLogInterval)
 	}
 	if c.LockTimeout < 0 {
-		errs = append(errs, fmt.Errorf("buffer.lock_timeout must be > 0, got %s", c.LockTimeout))
+		errs.Addf("buffer.lock_timeout", "%s must be > 0, got %s", c.LockTimeout)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }

@@ -24,23 +24,24 @@
 //   - Defaults are applied, then every component's Validate checks its fields
 //     together and names the bad field by its key. Every size and count has
 //     an upper bound a 4 GB node can honour, named in the error.
+//
+// Parse goes in steps, one function each: decode (the file over the
+// defaults, defaultFile) -> resolve (secret files, relative paths, node_id,
+// http.pprof_listen) -> one builder per component, which copies the
+// component's keys into its Config and runs its Validate -> the checks
+// across components. WriteYAML prints the result back as a file.
 package config
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
 	"github.com/edgebridge/edgebridge/internal/forward"
@@ -62,6 +63,10 @@ type Config struct {
 	Forward         forward.Config // kafka.*
 	HTTP            HTTP
 	Log             Log
+
+	// src is the file as resolved: what WriteYAML needs beyond the
+	// components' Configs (where each secret came from).
+	src file
 }
 
 // HTTP configures the metrics and health endpoint.
@@ -86,7 +91,8 @@ type Log struct {
 	Format string
 }
 
-// Defaults of the keys this package owns; the components own theirs.
+// Defaults of the keys this package owns; the components own theirs, in
+// their DefaultConfig. defaultFile puts them all together.
 const (
 	DefaultShutdownTimeout = 25 * time.Second
 	DefaultBufferDir       = "/var/lib/edgebridge"
@@ -95,118 +101,6 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
 )
-
-// file is the YAML schema. Zero values mean "not set": the component's
-// defaults apply.
-type file struct {
-	NodeID          string        `yaml:"node_id"`
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	MQTT            mqttFile      `yaml:"mqtt"`
-	Routes          []routeFile   `yaml:"routes"`
-	Buffer          bufferFile    `yaml:"buffer"`
-	Kafka           kafkaFile     `yaml:"kafka"`
-	HTTP            httpFile      `yaml:"http"`
-	Log             logFile       `yaml:"log"`
-}
-
-type mqttFile struct {
-	URL                  string        `yaml:"url"`
-	ClientID             string        `yaml:"client_id"`
-	Username             string        `yaml:"username"`
-	Password             string        `yaml:"password"`
-	PasswordFile         string        `yaml:"password_file"`
-	TLS                  mqttTLSFile   `yaml:"tls"`
-	KeepAlive            time.Duration `yaml:"keepalive"`
-	ConnectTimeout       time.Duration `yaml:"connect_timeout"`
-	WriteTimeout         time.Duration `yaml:"write_timeout"`
-	ConnectRetryInterval time.Duration `yaml:"connect_retry_interval"`
-	MaxReconnectInterval time.Duration `yaml:"max_reconnect_interval"`
-	MaxPayloadBytes      ByteSize      `yaml:"max_payload_bytes"`
-	MaxBatch             int           `yaml:"max_batch"`
-	MaxBatchBytes        ByteSize      `yaml:"max_batch_bytes"`
-	QueueSize            int           `yaml:"queue_size"`
-	DrainTimeout         time.Duration `yaml:"drain_timeout"`
-	RejectLogInterval    time.Duration `yaml:"reject_log_interval"`
-}
-
-type mqttTLSFile struct {
-	CAFile     string `yaml:"ca_file"`
-	CertFile   string `yaml:"cert_file"`
-	KeyFile    string `yaml:"key_file"`
-	ServerName string `yaml:"server_name"`
-}
-
-type routeFile struct {
-	Filter      string `yaml:"filter"`
-	KafkaTopic  string `yaml:"kafka_topic"`
-	QoS         int    `yaml:"qos"`
-	DeviceLevel int    `yaml:"device_level"`
-}
-
-type kafkaFile struct {
-	Brokers                []string      `yaml:"brokers"`
-	ClientID               string        `yaml:"client_id"`
-	Acks                   string        `yaml:"acks"`
-	Compression            string        `yaml:"compression"`
-	Linger                 time.Duration `yaml:"linger"`
-	ClientMetrics          bool          `yaml:"client_metrics"`
-	BatchMaxBytes          ByteSize      `yaml:"batch_max_bytes"`
-	MaxBufferedRecords     int           `yaml:"max_buffered_records"`
-	MaxBufferedBytes       ByteSize      `yaml:"max_buffered_bytes"`
-	ReadBatch              int           `yaml:"read_batch"`
-	DialTimeout            time.Duration `yaml:"dial_timeout"`
-	RequestTimeoutOverhead time.Duration `yaml:"request_timeout_overhead"`
-	ProduceRequestTimeout  time.Duration `yaml:"produce_request_timeout"`
-	MetadataMinAge         time.Duration `yaml:"metadata_min_age"`
-	MetadataMaxAge         time.Duration `yaml:"metadata_max_age"`
-	Backoff                backoffFile   `yaml:"backoff"`
-	TLS                    kafkaTLSFile  `yaml:"tls"`
-	SASL                   saslFile      `yaml:"sasl"`
-}
-
-type backoffFile struct {
-	Initial time.Duration `yaml:"initial"`
-	Max     time.Duration `yaml:"max"`
-}
-
-type kafkaTLSFile struct {
-	Enabled            bool   `yaml:"enabled"`
-	CAFile             string `yaml:"ca_file"`
-	CertFile           string `yaml:"cert_file"`
-	KeyFile            string `yaml:"key_file"`
-	ServerName         string `yaml:"server_name"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
-}
-
-type saslFile struct {
-	Mechanism      string `yaml:"mechanism"`
-	Username       string `yaml:"username"`
-	Password       string `yaml:"password"`
-	PasswordFile   string `yaml:"password_file"`
-	AllowPlaintext bool   `yaml:"allow_plaintext"`
-}
-
-type bufferFile struct {
-	Dir             string        `yaml:"dir"`
-	MaxBytes        ByteSize      `yaml:"max_bytes"`
-	MaxAge          time.Duration `yaml:"max_age"`
-	MinFreeDisk     ByteSize      `yaml:"min_free_disk"`
-	WhenFull        string        `yaml:"when_full"`
-	SegmentBytes    ByteSize      `yaml:"segment_bytes"`
-	DropLogInterval time.Duration `yaml:"drop_log_interval"`
-	LockTimeout     time.Duration `yaml:"lock_timeout"`
-}
-
-type httpFile struct {
-	Listen      string `yaml:"listen"`
-	Pprof       bool   `yaml:"pprof"`
-	PprofListen string `yaml:"pprof_listen"`
-}
-
-type logFile struct {
-	Level  string `yaml:"level"`
-	Format string `yaml:"format"`
-}
 
 // Upper bounds of buffer.* (the buffer package bounds them from below), so
 // that a unit too many is refused at validate rather than tried on disk.
@@ -285,282 +179,6 @@ func Parse(data []byte, opts Options) (*Config, error) {
 		opts.Hostname = os.Hostname
 	}
 	return parse(data, opts)
-}
-
-func parse(data []byte, opts Options) (*Config, error) {
-	if len(data) > maxFileBytes {
-		return nil, &Error{File: opts.File, Msg: fmt.Sprintf("%d bytes is above the maximum %s of a config file", len(data), ByteSize(maxFileBytes)), Err: ErrInvalid}
-	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		// yaml.v3 says "yaml: line N: ...".
-		return nil, &Error{File: opts.File, Msg: err.Error(), Err: ErrInvalid}
-	}
-	var f file
-	d := &decoder{file: opts.File, lookupEnv: opts.LookupEnv, root: reflect.TypeOf(f)}
-	if err := d.decode(&root, reflect.ValueOf(&f).Elem(), ""); err != nil {
-		return nil, err
-	}
-
-	var errs []error
-	invalid := func(key, format string, args ...any) {
-		errs = append(errs, &Error{File: opts.File, Key: key, Msg: fmt.Sprintf(format, args...), Err: ErrInvalid})
-	}
-	path := func(p string) string { // *_file and TLS paths are relative to the config file
-		if p == "" || filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(dirOr(opts.Dir), p)
-	}
-	secret := func(key, inline, file string) string {
-		if file == "" {
-			return inline
-		}
-		if inline != "" {
-			invalid(key+"_file", "set %s or %s_file, not both", key, key)
-			return ""
-		}
-		b, err := readBounded(path(file), maxSecretBytes)
-		if err != nil {
-			invalid(key+"_file", "read secret: %v", err)
-			return ""
-		}
-		v := strings.TrimRight(string(b), "\r\n")
-		if v == "" {
-			invalid(key+"_file", "%s is empty", path(file))
-		}
-		return v
-	}
-
-	cfg := &Config{NodeID: f.NodeID, ShutdownTimeout: f.ShutdownTimeout}
-	if cfg.NodeID == "" {
-		if v, ok := opts.LookupEnv("NODE_NAME"); ok && v != "" {
-			cfg.NodeID = v
-		} else if h, err := opts.Hostname(); err == nil {
-			cfg.NodeID = h
-		}
-	}
-	switch {
-	case cfg.NodeID == "":
-		invalid("node_id", "is empty and neither $NODE_NAME nor the hostname could supply it")
-	case len(cfg.NodeID) > 253 || strings.ContainsFunc(cfg.NodeID, func(r rune) bool {
-		return r <= ' ' || r > '~' || r == '/' || r == '+' || r == '#'
-	}):
-		invalid("node_id", "%q must be at most 253 printable ASCII characters without spaces, '/', '+' or '#'", cfg.NodeID)
-	}
-	if cfg.ShutdownTimeout == 0 {
-		cfg.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if cfg.ShutdownTimeout < 0 {
-		invalid("shutdown_timeout", "must be > 0, got %s", cfg.ShutdownTimeout)
-	}
-
-	m := f.MQTT
-	cfg.MQTT = mqtt.Config{
-		NodeID:   cfg.NodeID,
-		Broker:   m.URL,
-		ClientID: m.ClientID,
-		Username: m.Username,
-		Password: secret("mqtt.password", m.Password, m.PasswordFile),
-		TLS: mqtt.TLSConfig{
-			CAFile:     path(m.TLS.CAFile),
-			CertFile:   path(m.TLS.CertFile),
-			KeyFile:    path(m.TLS.KeyFile),
-			ServerName: m.TLS.ServerName,
-		},
-		KeepAlive:            m.KeepAlive,
-		ConnectTimeout:       m.ConnectTimeout,
-		WriteTimeout:         m.WriteTimeout,
-		ConnectRetryInterval: m.ConnectRetryInterval,
-		MaxReconnectInterval: m.MaxReconnectInterval,
-		MaxPayloadBytes:      intSize("mqtt.max_payload_bytes", m.MaxPayloadBytes, invalid),
-		MaxBatch:             m.MaxBatch,
-		MaxBatchBytes:        intSize("mqtt.max_batch_bytes", m.MaxBatchBytes, invalid),
-		QueueSize:            m.QueueSize,
-		DrainTimeout:         m.DrainTimeout,
-		RejectLogInterval:    m.RejectLogInterval,
-	}
-	for _, r := range f.Routes {
-		cfg.MQTT.Routes = append(cfg.MQTT.Routes, mqtt.Route{
-			Filter: r.Filter, KafkaTopic: r.KafkaTopic, QoS: r.QoS, DeviceLevel: r.DeviceLevel,
-		})
-	}
-	cfg.MQTT = cfg.MQTT.WithDefaults()
-	if err := cfg.MQTT.Validate(); err != nil {
-		errs = append(errs, componentError(opts.File, err))
-	}
-
-	b := f.Buffer
-	cfg.Buffer = buffer.Config{
-		Dir:             path(b.Dir),
-		MaxBytes:        int64(b.MaxBytes),
-		MaxAge:          b.MaxAge,
-		MinFreeDisk:     int64(b.MinFreeDisk),
-		WhenFull:        b.WhenFull,
-		SegmentBytes:    int64(b.SegmentBytes),
-		DropLogInterval: b.DropLogInterval,
-		LockTimeout:     b.LockTimeout,
-	}
-	if cfg.Buffer.Dir == "" {
-		cfg.Buffer.Dir = DefaultBufferDir
-	}
-	cfg.Buffer = cfg.Buffer.WithDefaults()
-	if err := cfg.Buffer.Validate(); err != nil {
-		errs = append(errs, componentError(opts.File, err))
-	}
-	for _, n := range []struct {
-		key    string
-		v, max int64
-	}{
-		{"buffer.max_bytes", cfg.Buffer.MaxBytes, maxBufferBytes},
-		{"buffer.min_free_disk", cfg.Buffer.MinFreeDisk, maxBufferBytes},
-		{"buffer.segment_bytes", cfg.Buffer.SegmentBytes, maxSegmentBytes},
-	} {
-		if n.v > n.max {
-			invalid(n.key, "%d is above the maximum %d (%s)", n.v, n.max, ByteSize(n.max))
-		}
-	}
-	if mb, sb := cfg.Buffer.MaxBytes, cfg.Buffer.SegmentBytes; sb > 0 && mb <= maxBufferBytes && mb/sb > maxSegments {
-		least := mb / maxSegments
-		if mb%maxSegments != 0 {
-			least++
-		}
-		invalid("buffer.segment_bytes", "%s makes buffer.max_bytes (%s) %d segments, above the maximum %d: raise buffer.segment_bytes to at least %s",
-			ByteSize(sb), ByteSize(mb), mb/sb, maxSegments, ByteSize(least))
-	}
-
-	k := f.Kafka
-	cfg.Forward = forward.Config{
-		NodeID:                 cfg.NodeID,
-		Brokers:                k.Brokers,
-		ClientID:               k.ClientID,
-		Acks:                   k.Acks,
-		Compression:            k.Compression,
-		Linger:                 k.Linger,
-		ClientMetrics:          k.ClientMetrics,
-		BatchMaxBytes:          intSize("kafka.batch_max_bytes", k.BatchMaxBytes, invalid),
-		MaxBufferedRecords:     k.MaxBufferedRecords,
-		MaxBufferedBytes:       intSize("kafka.max_buffered_bytes", k.MaxBufferedBytes, invalid),
-		ReadBatch:              k.ReadBatch,
-		DialTimeout:            k.DialTimeout,
-		RequestTimeoutOverhead: k.RequestTimeoutOverhead,
-		ProduceRequestTimeout:  k.ProduceRequestTimeout,
-		MetadataMinAge:         k.MetadataMinAge,
-		MetadataMaxAge:         k.MetadataMaxAge,
-		Backoff:                forward.Backoff{Initial: k.Backoff.Initial, Max: k.Backoff.Max},
-		ShutdownTimeout:        cfg.ShutdownTimeout,
-		TLS: forward.TLS{
-			Enabled:            k.TLS.Enabled,
-			CAFile:             path(k.TLS.CAFile),
-			CertFile:           path(k.TLS.CertFile),
-			KeyFile:            path(k.TLS.KeyFile),
-			ServerName:         k.TLS.ServerName,
-			InsecureSkipVerify: k.TLS.InsecureSkipVerify,
-		},
-		SASL: forward.SASL{
-			Mechanism: k.SASL.Mechanism,
-			Username:  k.SASL.Username,
-			Password:  secret("kafka.sasl.password", k.SASL.Password, k.SASL.PasswordFile),
-		},
-	}
-	// The forwarder may take its ShutdownTimeout twice (the flush, then
-	// the acks of what was flushed), after the intake's drain: split
-	// shutdown_timeout so the three together stay within it.
-	if drain := cfg.MQTT.WithDefaults().DrainTimeout; cfg.ShutdownTimeout > 0 {
-		if cfg.ShutdownTimeout < drain+2*time.Second {
-			invalid("shutdown_timeout", "must be at least mqtt.drain_timeout (%s) + 2s, got %s", drain, cfg.ShutdownTimeout)
-		} else {
-			cfg.Forward.ShutdownTimeout = (cfg.ShutdownTimeout - drain) / 2
-		}
-	}
-	if err := cfg.Forward.Validate(); err != nil {
-		errs = append(errs, componentError(opts.File, err))
-	}
-	// PLAIN sends the password as it is: without TLS, anyone on the path
-	// between the node and the brokers reads it. The file must say so.
-	if strings.EqualFold(k.SASL.Mechanism, "plain") && !cfg.Forward.TLS.On() && !k.SASL.AllowPlaintext {
-		invalid("kafka.sasl.mechanism", "plain sends the password in clear text without TLS: turn on kafka.tls.enabled, use scram-sha-512, or set kafka.sasl.allow_plaintext: true on a network you trust")
-	}
-
-	cfg.HTTP = HTTP{Listen: f.HTTP.Listen, Pprof: f.HTTP.Pprof, PprofListen: f.HTTP.PprofListen}
-	if cfg.HTTP.Listen == "" {
-		cfg.HTTP.Listen = DefaultHTTPListen
-	}
-	if err := validateListen(cfg.HTTP.Listen); err != nil {
-		invalid("http.listen", "%v", err)
-	}
-	if cfg.HTTP.PprofListen == "" {
-		cfg.HTTP.PprofListen = DefaultPprofListen
-		if isLoopback(cfg.HTTP.Listen) {
-			cfg.HTTP.PprofListen = cfg.HTTP.Listen
-		}
-	}
-	if err := validateListen(cfg.HTTP.PprofListen); err != nil {
-		invalid("http.pprof_listen", "%v", err)
-	}
-
-	level := f.Log.Level
-	if level == "" {
-		level = DefaultLogLevel
-	}
-	if err := cfg.Log.Level.UnmarshalText([]byte(level)); err != nil || !knownLevel(level) {
-		invalid("log.level", "must be debug, info, warn or error, got %q", level)
-	}
-	cfg.Log.Format = f.Log.Format
-	if cfg.Log.Format == "" {
-		cfg.Log.Format = DefaultLogFormat
-	}
-	if cfg.Log.Format != "json" && cfg.Log.Format != "text" {
-		invalid("log.format", "must be json or text, got %q", cfg.Log.Format)
-	}
-
-	// One intake batch must fit in the buffer: the intake could never
-	// commit a bigger one, and would stop again at every start.
-	if mq := cfg.MQTT.WithDefaults(); mq.MaxBatchBytes > 0 {
-		need := 2 * int64(mq.MaxBatchBytes+mq.MaxPayloadBytes)
-		if cfg.Buffer.MaxBytes < need {
-			invalid("buffer.max_bytes", "must be at least twice mqtt.max_batch_bytes + mqtt.max_payload_bytes (%d), got %d", need, cfg.Buffer.MaxBytes)
-		}
-	}
-
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return cfg, nil
-}
-
-// intSize converts a size for an int field of a component, which names
-// the field's own bound; only a size beyond int (on a 32-bit platform) is
-// refused here.
-func intSize(key string, v ByteSize, invalid func(key, format string, args ...any)) int {
-	if int64(v) > math.MaxInt || int64(v) < math.MinInt {
-		invalid(key, "%d is above the maximum %d", int64(v), math.MaxInt)
-		return 0
-	}
-	return int(v)
-}
-
-func knownLevel(s string) bool {
-	switch strings.ToLower(s) {
-	case "debug", "info", "warn", "warning", "error":
-		return true
-	}
-	return false
-}
-
-// componentError marks a component's Validate error as a config error. The
-// components already name the key ("buffer.max_bytes must be > 0").
-// keyRenames maps key names a component uses in its messages to the names
-// of the file, where the two differ.
-var keyRenames = strings.NewReplacer("mqtt.broker", "mqtt.url", "mqtt.routes[", "routes[", "mqtt.routes", "routes")
-
-// One Error per line keeps the file name in front of each problem.
-func componentError(file string, err error) error {
-	var errs []error
-	for _, line := range strings.Split(keyRenames.Replace(err.Error()), "\n") {
-		errs = append(errs, &Error{File: file, Msg: line, Err: errors.Join(ErrInvalid, err)})
-	}
-	return errors.Join(errs...)
 }
 
 func validateListen(addr string) error {

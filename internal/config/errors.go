@@ -20,12 +20,17 @@ var (
 // Error is a problem at one place of the file. Key is the dotted path as the
 // file spells it (`kafka.backoff.max`, `routes[1].filter`); Line is 0 when the
 // problem is not tied to one line (a missing required key, a cross-field rule).
+//
+// A problem a component's Validate found has its *field.Error as Cause,
+// whose text names the key itself: the Error says it as it is, after the
+// file's name.
 type Error struct {
-	File string
-	Line int
-	Key  string
-	Msg  string
-	Err  error // one of the sentinels above
+	File  string
+	Line  int
+	Key   string
+	Msg   string
+	Err   error // one of the sentinels above
+	Cause error // the component's error, or nil
 }
 
 func (e *Error) Error() string {
@@ -34,7 +39,10 @@ func (e *Error) Error() string {
 		prefix = fmt.Sprintf("%s:%d", e.File, e.Line)
 	}
 	msg := e.Msg
-	if e.Key != "" {
+	switch {
+	case e.Cause != nil:
+		msg = e.Cause.Error()
+	case e.Key != "":
 		msg = e.Key + ": " + e.Msg
 	}
 	if prefix == "" {
@@ -43,4 +51,9 @@ func (e *Error) Error() string {
 	return prefix + ": " + msg
 }
 
-func (e *Error) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() []error {
+	if e.Cause != nil {
+		return []error{e.Err, e.Cause}
+	}
+	return []error{e.Err}
+}

@@ -85,7 +85,7 @@ func (c *component) stop() error {
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, build Build) error {
 	reg := server.NewRegistry(build.Version, build.Revision)
 	log.Info("starting edgebridge", "version", build.Version, "revision", build.Revision,
-		"node_id", cfg.NodeID, "mqtt_url", cfg.MQTT.Broker, "mqtt_client_id", cfg.MQTT.ClientID,
+		"node_id", cfg.NodeID, "mqtt_url", cfg.MQTT.URL, "mqtt_client_id", cfg.MQTT.ClientID,
 		"kafka_brokers", cfg.Forward.Brokers, "buffer_dir", cfg.Buffer.Dir, "routes", len(cfg.MQTT.Routes))
 
 	warnInsecure(cfg, log, reg)

@@ -77,11 +77,7 @@ func TestDeadLettersCommand(t *testing.T) {
 		t.Fatalf("requeue unknown: exit %d: %s", code, stderr)
 	}
 
-	q, err = buffer.Open(buffer.Config{Dir: bufDir, MinFreeDisk: -1}, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	q = openQueue(t, bufDir)
 	if st := q.Stats(); st.DeadLetters != 1 || st.Records != 1 {
 		t.Fatalf("after requeue: %+v, want 1 dead letter and 1 record to send", st)
 	}
@@ -164,11 +160,7 @@ func TestDeadLettersRequeueRoutesAgain(t *testing.T) {
 		t.Fatalf("requeue --all 5: exit %d: %s", code, stderr)
 	}
 
-	q, err = buffer.Open(buffer.Config{Dir: bufDir, MinFreeDisk: -1}, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	q = openQueue(t, bufDir)
 	if st := q.Stats(); st.DeadLetters != 1 || st.Records != 3002 {
 		t.Fatalf("after requeue: %+v, want the orphan left and 3002 records to send", st)
 	}
@@ -188,4 +180,16 @@ func fileSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// openQueue opens the buffer in dir, as the bridge would, until the test
+// ends.
+func openQueue(t *testing.T, dir string) *buffer.Queue {
+	t.Helper()
+	q, err := buffer.Open(buffer.Config{Dir: dir, MinFreeDisk: -1}, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return q
 }

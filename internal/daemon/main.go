@@ -34,6 +34,9 @@ Usage:
   edgebridge --config FILE            run (same as "run")
   edgebridge run --config FILE        run until SIGTERM or SIGINT
   edgebridge validate --config FILE   check the config file and exit
+  edgebridge config [--config FILE]   print the configuration in effect as YAML, every
+                                      default filled in and a comment per key; without
+                                      --config, the defaults (secrets are never printed)
   edgebridge deadletters --config FILE [list] [--payloads]
                                       print the dead letters, one JSON object a line
                                       (--payloads: with payload and value, base64)
@@ -71,7 +74,7 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK
-	case "run", "validate", "deadletters":
+	case "run", "validate", "deadletters", "config":
 	default:
 		fmt.Fprintf(stderr, "edgebridge: unknown command %q\n\n%s", cmd, usage)
 		return ExitUsage
@@ -91,6 +94,9 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 		fmt.Fprintf(stderr, "edgebridge %s: unexpected argument %q\n\n%s", cmd, fs.Arg(0), usage)
 		return ExitUsage
 	}
+	if cmd == "config" && *path == "" {
+		return printConfig(stdout, stderr, config.WriteDefaults)
+	}
 	if *path == "" {
 		fmt.Fprintf(stderr, "edgebridge %s: --config FILE is required\n\n%s", cmd, usage)
 		return ExitUsage
@@ -100,12 +106,15 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 		fmt.Fprintf(stderr, "edgebridge: invalid config:\n%v\n", err)
 		return ExitUsage
 	}
+	if cmd == "config" {
+		return printConfig(stdout, stderr, cfg.WriteYAML)
+	}
 	if cmd == "deadletters" {
 		return deadLetters(cfg, fs.Args(), stdout, stderr)
 	}
 	if cmd == "validate" {
 		fmt.Fprintf(stdout, "%s: ok (node_id %s, mqtt %s, %d routes, kafka %s, buffer %s)\n", *path, cfg.NodeID,
-			cfg.MQTT.Broker, len(cfg.MQTT.Routes), strings.Join(cfg.Forward.Brokers, ","), cfg.Buffer.Dir)
+			cfg.MQTT.URL, len(cfg.MQTT.Routes), strings.Join(cfg.Forward.Brokers, ","), cfg.Buffer.Dir)
 		return ExitOK
 	}
 
@@ -141,10 +150,18 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 	return ExitOK
 }
 
+func printConfig(stdout, stderr io.Writer, write func(io.Writer) error) int {
+	if err := write(stdout); err != nil {
+		fmt.Fprintf(stderr, "edgebridge config: %v\n", err)
+		return ExitFailure
+	}
+	return ExitOK
+}
+
 // isConfigError tells config problems found only when a component starts
 // (a TLS file that is missing or not PEM) from runtime failures.
 func isConfigError(err error) bool {
-	for _, e := range []error{mqtt.ErrInvalidConfig, mqtt.ErrTLS, forward.ErrInvalidConfig, forward.ErrTLSMaterial} {
+	for _, e := range []error{mqtt.ErrInvalidConfig, mqtt.ErrTLSMaterial, forward.ErrInvalidConfig, forward.ErrTLSMaterial} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -44,6 +44,9 @@ func TestMainExitCodes(t *testing.T) {
 		{"help", []string{"help"}, ExitOK, "Exit codes:", ""},
 		{"validate ok", []string{"validate", "--config", good}, ExitOK, "ok (node_id edge-01", ""},
 		{"validate names the bad key", []string{"validate", "--config", bad}, ExitUsage, "", `bad.yaml:3: kafka.bootstrap.servers: unknown key (did you mean "brokers"?)`},
+		{"config prints the defaults", []string{"config"}, ExitOK, "  # MQTT keepalive (>= 1s)\n  keepalive: 30s\n", ""},
+		{"config prints a file in effect", []string{"config", "--config", good}, ExitOK, "node_id: edge-01\n", ""},
+		{"config refuses a bad file", []string{"config", "--config", bad}, ExitUsage, "", "kafka.bootstrap.servers"},
 		{"run with a bad config does not start", []string{"--config", bad}, ExitUsage, "", "kafka.bootstrap.servers"},
 		{"missing file", []string{"validate", "--config", filepath.Join(dir, "nope.yaml")}, ExitUsage, "", "nope.yaml"},
 		{"no --config", []string{"run"}, ExitUsage, "", "--config FILE is required"},
@@ -118,43 +121,60 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// startRun runs Run, with nothing listening at the brokers, until the test
-// ends; kafkaLines and httpLines are added to those sections. It returns once
-// http.listen answers.
-func startRun(t *testing.T, listen, kafkaLines, httpLines string) *lockedBuffer {
+// testConfig is a config with nothing listening at the brokers, the
+// buffer in bufDir and /metrics on listen; kafka, http and buffer lines are
+// added to those sections.
+func testConfig(t *testing.T, bufDir, listen, kafka, http, buffer string) *config.Config {
 	t.Helper()
-	dir := t.TempDir()
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`node_id: n1
 mqtt:
   url: tcp://127.0.0.1:1
 routes:
   - filter: devices/+/telemetry
     kafka_topic: iot.telemetry
-buffer:
-  dir: %s
-  max_bytes: 64MiB
 kafka:
   brokers: ["127.0.0.1:1"]
 %shttp:
   listen: %s
-%s`, dir, kafkaLines, listen, httpLines)), config.Options{File: "edgebridge.yaml", Dir: dir})
+%sbuffer:
+  dir: %s
+  max_bytes: 64MiB
+%s`, kafka, listen, http, bufDir, buffer)), config.Options{File: "edgebridge.yaml", Dir: bufDir})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// runAsync runs Run with cfg and returns once http.listen answers: Run's
+// result, the function that stops it, and its log.
+func runAsync(t *testing.T, cfg *config.Config) (<-chan error, context.CancelFunc, *lockedBuffer) {
+	t.Helper()
 	logs := &lockedBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, NewLogger(logs, cfg.Log), Build{Version: "test"}) }()
+	addr := strings.Replace(cfg.HTTP.Listen, "0.0.0.0", "127.0.0.1", 1)
+	if err := devstack.WaitListening(addr, 10*time.Second, nil); err != nil {
+		cancel()
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	return done, cancel, logs
+}
+
+// startRun runs Run, with nothing listening at the brokers, until the test
+// ends; kafkaLines and httpLines are added to those sections. It returns once
+// http.listen answers.
+func startRun(t *testing.T, listen, kafkaLines, httpLines string) *lockedBuffer {
+	t.Helper()
+	cfg := testConfig(t, t.TempDir(), listen, kafkaLines, httpLines, "")
+	done, cancel, logs := runAsync(t, cfg)
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run = %v", err)
 		}
 	})
-	addr := strings.Replace(listen, "0.0.0.0", "127.0.0.1", 1)
-	if err := devstack.WaitListening(addr, 10*time.Second, nil); err != nil {
-		t.Fatalf("%v\n%s", err, logs.String())
-	}
 	return logs
 }
 
@@ -249,38 +269,8 @@ func TestBufferDamageEndsRunForARestart(t *testing.T) {
 	q.Close()
 
 	listen := freeAddr(t, "127.0.0.1")
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`node_id: n1
-mqtt:
-  url: tcp://127.0.0.1:1
-routes:
-  - filter: devices/+/telemetry
-    kafka_topic: iot.telemetry
-buffer:
-  dir: %s
-  max_bytes: 64MiB
-  segment_bytes: 64KiB
-  min_free_disk: -1
-kafka:
-  brokers: ["127.0.0.1:1"]
-http:
-  listen: %s
-shutdown_timeout: 10s
-`, bufDir, listen)), config.Options{File: "edgebridge.yaml", Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runOnce := func() (chan error, context.CancelFunc, *lockedBuffer) {
-		logs := &lockedBuffer{}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- Run(ctx, cfg, NewLogger(logs, cfg.Log), Build{Version: "test"}) }()
-		if err := devstack.WaitListening(listen, 10*time.Second, nil); err != nil {
-			t.Fatalf("%v\n%s", err, logs.String())
-		}
-		return done, cancel, logs
-	}
-
-	done, cancel, logs := runOnce()
+	cfg := testConfig(t, bufDir, listen, "", "", "  segment_bytes: 64KiB\n  min_free_disk: -1\nshutdown_timeout: 10s\n")
+	done, cancel, logs := runAsync(t, cfg)
 	defer cancel()
 	if err := os.Truncate(filepath.Join(bufDir, "seg-00000000000000000001.db"), 8192); err != nil {
 		t.Fatal(err)
@@ -299,7 +289,7 @@ shutdown_timeout: 10s
 	}
 
 	// The restart: the file is quarantined, the rest is kept, Run runs.
-	done, cancel2, logs := runOnce()
+	done, cancel2, logs := runAsync(t, cfg)
 	if _, body := httpGet(t, "http://"+listen+"/metrics"); !strings.Contains(body, "edgebridge_buffer_quarantined_files_total 1\n") {
 		t.Errorf("restart did not quarantine the damaged file\n%s", logs.String())
 	}

@@ -4,12 +4,16 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/edgebridge/edgebridge/internal/field"
+	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
 // Config configures the Producer. The YAML key of each field is in its
-// comment; everything under kafka. except node_id and shutdown_timeout,
-// which are top-level keys the daemon copies in. A zero value means the
-// default (see DefaultConfig), except for booleans.
+// comment; everything under kafka. except node_id, a top-level key the
+// daemon copies in, and ShutdownTimeout, which the daemon derives. A zero
+// value means the default (DefaultConfig holds them all), except for
+// booleans.
 type Config struct {
 	// NodeID names this edge node: it goes into every record as the
 	// edgebridge-node header and into the default client id. yaml: node_id.
@@ -49,7 +53,7 @@ type Config struct {
 	MaxBufferedRecords int
 	// MaxBufferedBytes is the read window in bytes (key, value and headers
 	// of the records in flight). yaml: kafka.max_buffered_bytes.
-	// Default 16 MiB; at least kafka.batch_max_bytes.
+	// Default 16MiB; at least kafka.batch_max_bytes.
 	MaxBufferedBytes int
 	// ReadBatch is the most records taken from the buffer in one read.
 	// yaml: kafka.read_batch. Default 1000.
@@ -74,24 +78,19 @@ type Config struct {
 	// kafka.metadata_max_age. Default 60s; at most 60s.
 	MetadataMaxAge time.Duration
 	// Backoff paces retries: of client requests, of records Kafka failed,
-	// and of buffer operations that failed.
-	Backoff Backoff
+	// and of buffer operations that failed. yaml: kafka.backoff.initial
+	// (default 100ms), kafka.backoff.max (default 10s).
+	Backoff retry.Policy
 	// ShutdownTimeout bounds the flush of records in flight when Run's
-	// context ends; what is not acknowledged by then stays in the buffer.
-	// yaml: shutdown_timeout. Default 10s.
+	// context ends, and then again the acks of what was flushed; what is
+	// not acknowledged by then stays in the buffer. It is no key of the
+	// file: the daemon sets it to (shutdown_timeout - mqtt.drain_timeout)
+	// / 2, which is 10s with the defaults. Default 10s.
 	ShutdownTimeout time.Duration
 	// TLS to the brokers.
 	TLS TLS
 	// SASL authentication to the brokers.
 	SASL SASL
-}
-
-// Backoff is a jittered exponential backoff with a cap.
-type Backoff struct {
-	// Initial is the first wait. yaml: kafka.backoff.initial. Default 100ms.
-	Initial time.Duration
-	// Max caps the wait. yaml: kafka.backoff.max. Default 10s.
-	Max time.Duration
 }
 
 // TLS configures TLS and mutual TLS to the brokers. The files are read by
@@ -128,28 +127,9 @@ type SASL struct {
 	Password string
 }
 
-// Defaults of DefaultConfig.
-const (
-	DefaultAcks                   = "all"
-	DefaultCompression            = "zstd"
-	DefaultLinger                 = 5 * time.Millisecond
-	DefaultBatchMaxBytes          = 1000012
-	DefaultMaxBufferedRecords     = 10000
-	DefaultMaxBufferedBytes       = 16 << 20
-	DefaultReadBatch              = 1000
-	DefaultDialTimeout            = 10 * time.Second
-	DefaultRequestTimeoutOverhead = 10 * time.Second
-	DefaultProduceRequestTimeout  = 10 * time.Second
-	DefaultMetadataMinAge         = time.Second
-	DefaultMetadataMaxAge         = 60 * time.Second
-	DefaultBackoffInitial         = 100 * time.Millisecond
-	DefaultBackoffMax             = 10 * time.Second
-	DefaultShutdownTimeout        = 10 * time.Second
-
-	// maxMetadataMaxAge keeps metadata from going stale: a client that
-	// keeps a dead leader for minutes sends into the void.
-	maxMetadataMaxAge = 60 * time.Second
-)
+// maxMetadataMaxAge keeps metadata from going stale: a client that keeps a
+// dead leader for minutes sends into the void.
+const maxMetadataMaxAge = 60 * time.Second
 
 // Upper bounds of the sizes and counts, so that a zero or a unit too many
 // is refused at validate instead of allocated at start. Each is what a
@@ -174,98 +154,69 @@ const (
 	maxReadBatch = 100_000
 )
 
-// DefaultConfig returns the defaults; NodeID and Brokers have none.
+// DefaultConfig returns the defaults, the one place they are written.
+// NodeID and Brokers have none; ClientID's is derived from NodeID.
 func DefaultConfig() Config {
 	return Config{
-		Acks:                   DefaultAcks,
-		Compression:            DefaultCompression,
-		Linger:                 DefaultLinger,
-		BatchMaxBytes:          DefaultBatchMaxBytes,
-		MaxBufferedRecords:     DefaultMaxBufferedRecords,
-		MaxBufferedBytes:       DefaultMaxBufferedBytes,
-		ReadBatch:              DefaultReadBatch,
-		DialTimeout:            DefaultDialTimeout,
-		RequestTimeoutOverhead: DefaultRequestTimeoutOverhead,
-		ProduceRequestTimeout:  DefaultProduceRequestTimeout,
-		MetadataMinAge:         DefaultMetadataMinAge,
-		MetadataMaxAge:         DefaultMetadataMaxAge,
-		Backoff:                Backoff{Initial: DefaultBackoffInitial, Max: DefaultBackoffMax},
-		ShutdownTimeout:        DefaultShutdownTimeout,
+		Acks:                   "all",
+		Compression:            "zstd",
+		Linger:                 5 * time.Millisecond,
+		BatchMaxBytes:          1000012, // Kafka's default
+		MaxBufferedRecords:     10000,
+		MaxBufferedBytes:       16 << 20,
+		ReadBatch:              1000,
+		DialTimeout:            10 * time.Second,
+		RequestTimeoutOverhead: 10 * time.Second,
+		ProduceRequestTimeout:  10 * time.Second,
+		MetadataMinAge:         time.Second,
+		MetadataMaxAge:         60 * time.Second,
+		Backoff:                retry.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second},
+		ShutdownTimeout:        10 * time.Second,
 	}
 }
 
-// withDefaults fills the zero fields from DefaultConfig.
-func (c Config) withDefaults() Config {
-	d := DefaultConfig()
-	setStr := func(v *string, def string) {
-		if *v == "" {
-			*v = def
-		}
-	}
-	setInt := func(v *int, def int) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	setDur := func(v *time.Duration, def time.Duration) {
-		if *v == 0 {
-			*v = def
-		}
-	}
+// WithDefaults returns c with every unset field set from DefaultConfig, and
+// the names of codecs and mechanisms in lower case.
+func (c Config) WithDefaults() Config {
+	c = field.Fill(c, DefaultConfig())
 	if c.ClientID == "" && c.NodeID != "" {
 		c.ClientID = "edgebridge-" + c.NodeID
 	}
-	setStr(&c.Acks, d.Acks)
-	setStr(&c.Compression, d.Compression)
-	setDur(&c.Linger, d.Linger)
-	setInt(&c.BatchMaxBytes, d.BatchMaxBytes)
-	setInt(&c.MaxBufferedRecords, d.MaxBufferedRecords)
-	setInt(&c.MaxBufferedBytes, d.MaxBufferedBytes)
-	setInt(&c.ReadBatch, d.ReadBatch)
-	setDur(&c.DialTimeout, d.DialTimeout)
-	setDur(&c.RequestTimeoutOverhead, d.RequestTimeoutOverhead)
-	setDur(&c.ProduceRequestTimeout, d.ProduceRequestTimeout)
-	setDur(&c.MetadataMinAge, d.MetadataMinAge)
-	setDur(&c.MetadataMaxAge, d.MetadataMaxAge)
-	setDur(&c.Backoff.Initial, d.Backoff.Initial)
-	setDur(&c.Backoff.Max, d.Backoff.Max)
-	setDur(&c.ShutdownTimeout, d.ShutdownTimeout)
 	c.Compression = strings.ToLower(c.Compression)
 	c.Acks = strings.ToLower(c.Acks)
 	c.SASL.Mechanism = strings.ToLower(c.SASL.Mechanism)
 	return c
 }
 
-// Validate checks the configuration after defaults are applied and names
-// the first bad field by its YAML key. Errors match ErrInvalidConfig.
+// Validate checks c after defaults are applied and returns every bad
+// field, joined, each a *field.Error naming its key and matching
+// ErrInvalidConfig. It does not read the TLS files: New does.
 func (c Config) Validate() error {
-	c = c.withDefaults()
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
-	}
+	c = c.WithDefaults()
+	errs := field.NewList(ErrInvalidConfig)
+	errs.Add(field.NodeID(c.NodeID))
 	switch {
-	case strings.TrimSpace(c.NodeID) == "":
-		return bad("node_id must be set")
 	case len(c.Brokers) == 0:
-		return bad("kafka.brokers must list at least one broker (there is no default: a client that falls back to localhost:9092 sends nowhere)")
+		errs.Addf("kafka.brokers", "%s must list at least one broker (there is no default: a client that falls back to localhost:9092 sends nowhere)")
 	case len(c.Brokers) > maxBrokers:
-		return bad("kafka.brokers: %d brokers is above the maximum %d (seed brokers only locate the cluster)", len(c.Brokers), maxBrokers)
-	}
-	for i, b := range c.Brokers {
-		if strings.TrimSpace(b) == "" {
-			return bad("kafka.brokers[%d] is empty", i)
+		errs.Addf("kafka.brokers", "%s: %d brokers is above the maximum %d (seed brokers only locate the cluster)", len(c.Brokers), maxBrokers)
+	default:
+		for i, b := range c.Brokers {
+			if strings.TrimSpace(b) == "" {
+				errs.Addf(fmt.Sprintf("kafka.brokers[%d]", i), "%s is empty")
+			}
 		}
 	}
 	if len(c.ClientID) > 255 {
-		return bad("kafka.client_id is longer than 255 bytes")
+		errs.Addf("kafka.client_id", "%s is longer than 255 bytes")
 	}
 	if c.Acks != "all" && c.Acks != "-1" {
-		return bad("kafka.acks must be \"all\", not %q: a record leaves the buffer only once every in-sync replica has it", c.Acks)
+		errs.Addf("kafka.acks", "%s must be \"all\", not %q: a record leaves the buffer only once every in-sync replica has it", c.Acks)
 	}
 	if _, ok := compressionCodecs[c.Compression]; !ok {
-		return bad("kafka.compression must be one of zstd, lz4, snappy, none, not %q", c.Compression)
+		errs.Addf("kafka.compression", "%s must be one of zstd, lz4, snappy, none, not %q", c.Compression)
 	}
-	durs := []struct {
+	for _, d := range []struct {
 		key      string
 		v        time.Duration
 		min, max time.Duration
@@ -279,17 +230,16 @@ func (c Config) Validate() error {
 		{"kafka.backoff.initial", c.Backoff.Initial, time.Millisecond, time.Hour},
 		{"kafka.backoff.max", c.Backoff.Max, time.Millisecond, time.Hour},
 		{"shutdown_timeout", c.ShutdownTimeout, 0, time.Hour},
-	}
-	for _, d := range durs {
+	} {
 		if d.v < d.min || d.v > d.max {
-			return bad("%s must be between %v and %v, not %v", d.key, d.min, d.max, d.v)
+			errs.Addf(d.key, "%s must be between %v and %v, not %v", d.min, d.max, d.v)
 		}
 	}
 	if c.MetadataMaxAge < c.MetadataMinAge {
-		return bad("kafka.metadata_max_age must be >= kafka.metadata_min_age")
+		errs.Addf("kafka.metadata_max_age", "%s must be >= kafka.metadata_min_age")
 	}
 	if c.Backoff.Max < c.Backoff.Initial {
-		return bad("kafka.backoff.max must be >= kafka.backoff.initial")
+		errs.Addf("kafka.backoff.max", "%s must be >= kafka.backoff.initial")
 	}
 	for _, n := range []struct {
 		key      string
@@ -297,42 +247,40 @@ func (c Config) Validate() error {
 		min, max int
 		maxText  string
 	}{
-		{"kafka.batch_max_bytes", c.BatchMaxBytes, 512, maxBatchMaxBytes, "256MiB"},
+		{"kafka.batch_max_bytes", c.BatchMaxBytes, 512, maxBatchMaxBytes, " (256MiB)"},
 		{"kafka.max_buffered_records", c.MaxBufferedRecords, 1, maxMaxBufferedRecords, ""},
-		{"kafka.max_buffered_bytes", c.MaxBufferedBytes, 1, maxMaxBufferedBytes, "512MiB"},
+		{"kafka.max_buffered_bytes", c.MaxBufferedBytes, 1, maxMaxBufferedBytes, " (512MiB)"},
 		{"kafka.read_batch", c.ReadBatch, 1, maxReadBatch, ""},
 	} {
 		switch {
 		case n.v < n.min:
-			return bad("%s must be >= %d, not %d", n.key, n.min, n.v)
-		case n.v > n.max && n.maxText != "":
-			return bad("%s: %d is above the maximum %d (%s)", n.key, n.v, n.max, n.maxText)
+			errs.Addf(n.key, "%s must be >= %d, not %d", n.min, n.v)
 		case n.v > n.max:
-			return bad("%s: %d is above the maximum %d", n.key, n.v, n.max)
+			errs.Addf(n.key, "%s: %d is above the maximum %d%s", n.v, n.max, n.maxText)
 		}
 	}
 	if c.MaxBufferedBytes < c.BatchMaxBytes {
-		return bad("kafka.max_buffered_bytes must be >= kafka.batch_max_bytes")
+		errs.Addf("kafka.max_buffered_bytes", "%s must be >= kafka.batch_max_bytes")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return bad("kafka.tls.cert_file and kafka.tls.key_file must be set together")
+		errs.Addf("kafka.tls.cert_file", "%s and kafka.tls.key_file must be set together")
 	}
 	switch c.SASL.Mechanism {
 	case "":
 		if c.SASL.Username != "" || c.SASL.Password != "" {
-			return bad("kafka.sasl.mechanism must be set when kafka.sasl.username or password is")
+			errs.Addf("kafka.sasl.mechanism", "%s must be set when kafka.sasl.username or password is")
 		}
 	case "plain", "scram-sha-256", "scram-sha-512":
 		if c.SASL.Username == "" {
-			return bad("kafka.sasl.username must be set for mechanism %s", c.SASL.Mechanism)
+			errs.Addf("kafka.sasl.username", "%s must be set for mechanism %s", c.SASL.Mechanism)
 		}
 		if c.SASL.Password == "" {
-			return bad("kafka.sasl.password must be set for mechanism %s", c.SASL.Mechanism)
+			errs.Addf("kafka.sasl.password", "%s must be set for mechanism %s", c.SASL.Mechanism)
 		}
 	default:
-		return bad("kafka.sasl.mechanism must be one of plain, scram-sha-256, scram-sha-512, not %q", c.SASL.Mechanism)
+		errs.Addf("kafka.sasl.mechanism", "%s must be one of plain, scram-sha-256, scram-sha-512, not %q", c.SASL.Mechanism)
 	}
-	return nil
+	return errs.Err()
 }
 
 // On reports whether any TLS setting asks for TLS.

@@ -2,6 +2,7 @@ package forward
 
 import (
 	"errors"
+	"log/slog"
 	"math"
 	"strings"
 	"sync/atomic"
@@ -12,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
 func validConfig() Config {
@@ -42,7 +45,7 @@ func TestConfigValidate(t *testing.T) {
 		{"pitfall missing timeouts: request overhead", func(c *Config) { c.RequestTimeoutOverhead = -1 }, "kafka.request_timeout_overhead must be between"},
 		{"pitfall stale metadata", func(c *Config) { c.MetadataMaxAge = 10 * time.Minute }, "kafka.metadata_max_age must be between"},
 		{"metadata min above max", func(c *Config) { c.MetadataMinAge = 30 * time.Second; c.MetadataMaxAge = 20 * time.Second }, "kafka.metadata_max_age must be >= kafka.metadata_min_age"},
-		{"backoff max below initial", func(c *Config) { c.Backoff = Backoff{Initial: time.Second, Max: 100 * time.Millisecond} }, "kafka.backoff.max must be >= kafka.backoff.initial"},
+		{"backoff max below initial", func(c *Config) { c.Backoff = retry.Policy{Initial: time.Second, Max: 100 * time.Millisecond} }, "kafka.backoff.max must be >= kafka.backoff.initial"},
 		{"compression", func(c *Config) { c.Compression = "gzip" }, "kafka.compression must be one of"},
 		{"compression case", func(c *Config) { c.Compression = "LZ4" }, ""},
 		{"batch too small", func(c *Config) { c.BatchMaxBytes = 100 }, "kafka.batch_max_bytes must be >= 512, not 100"},
@@ -87,12 +90,7 @@ func TestConfigValidate(t *testing.T) {
 // Pitfalls acks 0, missing timeouts, stale metadata and the default client
 // id, checked on the franz-go client New builds: what the broker sees.
 func TestNewClientOptions(t *testing.T) {
-	log, _ := testLogger(t)
-	p, err := New(validConfig(), log, prometheus.NewRegistry(), newMemSource())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.cl.Close()
+	p := newIdleProducer(t, validConfig())
 	opt := func(o any) any { return p.cl.OptValue(o) }
 	checks := []struct {
 		name string
@@ -105,14 +103,14 @@ func TestNewClientOptions(t *testing.T) {
 		{"no idempotent cancellation", opt(kgo.AllowIdempotentProduceCancellation), false},
 		{"record retries unlimited", opt(kgo.RecordRetries), int64(math.MaxInt64)},
 		{"no delivery timeout", opt(kgo.RecordDeliveryTimeout), time.Duration(0)},
-		{"pitfall missing timeouts: dial", opt(kgo.DialTimeout), DefaultDialTimeout},
-		{"pitfall missing timeouts: request", opt(kgo.RequestTimeoutOverhead), DefaultRequestTimeoutOverhead},
-		{"pitfall missing timeouts: produce", opt(kgo.ProduceRequestTimeout), DefaultProduceRequestTimeout},
-		{"pitfall stale metadata: max age", opt(kgo.MetadataMaxAge), DefaultMetadataMaxAge},
-		{"metadata min age", opt(kgo.MetadataMinAge), DefaultMetadataMinAge},
-		{"window records", opt(kgo.MaxBufferedRecords), int64(DefaultMaxBufferedRecords)},
-		{"window bytes", opt(kgo.MaxBufferedBytes), int64(DefaultMaxBufferedBytes)},
-		{"linger", opt(kgo.ProducerLinger), DefaultLinger},
+		{"pitfall missing timeouts: dial", opt(kgo.DialTimeout), DefaultConfig().DialTimeout},
+		{"pitfall missing timeouts: request", opt(kgo.RequestTimeoutOverhead), DefaultConfig().RequestTimeoutOverhead},
+		{"pitfall missing timeouts: produce", opt(kgo.ProduceRequestTimeout), DefaultConfig().ProduceRequestTimeout},
+		{"pitfall stale metadata: max age", opt(kgo.MetadataMaxAge), DefaultConfig().MetadataMaxAge},
+		{"metadata min age", opt(kgo.MetadataMinAge), DefaultConfig().MetadataMinAge},
+		{"window records", opt(kgo.MaxBufferedRecords), int64(DefaultConfig().MaxBufferedRecords)},
+		{"window bytes", opt(kgo.MaxBufferedBytes), int64(DefaultConfig().MaxBufferedBytes)},
+		{"linger", opt(kgo.ProducerLinger), DefaultConfig().Linger},
 		{"no KIP-714 telemetry push", opt(kgo.DisableClientMetrics), true},
 	}
 	for _, c := range checks {
@@ -133,11 +131,18 @@ func TestNewClientOptions(t *testing.T) {
 func TestNewRejectsBadArguments(t *testing.T) {
 	log, _ := testLogger(t)
 	reg := prometheus.NewRegistry()
-	if _, err := New(validConfig(), nil, reg, newMemSource()); err == nil {
-		t.Error("nil logger accepted")
-	}
-	if _, err := New(validConfig(), log, nil, newMemSource()); err == nil {
-		t.Error("nil registerer accepted")
+	// A nil logger discards the log; a nil registerer keeps the metrics
+	// unregistered: neither is an error. A nil source is.
+	for _, args := range []struct {
+		log *slog.Logger
+		reg prometheus.Registerer
+	}{{nil, prometheus.NewRegistry()}, {log, nil}} {
+		p, err := New(validConfig(), args.log, args.reg, newMemSource())
+		if err != nil {
+			t.Errorf("New(log %v, reg %v) = %v", args.log != nil, args.reg != nil, err)
+			continue
+		}
+		p.cl.Close()
 	}
 	if _, err := New(validConfig(), log, reg, nil); err == nil {
 		t.Error("nil source accepted")
@@ -186,4 +191,17 @@ func TestNoClientTelemetryUnlessEnabled(t *testing.T) {
 	if n := offAsked.Load(); n != 0 {
 		t.Errorf("default producer sent %d GetTelemetrySubscriptions requests, want 0 (kafka.client_metrics is off)", n)
 	}
+}
+
+// newIdleProducer returns a Producer of cfg that never runs; its client is
+// closed when the test ends.
+func newIdleProducer(t *testing.T, cfg Config) *Producer {
+	t.Helper()
+	log, _ := testLogger(t)
+	p, err := New(cfg, log, prometheus.NewRegistry(), newMemSource())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.cl.Close)
+	return p
 }

@@ -160,7 +160,7 @@ func testConfig(addrs []string) Config {
 	c.ProduceRequestTimeout = time.Second
 	c.MetadataMinAge = 100 * time.Millisecond
 	c.MetadataMaxAge = time.Second
-	c.Backoff = Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}
+	c.Backoff = retry.Policy{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}
 	c.ShutdownTimeout = 5 * time.Second
 	return c
 }

@@ -99,17 +99,20 @@ type flight struct {
 
 // New validates cfg, loads the TLS material, registers the metrics on reg
 // and creates the Kafka client (which connects lazily). Run must be called
-// to forward and, when it returns, to close the client.
+// to forward and, when it returns, to close the client. A nil log discards
+// the log; with a nil reg the metrics are kept but registered nowhere
+// anyone gathers (a registry of the Producer's own); a nil src is an error.
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*Producer, error) {
-	switch {
-	case log == nil:
-		return nil, errors.New("new forwarder: nil logger")
-	case reg == nil:
-		return nil, errors.New("new forwarder: nil prometheus registerer")
-	case src == nil:
+	if src == nil {
 		return nil, errors.New("new forwarder: nil source")
 	}
-	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry() // the metrics are kept, and gathered by no one
+	}
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

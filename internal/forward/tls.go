@@ -2,49 +2,29 @@ package forward
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"os"
 
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/edgebridge/edgebridge/internal/tlsfiles"
 )
 
 // load reads the TLS material, all of it, before the client exists: a
 // client built first and given its certificates later dials without them.
-// It returns nil when TLS is off.
+// It returns nil when TLS is off. Each error names the file's key
+// (kafka.tls.ca_file) and matches ErrTLSMaterial.
 func (t TLS) load() (*tls.Config, error) {
 	if !t.On() {
 		return nil, nil
 	}
-	c := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // opt-in, documented as test-only
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: kafka.tls.ca_file: %w", ErrTLSMaterial, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: kafka.tls.ca_file %q: no PEM certificate in it", ErrTLSMaterial, t.CAFile)
-		}
-		c.RootCAs = pool
-	}
-	if t.CertFile != "" || t.KeyFile != "" {
-		for key, path := range map[string]string{"kafka.tls.cert_file": t.CertFile, "kafka.tls.key_file": t.KeyFile} {
-			if _, err := os.Stat(path); err != nil {
-				return nil, fmt.Errorf("%w: %s: %w", ErrTLSMaterial, key, err)
-			}
-		}
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: kafka.tls.cert_file %q with kafka.tls.key_file %q: %w", ErrTLSMaterial, t.CertFile, t.KeyFile, err)
-		}
-		c.Certificates = []tls.Certificate{cert}
+	c, err := tlsfiles.Load(tlsfiles.Files{
+		Key: "kafka.tls", CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile,
+		ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTLSMaterial, err)
 	}
 	return c, nil
 }

@@ -1,23 +1,22 @@
 package mqtt
 
 import (
-	"errors"
-	"fmt"
 	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/edgebridge/edgebridge/internal/field"
 )
 
 // Config configures a Subscriber. The zero value of each field means its
-// default (see WithDefaults).
+// default: DefaultConfig holds them all.
 type Config struct {
 	// NodeID names this edge node in every envelope and in the default
 	// client id. yaml: node_id. Required.
 	NodeID string
-	// Broker is the broker URL: tcp://host:port, or ssl://, tls:// or
+	// URL is the broker's: tcp://host:port, or ssl://, tls:// or
 	// mqtts:// for TLS. yaml: mqtt.url. Default "tcp://127.0.0.1:1883".
-	Broker string
+	URL string
 	// ClientID must stay the same across restarts: the broker keeps the
 	// persistent session (and the messages queued while the bridge was
 	// down) under it. yaml: mqtt.client_id. Default "edgebridge-<node_id>".
@@ -28,7 +27,7 @@ type Config struct {
 	// environment. Never logged. yaml: mqtt.password. Default none.
 	Password string
 	// TLS material for ssl://, tls:// and mqtts:// brokers. yaml: mqtt.tls.
-	TLS TLSConfig
+	TLS TLS
 	// KeepAlive is the MQTT keepalive. yaml: mqtt.keepalive. Default 30s.
 	KeepAlive time.Duration
 	// ConnectTimeout bounds one connection attempt (dial, TLS, CONNACK).
@@ -49,13 +48,13 @@ type Config struct {
 	// stored as a dead letter with reason payload_too_large, whole, with
 	// its size in the envelope attribute "payload_bytes", so that it can be
 	// requeued once the limits are raised. yaml: mqtt.max_payload_bytes.
-	// Default 256 KiB.
+	// Default 256KiB.
 	MaxPayloadBytes int
 	// MaxBatch is the most messages committed to the buffer at once.
 	// yaml: mqtt.max_batch. Default 1000.
 	MaxBatch int
 	// MaxBatchBytes bounds the encoded size of one batch (a batch holds at
-	// least one message). yaml: mqtt.max_batch_bytes. Default 4 MiB.
+	// least one message). yaml: mqtt.max_batch_bytes. Default 4MiB.
 	MaxBatchBytes int
 	// QueueSize is the number of messages received and not yet batched.
 	// With QoS 1/2 the broker's in-flight window bounds it anyway.
@@ -75,8 +74,8 @@ type Config struct {
 	Routes []Route
 }
 
-// TLSConfig names the TLS material, loaded by New.
-type TLSConfig struct {
+// TLS names the TLS material, loaded by New.
+type TLS struct {
 	// CAFile is a PEM bundle of the CAs that sign the broker certificate.
 	// yaml: mqtt.tls.ca_file. Default: the system roots.
 	CAFile string
@@ -90,25 +89,28 @@ type TLSConfig struct {
 	ServerName string
 }
 
-func (t TLSConfig) isSet() bool {
+func (t TLS) isSet() bool {
 	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != ""
 }
 
-// Defaults of Config.
-const (
-	DefaultBroker               = "tcp://127.0.0.1:1883"
-	DefaultKeepAlive            = 30 * time.Second
-	DefaultConnectTimeout       = 10 * time.Second
-	DefaultWriteTimeout         = 10 * time.Second
-	DefaultConnectRetryInterval = time.Second
-	DefaultMaxReconnectInterval = 30 * time.Second
-	DefaultMaxPayloadBytes      = 256 << 10
-	DefaultMaxBatch             = 1000
-	DefaultMaxBatchBytes        = 4 << 20
-	DefaultQueueSize            = 1024
-	DefaultDrainTimeout         = 5 * time.Second
-	DefaultRejectLogInterval    = 10 * time.Second
-)
+// DefaultConfig returns the defaults, the one place they are written.
+// NodeID and Routes have none; ClientID's is derived from NodeID.
+func DefaultConfig() Config {
+	return Config{
+		URL:                  "tcp://127.0.0.1:1883",
+		KeepAlive:            30 * time.Second,
+		ConnectTimeout:       10 * time.Second,
+		WriteTimeout:         10 * time.Second,
+		ConnectRetryInterval: time.Second,
+		MaxReconnectInterval: 30 * time.Second,
+		MaxPayloadBytes:      256 << 10,
+		MaxBatch:             1000,
+		MaxBatchBytes:        4 << 20,
+		QueueSize:            1024,
+		DrainTimeout:         5 * time.Second,
+		RejectLogInterval:    10 * time.Second,
+	}
+}
 
 // Upper bounds of the sizes and counts, so that a zero or a unit too many
 // is refused at validate instead of allocated at start. Each is what a
@@ -130,78 +132,49 @@ const (
 	maxRoutes = 1000
 )
 
-// WithDefaults returns c with every unset field set to its default.
+// WithDefaults returns c with every unset field set from DefaultConfig.
 func (c Config) WithDefaults() Config {
-	if c.Broker == "" {
-		c.Broker = DefaultBroker
-	}
+	c = field.Fill(c, DefaultConfig())
 	if c.ClientID == "" && c.NodeID != "" {
 		c.ClientID = "edgebridge-" + c.NodeID
 	}
-	setDur := func(d *time.Duration, def time.Duration) {
-		if *d == 0 {
-			*d = def
-		}
-	}
-	setDur(&c.KeepAlive, DefaultKeepAlive)
-	setDur(&c.ConnectTimeout, DefaultConnectTimeout)
-	setDur(&c.WriteTimeout, DefaultWriteTimeout)
-	setDur(&c.ConnectRetryInterval, DefaultConnectRetryInterval)
-	setDur(&c.MaxReconnectInterval, DefaultMaxReconnectInterval)
-	setDur(&c.DrainTimeout, DefaultDrainTimeout)
-	setDur(&c.RejectLogInterval, DefaultRejectLogInterval)
-	setInt := func(n *int, def int) {
-		if *n == 0 {
-			*n = def
-		}
-	}
-	setInt(&c.MaxPayloadBytes, DefaultMaxPayloadBytes)
-	setInt(&c.MaxBatch, DefaultMaxBatch)
-	setInt(&c.MaxBatchBytes, DefaultMaxBatchBytes)
-	setInt(&c.QueueSize, DefaultQueueSize)
 	return c
 }
 
-// Validate checks c after defaults are applied and names every bad field
-// by its configuration key. It does not read the TLS files: New does.
+// Validate checks c after defaults are applied and returns every bad
+// field, joined, each a *field.Error naming its key and matching
+// ErrInvalidConfig. It does not read the TLS files: New does.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf(format, args...))
-	}
-	if c.NodeID == "" {
-		bad("node_id is required")
-	} else if !utf8.ValidString(c.NodeID) {
-		bad("node_id %q is not valid UTF-8", c.NodeID)
-	}
+	errs := field.NewList(ErrInvalidConfig)
+	errs.Add(field.NodeID(c.NodeID))
 	if strings.ContainsAny(c.ClientID, "\x00") || len(c.ClientID) > 65535 {
-		bad("mqtt.client_id %q is not a legal MQTT client id", c.ClientID)
+		errs.Addf("mqtt.client_id", "%s %q is not a legal MQTT client id", c.ClientID)
 	}
 	// The URL is quoted redacted: a password in it would otherwise be
 	// printed by every error below, and url.Parse's own error repeats it.
-	broker := redactURL(c.Broker)
-	u, err := url.Parse(c.Broker)
+	broker := redactURL(c.URL)
+	u, err := url.Parse(c.URL)
 	switch {
 	case err != nil:
-		bad("mqtt.url %q is not a URL", broker)
+		errs.Addf("mqtt.url", "%s %q is not a URL", broker)
 	case u.User != nil:
-		bad("mqtt.url %q holds credentials: set mqtt.username and mqtt.password_file (or mqtt.password: ${ENV}) instead, which are never printed", broker)
+		errs.Addf("mqtt.url", "%s %q holds credentials: set mqtt.username and mqtt.password_file (or mqtt.password: ${ENV}) instead, which are never printed", broker)
 	case u.Host == "" || u.Port() == "":
-		bad("mqtt.url %q must be scheme://host:port", broker)
+		errs.Addf("mqtt.url", "%s %q must be scheme://host:port", broker)
 	case u.Scheme == "tcp" || u.Scheme == "mqtt":
 		if c.TLS.isSet() {
-			bad("mqtt.tls is set but mqtt.url %q is not a TLS URL: use ssl://, tls:// or mqtts://", broker)
+			errs.Addf("mqtt.tls", "%s is set but mqtt.url %q is not a TLS URL: use ssl://, tls:// or mqtts://", broker)
 		}
 	case isTLSScheme(u.Scheme):
 	default:
-		bad("mqtt.url %q: scheme %q is not one of tcp, mqtt, ssl, tls, mqtts", broker, u.Scheme)
+		errs.Addf("mqtt.url", "%s %q: scheme %q is not one of tcp, mqtt, ssl, tls, mqtts", broker, u.Scheme)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		bad("mqtt.tls.cert_file and mqtt.tls.key_file must be set together")
+		errs.Addf("mqtt.tls.cert_file", "%s and mqtt.tls.key_file must be set together")
 	}
 	if c.Password != "" && c.Username == "" {
-		bad("mqtt.password is set without mqtt.username")
+		errs.Addf("mqtt.password", "%s is set without mqtt.username")
 	}
 	for _, d := range []struct {
 		key string
@@ -216,14 +189,14 @@ func (c Config) Validate() error {
 		{"mqtt.reject_log_interval", c.RejectLogInterval},
 	} {
 		if d.v < 0 {
-			bad("%s must be > 0, got %s", d.key, d.v)
+			errs.Addf(d.key, "%s must be > 0, got %s", d.v)
 		}
 	}
 	if c.KeepAlive > 0 && c.KeepAlive < time.Second {
-		bad("mqtt.keepalive must be >= 1s (MQTT counts it in seconds), got %s", c.KeepAlive)
+		errs.Addf("mqtt.keepalive", "%s must be >= 1s (MQTT counts it in seconds), got %s", c.KeepAlive)
 	}
 	if c.MaxReconnectInterval < c.ConnectRetryInterval {
-		bad("mqtt.max_reconnect_interval (%s) must be >= mqtt.connect_retry_interval (%s)", c.MaxReconnectInterval, c.ConnectRetryInterval)
+		errs.Addf("mqtt.max_reconnect_interval", "%s (%s) must be >= mqtt.connect_retry_interval (%s)", c.MaxReconnectInterval, c.ConnectRetryInterval)
 	}
 	for _, n := range []struct {
 		key     string
@@ -237,25 +210,22 @@ func (c Config) Validate() error {
 	} {
 		switch {
 		case n.v < 0:
-			bad("%s must be > 0, got %d", n.key, n.v)
+			errs.Addf(n.key, "%s must be > 0, got %d", n.v)
 		case n.v > n.max:
-			bad("%s: %d is above the maximum %d%s", n.key, n.v, n.max, n.maxText)
+			errs.Addf(n.key, "%s: %d is above the maximum %d%s", n.v, n.max, n.maxText)
 		}
 	}
 	if c.MaxBatchBytes < c.MaxPayloadBytes {
-		bad("mqtt.max_batch_bytes (%d) must be >= mqtt.max_payload_bytes (%d)", c.MaxBatchBytes, c.MaxPayloadBytes)
+		errs.Addf("mqtt.max_batch_bytes", "%s (%d) must be >= mqtt.max_payload_bytes (%d)", c.MaxBatchBytes, c.MaxPayloadBytes)
 	}
 	if len(c.Routes) == 0 {
-		bad("routes: at least one route is required")
+		errs.Addf("routes", "%s: at least one route is required")
 	} else if len(c.Routes) > maxRoutes {
-		bad("routes: %d routes is above the maximum %d", len(c.Routes), maxRoutes)
+		errs.Addf("routes", "%s: %d routes is above the maximum %d", len(c.Routes), maxRoutes)
 	} else if _, err := newRouteTable(c.Routes); err != nil {
-		errs = append(errs, err)
+		errs.AddAll(err)
 	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	return errs.Err()
 }
 
 func isTLSScheme(s string) bool { return s == "ssl" || s == "tls" || s == "mqtts" }

@@ -27,13 +27,13 @@ func TestConfigValidate(t *testing.T) {
 		want string // "" = valid
 	}{
 		{"defaults", func(*Config) {}, ""},
-		{"tls broker with files", func(c *Config) { c.Broker = "ssl://h:8883"; c.TLS.CAFile = "/ca.pem" }, ""},
+		{"tls broker with files", func(c *Config) { c.URL = "ssl://h:8883"; c.TLS.CAFile = "/ca.pem" }, ""},
 		{"no node id", func(c *Config) { c.NodeID = "" }, "node_id is required"},
 		{"node id not utf8", func(c *Config) { c.NodeID = "\xff" }, "node_id"},
-		{"broker no port", func(c *Config) { c.Broker = "tcp://localhost" }, "mqtt.url"},
-		{"broker scheme", func(c *Config) { c.Broker = "http://h:1" }, "mqtt.url \"http://h:1\": scheme"},
+		{"broker no port", func(c *Config) { c.URL = "tcp://localhost" }, "mqtt.url"},
+		{"broker scheme", func(c *Config) { c.URL = "http://h:1" }, "mqtt.url \"http://h:1\": scheme"},
 		{"tls on tcp", func(c *Config) { c.TLS.CAFile = "/ca.pem" }, "mqtt.tls is set but mqtt.url"},
-		{"cert without key", func(c *Config) { c.Broker = "ssl://h:1"; c.TLS.CertFile = "/c.pem" }, "mqtt.tls.cert_file and mqtt.tls.key_file"},
+		{"cert without key", func(c *Config) { c.URL = "ssl://h:1"; c.TLS.CertFile = "/c.pem" }, "mqtt.tls.cert_file and mqtt.tls.key_file"},
 		{"password without user", func(c *Config) { c.Password = "s3cret" }, "mqtt.password is set without mqtt.username"},
 		{"negative timeout", func(c *Config) { c.WriteTimeout = -time.Second }, "mqtt.write_timeout must be > 0"},
 		{"keepalive sub-second", func(c *Config) { c.KeepAlive = time.Millisecond }, "mqtt.keepalive must be >= 1s"},
@@ -49,12 +49,12 @@ func TestConfigValidate(t *testing.T) {
 		}, ""},
 		{"too many routes", func(c *Config) { c.Routes = make([]Route, 1001) }, "routes: 1001 routes is above the maximum 1000"},
 		{"no routes", func(c *Config) { c.Routes = nil }, "routes: at least one route"},
-		{"credentials in the url", func(c *Config) { c.Broker = "tcp://bridge:s3cret@h:1883" },
+		{"credentials in the url", func(c *Config) { c.URL = "tcp://bridge:s3cret@h:1883" },
 			`mqtt.url "tcp://xxxxx@h:1883" holds credentials: set mqtt.username and mqtt.password_file`},
-		{"user alone in the url", func(c *Config) { c.Broker = "ssl://bridge@h:8883" }, `mqtt.url "ssl://xxxxx@h:8883" holds credentials`},
-		{"credentials in a url that does not parse", func(c *Config) { c.Broker = "tcp://bridge:s3cret@h:1883\x7f" }, `mqtt.url "tcp://xxxxx@h:1883\x7f" is not a URL`},
-		{"credentials in a url without scheme", func(c *Config) { c.Broker = "bridge:s3cret@h:1883" }, `mqtt.url "xxxxx@h:1883"`},
-		{"credentials in a url with a bad scheme", func(c *Config) { c.Broker = "http://bridge:s3cret@h:1/x@y" }, `mqtt.url "http://xxxxx@h:1/x@y"`},
+		{"user alone in the url", func(c *Config) { c.URL = "ssl://bridge@h:8883" }, `mqtt.url "ssl://xxxxx@h:8883" holds credentials`},
+		{"credentials in a url that does not parse", func(c *Config) { c.URL = "tcp://bridge:s3cret@h:1883\x7f" }, `mqtt.url "tcp://xxxxx@h:1883\x7f" is not a URL`},
+		{"credentials in a url without scheme", func(c *Config) { c.URL = "bridge:s3cret@h:1883" }, `mqtt.url "xxxxx@h:1883"`},
+		{"credentials in a url with a bad scheme", func(c *Config) { c.URL = "http://bridge:s3cret@h:1/x@y" }, `mqtt.url "http://xxxxx@h:1/x@y"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,28 +156,26 @@ func TestTLSFileErrors(t *testing.T) {
 	missing := filepath.Join(p.dir, "missing.pem")
 	tests := []struct {
 		name string
-		tls  TLSConfig
+		tls  TLS
 		want []string
 	}{
-		{"missing ca", TLSConfig{CAFile: missing}, []string{"mqtt.tls.ca_file", "missing.pem", "no such file"}},
-		{"ca not pem", TLSConfig{CAFile: garbage}, []string{"mqtt.tls.ca_file", "garbage.pem", "no PEM certificate"}},
-		{"missing cert", TLSConfig{CAFile: p.ca, CertFile: missing, KeyFile: p.clientKey}, []string{"mqtt.tls.cert_file", "no such file"}},
-		{"missing key", TLSConfig{CAFile: p.ca, CertFile: p.clientCert, KeyFile: missing}, []string{"mqtt.tls.key_file", "no such file"}},
-		{"cert not pem", TLSConfig{CertFile: garbage, KeyFile: p.clientKey}, []string{"mqtt.tls.cert_file", "garbage.pem"}},
-		{"key mismatch", TLSConfig{CertFile: p.clientCert, KeyFile: p.other}, []string{"mqtt.tls.cert_file", "other.key", "does not match"}},
+		{"missing ca", TLS{CAFile: missing}, []string{"mqtt.tls.ca_file", "missing.pem", "no such file"}},
+		{"ca not pem", TLS{CAFile: garbage}, []string{"mqtt.tls.ca_file", "garbage.pem", "no PEM certificate"}},
+		{"missing cert", TLS{CAFile: p.ca, CertFile: missing, KeyFile: p.clientKey}, []string{"mqtt.tls.cert_file", "no such file"}},
+		{"missing key", TLS{CAFile: p.ca, CertFile: p.clientCert, KeyFile: missing}, []string{"mqtt.tls.key_file", "no such file"}},
+		{"cert not pem", TLS{CertFile: garbage, KeyFile: p.clientKey}, []string{"mqtt.tls.cert_file", "garbage.pem"}},
+		{"key mismatch", TLS{CertFile: p.clientCert, KeyFile: p.other}, []string{"mqtt.tls.cert_file", "other.key", "does not match"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig("ssl://127.0.0.1:8883")
 			cfg.TLS = tt.tls
 			_, err := New(cfg, testLogger(t), nil, &fakeSink{})
-			if !errors.Is(err, ErrTLS) {
-				t.Fatalf("New = %v, want ErrTLS", err)
+			if !errors.Is(err, ErrTLSMaterial) {
+				t.Fatalf("New = %v, want ErrTLSMaterial", err)
 			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
+			if missing := absent(err.Error(), tt.want); len(missing) > 0 {
+				t.Errorf("error %q does not contain %q", err, missing)
 			}
 		})
 	}
@@ -194,7 +192,7 @@ func TestTLSClientCertificate(t *testing.T) {
 		MinVersion:   tls.VersionTLS12,
 	})
 	cfg := testConfig(broker)
-	cfg.TLS = TLSConfig{CAFile: p.ca, CertFile: p.clientCert, KeyFile: p.clientKey}
+	cfg.TLS = TLS{CAFile: p.ca, CertFile: p.clientCert, KeyFile: p.clientKey}
 	sink := &fakeSink{}
 	sub := startSubscriber(t, cfg, sink)
 	waitFor(t, "subscriber ready over TLS", sub.Ready)
@@ -208,4 +206,15 @@ func TestTLSClientCertificate(t *testing.T) {
 	pub := newTLSPublisher(t, broker, pubCfg)
 	publish(t, pub, "devices/secure/telemetry", 1, false, []byte("over tls"))
 	waitFor(t, "record over TLS", func() bool { return sink.len() == 1 })
+}
+
+// absent returns the strings of want that s does not contain.
+func absent(s string, want []string) []string {
+	var out []string
+	for _, w := range want {
+		if !strings.Contains(s, w) {
+			out = append(out, w)
+		}
+	}
+	return out
 }

@@ -94,7 +94,7 @@ func testLogger(t testing.TB) *slog.Logger {
 func testConfig(broker string) Config {
 	return Config{
 		NodeID:               "node-1",
-		Broker:               broker,
+		URL:                  broker,
 		ConnectRetryInterval: 50 * time.Millisecond,
 		MaxReconnectInterval: time.Second,
 		DrainTimeout:         2 * time.Second,

@@ -198,7 +198,7 @@ func TestNoPubackBeforeCommitInOrder(t *testing.T) {
 	cfg.ClientID = "bridge-spy"
 	spy := &ackSpy{client: cfg.ClientID}
 	broker, _ := startMochi(t, nil, spy)
-	cfg.Broker = broker
+	cfg.URL = broker
 
 	const n = 300
 	release := make(chan struct{})
@@ -317,7 +317,7 @@ func TestSinkErrorsAreRetried(t *testing.T) {
 	cfg.ClientID = "bridge-retry"
 	spy := &ackSpy{client: cfg.ClientID}
 	broker, _ := startMochi(t, nil, spy)
-	cfg.Broker = broker
+	cfg.URL = broker
 	fails := 3
 	var mu sync.Mutex
 	sink := &fakeSink{}
@@ -351,7 +351,7 @@ func TestClosedSinkStopsRun(t *testing.T) {
 	cfg.ClientID = "bridge-closed"
 	spy := &ackSpy{client: cfg.ClientID}
 	broker, _ := startMochi(t, nil, spy)
-	cfg.Broker = broker
+	cfg.URL = broker
 	sink := &fakeSink{hook: func(context.Context, []buffer.Record) error { return buffer.ErrClosed }}
 	sub := startSubscriber(t, cfg, sink)
 	waitFor(t, "subscriber ready", sub.Ready)
@@ -383,7 +383,7 @@ func TestStopWithBlockedSink(t *testing.T) {
 	cfg.DrainTimeout = 100 * time.Millisecond
 	spy := &ackSpy{client: cfg.ClientID}
 	broker, _ := startMochi(t, nil, spy)
-	cfg.Broker = broker
+	cfg.URL = broker
 	blocked := make(chan struct{})
 	var once sync.Once
 	sink := &fakeSink{hook: func(ctx context.Context, recs []buffer.Record) error {
@@ -414,7 +414,7 @@ func TestStopCommitsWhatWasReceived(t *testing.T) {
 	cfg.ClientID = "bridge-drain"
 	spy := &ackSpy{client: cfg.ClientID}
 	broker, _ := startMochi(t, nil, spy)
-	cfg.Broker = broker
+	cfg.URL = broker
 	release := make(chan struct{})
 	sink := &fakeSink{hook: func(ctx context.Context, recs []buffer.Record) error {
 		<-release
@@ -441,8 +441,10 @@ func TestStopCommitsWhatWasReceived(t *testing.T) {
 
 func TestNewRejectsBadArguments(t *testing.T) {
 	cfg := testConfig("tcp://127.0.0.1:1")
-	if _, err := New(cfg, nil, nil, &fakeSink{}); err == nil {
-		t.Error("New with nil logger succeeded")
+	// A nil logger discards the log; a nil registerer keeps the metrics
+	// unregistered: neither is an error. A nil sink is.
+	if _, err := New(cfg, nil, nil, &fakeSink{}); err != nil {
+		t.Errorf("New with nil logger and registerer: %v", err)
 	}
 	if _, err := New(cfg, testLogger(t), nil, nil); err == nil {
 		t.Error("New with nil sink succeeded")

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/edgebridge/edgebridge/internal/field"
 )
 
 // Route sends the messages whose topic matches Filter to KafkaTopic.
@@ -79,7 +81,7 @@ func newRouteTable(rs []Route) (*routeTable, error) {
 		for j := i + 1; j < len(t.routes); j++ {
 			a, b := t.routes[i], t.routes[j]
 			if w, ok := overlap(a.levels, b.levels); ok {
-				errs = append(errs, fmt.Errorf("routes[%d].filter %q overlaps routes[%d].filter %q: topic %q matches both", i, a.filter, j, b.filter, w))
+				errs = append(errs, field.Errorf(fmt.Sprintf("routes[%d].filter", i), "%s %q overlaps routes[%d].filter %q: topic %q matches both", a.filter, j, b.filter, w))
 			}
 		}
 	}
@@ -91,17 +93,17 @@ func newRouteTable(rs []Route) (*routeTable, error) {
 
 func compileRoute(key string, r Route) (route, error) {
 	if err := validateFilter(r.Filter); err != nil {
-		return route{}, fmt.Errorf("%s.filter %q: %v", key, r.Filter, err)
+		return route{}, field.Errorf(key+".filter", "%s %q: %v", r.Filter, err)
 	}
 	if err := validateKafkaTopic(r.KafkaTopic); err != nil {
-		return route{}, fmt.Errorf("%s.kafka_topic %q: %v", key, r.KafkaTopic, err)
+		return route{}, field.Errorf(key+".kafka_topic", "%s %q: %v", r.KafkaTopic, err)
 	}
 	qos := r.QoS
 	if qos == 0 {
 		qos = 1
 	}
 	if qos != 1 && qos != 2 {
-		return route{}, fmt.Errorf("%s.qos must be 1 or 2, got %d", key, r.QoS)
+		return route{}, field.Errorf(key+".qos", "%s must be 1 or 2, got %d", r.QoS)
 	}
 	levels := strings.Split(r.Filter, "/")
 	dl := r.DeviceLevel
@@ -113,14 +115,14 @@ func compileRoute(key string, r Route) (route, error) {
 			}
 		}
 		if dl == 0 {
-			return route{}, fmt.Errorf("%s.device_level is required: filter %q has no \"+\" level to take the device id from", key, r.Filter)
+			return route{}, field.Errorf(key+".device_level", "%s is required: filter %q has no \"+\" level to take the device id from", r.Filter)
 		}
 	}
 	if dl < 0 {
-		return route{}, fmt.Errorf("%s.device_level must be >= 1, got %d", key, dl)
+		return route{}, field.Errorf(key+".device_level", "%s must be >= 1, got %d", dl)
 	}
 	if dl > len(levels) && levels[len(levels)-1] != "#" {
-		return route{}, fmt.Errorf("%s.device_level %d is beyond the %d levels of filter %q", key, dl, len(levels), r.Filter)
+		return route{}, field.Errorf(key+".device_level", "%s %d is beyond the %d levels of filter %q", dl, len(levels), r.Filter)
 	}
 	return route{filter: r.Filter, levels: levels, kafkaTopic: r.KafkaTopic, qos: byte(qos), deviceLevel: dl - 1}, nil
 }

@@ -225,7 +225,7 @@ func TestSubackBelowTheRouteQoSIsNotReady(t *testing.T) {
 			cfg.Routes = []Route{{Filter: filter, KafkaTopic: "telemetry", QoS: tt.routeQoS}}
 			hook := &grantHook{client: cfg.ClientID, grant: map[string]byte{filter: tt.grant}}
 			broker, _ := startMochi(t, nil, hook)
-			cfg.Broker = broker
+			cfg.URL = broker
 			sink := &fakeSink{}
 			sub := startSubscriber(t, cfg, sink)
 			pub := newPublisher(t, broker, "pub")
@@ -277,7 +277,7 @@ func TestDowngradedSubscriptionRecoversOnReconnect(t *testing.T) {
 	hook := &grantHook{client: cfg.ClientID, grant: map[string]byte{filter: 0}}
 	subs := &subscribeCounter{client: cfg.ClientID}
 	broker, srv := startMochi(t, nil, hook, subs)
-	cfg.Broker = broker
+	cfg.URL = broker
 	sub := startSubscriber(t, cfg, &fakeSink{})
 	errs := sub.m.subscribeErrors.WithLabelValues(subscribeQoSDowngraded)
 	waitFor(t, "downgrade counted", func() bool { return metricValue(errs) == 1 })

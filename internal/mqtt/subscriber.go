@@ -133,18 +133,19 @@ func (b *batch) reset() {
 const pipelineBatches = 3
 
 // New checks cfg, loads its TLS files and registers the metrics. It does
-// not connect: Run does.
+// not connect: Run does. A nil log discards the log; a nil reg keeps the
+// metrics unregistered; a nil sink is an error.
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, sink Sink) (*Subscriber, error) {
-	if log == nil {
-		return nil, errors.New("mqtt: nil logger")
-	}
 	if sink == nil {
 		return nil, errors.New("mqtt: nil sink")
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.WithDefaults()
 	routes, err := newRouteTable(cfg.Routes)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -163,9 +164,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, sink Sink) (*S
 	for _, r := range routes.routes {
 		s.filters[r.filter] = r.qos
 	}
-	u, _ := url.Parse(cfg.Broker) // Validate parsed it
+	u, _ := url.Parse(cfg.URL) // Validate parsed it
 	if isTLSScheme(u.Scheme) {
-		if s.tls, err = loadTLS(cfg.TLS); err != nil {
+		if s.tls, err = cfg.TLS.load(); err != nil {
 			return nil, err
 		}
 	}
@@ -189,7 +190,7 @@ func (s *Subscriber) Ready() bool {
 func (s *Subscriber) clientOptions() *paho.ClientOptions {
 	c := s.cfg
 	o := paho.NewClientOptions().
-		AddBroker(c.Broker).
+		AddBroker(c.URL).
 		SetClientID(c.ClientID).
 		SetUsername(c.Username).
 		SetPassword(c.Password).
@@ -260,7 +261,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	var loops sync.WaitGroup
 	loops.Go(func() { s.subscribeLoop(runCtx, client) })
 
-	s.log.Info("connecting", "broker", s.cfg.Broker, "client_id", s.cfg.ClientID, "routes", len(s.filters))
+	s.log.Info("connecting", "broker", s.cfg.URL, "client_id", s.cfg.ClientID, "routes", len(s.filters))
 	s.connect(runCtx, client)
 	<-runCtx.Done()
 
@@ -292,7 +293,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 // exponential backoff until it succeeds or ctx is done. Later losses are
 // paho's auto-reconnect's business.
 func (s *Subscriber) connect(ctx context.Context, client paho.Client) {
-	op := retry.Op{Policy: s.retryPolicy(), Log: s.log, What: "connect", Attrs: []any{"broker", s.cfg.Broker}}
+	op := retry.Op{Policy: s.retryPolicy(), Log: s.log, What: "connect", Attrs: []any{"broker", s.cfg.URL}}
 	_ = op.Do(ctx, func(context.Context) error {
 		tok := client.Connect()
 		// Bounded by mqtt.connect_timeout; waiting it out even when ctx
@@ -319,7 +320,7 @@ func (s *Subscriber) onConnect(paho.Client) {
 	}
 	var gen uint64
 	s.setState(func() { s.gen++; s.opened++; gen = s.gen })
-	s.log.Info("connected", "broker", s.cfg.Broker, "session_present", present)
+	s.log.Info("connected", "broker", s.cfg.URL, "session_present", present)
 	// Keep only the newest connection: an older one is stale.
 	select {
 	case <-s.connected:
@@ -337,7 +338,7 @@ func (s *Subscriber) onConnectionLost(_ paho.Client, err error) {
 			s.ready = false
 		}
 	})
-	s.log.Warn("connection lost", "broker", s.cfg.Broker, "err", err)
+	s.log.Warn("connection lost", "broker", s.cfg.URL, "err", err)
 }
 
 func (s *Subscriber) setState(f func()) {
@@ -387,7 +388,7 @@ func (s *Subscriber) subscribeLoop(ctx context.Context, client paho.Client) {
 			if len(pending) < len(s.filters) {
 				// The session this process subscribed in is gone.
 				s.m.sessionLost.Inc()
-				s.log.Warn("broker has no session for the bridge, subscribing again: messages it held for the bridge are lost", "broker", s.cfg.Broker, "client_id", s.cfg.ClientID)
+				s.log.Warn("broker has no session for the bridge, subscribing again: messages it held for the bridge are lost", "broker", s.cfg.URL, "client_id", s.cfg.ClientID)
 			}
 			pending = maps.Clone(s.filters)
 		}

@@ -66,6 +66,13 @@ func deployedConfig(t *testing.T) (string, *corev1.Container, *corev1.PodSpec) {
 // validate runs `edgebridge validate --config` on data with env.
 func validate(t *testing.T, data string, env []string) (string, error) {
 	t.Helper()
+	return runOnConfig(t, "validate", data, env)
+}
+
+// runOnConfig runs `edgebridge <command> --config` on data with env and
+// returns what it printed (stdout and stderr).
+func runOnConfig(t *testing.T, command, data string, env []string) (string, error) {
+	t.Helper()
 	if binErr != nil {
 		t.Fatal(binErr)
 	}
@@ -73,7 +80,7 @@ func validate(t *testing.T, data string, env []string) (string, error) {
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bridgeBin, "validate", "--config", path)
+	cmd := exec.Command(bridgeBin, command, "--config", path)
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -103,7 +110,7 @@ func TestDeployedConfigValidates(t *testing.T) {
 	}
 }
 
-// fileConfig is the part of the config file the DaemonSet must agree with.
+// fileConfig is the part of the configuration the DaemonSet must agree with.
 type fileConfig struct {
 	ShutdownTimeout string `json:"shutdown_timeout"`
 	MQTT            struct {
@@ -122,24 +129,33 @@ type fileConfig struct {
 	} `json:"http"`
 }
 
+// The DaemonSet agrees with the configuration in effect, as the binary
+// itself prints it (`edgebridge config`): the defaults of keys the file
+// leaves out are the binary's, not copies of them here.
 func TestDaemonSetMatchesConfig(t *testing.T) {
 	data, c, pod := deployedConfig(t)
-	var f fileConfig
-	if err := yaml.Unmarshal([]byte(data), &f); err != nil {
-		t.Fatal(err)
+	env := containerEnv(t, c)
+	out, err := runOnConfig(t, "config", data, env)
+	if err != nil {
+		t.Fatalf("edgebridge config: %v\n%s", err, out)
 	}
-	dur := func(s, def string) time.Duration {
-		if s == "" {
-			s = def
+	for _, e := range env { // the passwords from the Secrets are never printed
+		if name, v, _ := strings.Cut(e, "="); strings.Contains(name, "PASSWORD") && strings.Contains(out, v) {
+			t.Errorf("edgebridge config prints the secret %s:\n%s", e, out)
 		}
+	}
+	var f fileConfig
+	if err := yaml.Unmarshal([]byte(out), &f); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	dur := func(s string) time.Duration {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v\n%s", err, out)
 		}
 		return d
 	}
-	// Defaults of internal/config and internal/mqtt.
-	shutdown, drain := dur(f.ShutdownTimeout, "25s"), dur(f.MQTT.DrainTimeout, "5s")
+	shutdown, drain := dur(f.ShutdownTimeout), dur(f.MQTT.DrainTimeout)
 	grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
 	if grace <= shutdown+drain {
 		t.Errorf("terminationGracePeriodSeconds %s must exceed shutdown_timeout %s + mqtt.drain_timeout %s, or SIGKILL cuts the flush",
