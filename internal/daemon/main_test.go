@@ -17,7 +17,7 @@ import (
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
 	"github.com/edgebridge/edgebridge/internal/config"
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 )
 
 // The exit codes are documented for operators and scripts: check each.

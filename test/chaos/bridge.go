@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 )
 
 // bridge runs the real edgebridge binary, optionally inside a network

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 	"github.com/edgebridge/edgebridge/test/kafka"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 )
 
 // stack is a mosquitto, a kfake Kafka and the real bridge configured for

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 	"github.com/edgebridge/edgebridge/internal/retry"
 )
 

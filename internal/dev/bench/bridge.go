@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 )
 
 // BridgeConfig renders the bridge's config file for a run: production
