@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // The crash test re-executes the test binary as a child that appends and
@@ -32,7 +34,7 @@ func TestCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("runs only as the child of TestCrashRecovery")
 	}
-	q, err := Open(crashConfig(dir), testLogger(t), nil)
+	q, err := Open(crashConfig(dir), testkit.Logger(t), nil)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "child open: %v\n", err)
 		os.Exit(3)
@@ -166,7 +168,7 @@ func TestCrashRecovery(t *testing.T) {
 			maxSeen = max(maxSeen, s)
 		}
 
-		q, err := Open(crashConfig(dir), testLogger(t), nil)
+		q, err := Open(crashConfig(dir), testkit.Logger(t), nil)
 		if err != nil {
 			t.Fatalf("iteration %d: reopen: %v", it, err)
 		}

@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // fillAndClose appends n records to a fresh buffer in dir and closes it.
 func fillAndClose(t *testing.T, cfg Config, n int) []Record {
 	t.Helper()
-	q, err := Open(cfg, testLogger(t), nil)
+	q, err := Open(cfg, testkit.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +63,7 @@ func TestCorruptRecordIsQuarantinedAndSalvaged(t *testing.T) {
 	if got := quarantined(t, dir); len(got) != 1 || !strings.HasPrefix(filepath.Base(got[0]), segmentName(1)) {
 		t.Fatalf("quarantine holds %v, want the damaged segment", got)
 	}
-	if got := metricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
+	if got := testkit.MetricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
 		t.Fatalf("quarantined files metric %v, want 1", got)
 	}
 	got := readAll(t, q, 0)
@@ -118,7 +120,7 @@ func TestUnreadableFileIsQuarantined(t *testing.T) {
 			if len(quarantined(t, dir)) != 1 {
 				t.Fatalf("quarantine holds %v, want the damaged file", quarantined(t, dir))
 			}
-			if got := metricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
+			if got := testkit.MetricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
 				t.Fatalf("quarantined metric %v", got)
 			}
 			next := appendN(t, q, "dev", 0, 1)
@@ -184,7 +186,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := Config{Dir: dir, MinFreeDisk: -1, MaxBytes: 64 << 20, SegmentBytes: 1 << 20}
-	q, err := Open(cfg, testLogger(t), nil)
+	q, err := Open(cfg, testkit.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +225,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFiles(t, dir)
-	if _, err := Open(cfg, testLogger(t), nil); err != nil && !errors.Is(err, ErrClosed) {
+	if _, err := Open(cfg, testkit.Logger(t), nil); err != nil && !errors.Is(err, ErrClosed) {
 		t.Fatalf("reopen after disk full: %v", err)
 	}
 }

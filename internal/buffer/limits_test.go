@@ -8,20 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// waitFor polls cond until it holds, failing the test after a generous
-// deadline. It waits for a condition, never for a fixed time.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
+)
 
 func appendN(t testing.TB, q *Queue, key string, from, n int) []Record {
 	t.Helper()
@@ -55,7 +44,7 @@ func TestSequencesSurviveRestartAndDrain(t *testing.T) {
 			t.Fatal(err)
 		}
 		var err error
-		if q, err = Open(cfg, testLogger(t), nil); err != nil {
+		if q, err = Open(cfg, testkit.Logger(t), nil); err != nil {
 			t.Fatal(err)
 		}
 		if st := q.Stats(); st.Records != 0 || st.NextSeq != last+1 {
@@ -69,7 +58,7 @@ func TestSequencesSurviveRestartAndDrain(t *testing.T) {
 func TestRecordsSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
-	q, err := Open(cfg, testLogger(t), nil)
+	q, err := Open(cfg, testkit.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +135,7 @@ func TestBlockWhenFull(t *testing.T) {
 		late[i] = rec("dev", 99990+i)
 	}
 	go func() { errc <- q.Append(context.Background(), late) }()
-	waitFor(t, "append to block", func() bool { return q.Stats().Blocked })
+	testkit.WaitFor(t, "append to block", func() bool { return q.Stats().Blocked })
 	if err := q.Ack(context.Background(), seqsOf(stored[:20])); err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +145,7 @@ func TestBlockWhenFull(t *testing.T) {
 	if q.Stats().Blocked {
 		t.Fatal("still blocked after room was made")
 	}
-	if got := metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow); got != 0 {
+	if got := testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow); got != 0 {
 		t.Fatalf("block policy dropped %v records", got)
 	}
 	// A batch larger than the whole buffer can never fit.
@@ -229,7 +218,7 @@ func TestDropOldest(t *testing.T) {
 	if st.Bytes > 200<<10 {
 		t.Fatalf("buffer holds %d bytes, over max_bytes", st.Bytes)
 	}
-	dropped := int(metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow))
+	dropped := int(testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow))
 	if dropped == 0 || dropped+st.Records != len(all) {
 		t.Fatalf("dropped %d + held %d != appended %d: something vanished uncounted", dropped, st.Records, len(all))
 	}
@@ -244,8 +233,8 @@ func TestDropOldest(t *testing.T) {
 func TestMaxAge(t *testing.T) {
 	q, reg := openTest(t, Config{MaxAge: 200 * time.Millisecond, SegmentBytes: minSegmentBytes})
 	old := appendN(t, q, "dev", 0, 500)
-	waitFor(t, "records to expire", func() bool { return q.Stats().Records == 0 })
-	if got := metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropMaxAge); got != float64(len(old)) {
+	testkit.WaitFor(t, "records to expire", func() bool { return q.Stats().Records == 0 })
+	if got := testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropMaxAge); got != float64(len(old)) {
 		t.Fatalf("max_age drops counted %v, want %d", got, len(old))
 	}
 }
@@ -314,7 +303,7 @@ func TestDeadLetters(t *testing.T) {
 	if st.Records != 1 || st.DeadLetters != 2 || st.DeadLetterBytes == 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	if got := metricValue(t, reg, "edgebridge_buffer_bytes"); got != float64(st.Bytes+st.DeadLetterBytes) {
+	if got := testkit.MetricValue(t, reg, "edgebridge_buffer_bytes"); got != float64(st.Bytes+st.DeadLetterBytes) {
 		t.Fatalf("edgebridge_buffer_bytes %v, want records and dead letters %d", got, st.Bytes+st.DeadLetterBytes)
 	}
 	if err := q.Requeue(ctx, []uint64{recs[0].Seq}, nil); err != nil {
@@ -348,7 +337,7 @@ func TestDeadLettersFillBuffer(t *testing.T) {
 
 // Close answers everything waiting, and every call after it, with ErrClosed.
 func TestClose(t *testing.T) {
-	q, err := Open(Config{Dir: t.TempDir(), MaxBytes: 100 << 10, SegmentBytes: minSegmentBytes, MinFreeDisk: -1}, testLogger(t), nil)
+	q, err := Open(Config{Dir: t.TempDir(), MaxBytes: 100 << 10, SegmentBytes: minSegmentBytes, MinFreeDisk: -1}, testkit.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +353,7 @@ func TestClose(t *testing.T) {
 	go func() {
 		appendErr <- q.Append(context.Background(), []Record{{Topic: "t", Value: make([]byte, 20<<10)}})
 	}()
-	waitFor(t, "append to block", func() bool { return q.Stats().Blocked })
+	testkit.WaitFor(t, "append to block", func() bool { return q.Stats().Blocked })
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +373,7 @@ func TestClose(t *testing.T) {
 // forever.
 func TestLockedByAnotherOpen(t *testing.T) {
 	q, _ := openTest(t, Config{LockTimeout: 50 * time.Millisecond})
-	_, err := Open(q.cfg, testLogger(t), nil)
+	_, err := Open(q.cfg, testkit.Logger(t), nil)
 	if err == nil || !isLockTimeout(err) {
 		t.Fatalf("second open: %v, want a lock timeout", err)
 	}
@@ -422,7 +411,7 @@ func TestMinFreeDisk(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- q.Append(ctx, []Record{rec("d", 0)}) }()
-	waitFor(t, "append to block below min_free_disk", func() bool { return q.Stats().Blocked })
+	testkit.WaitFor(t, "append to block below min_free_disk", func() bool { return q.Stats().Blocked })
 	cancel()
 	if err := <-errc; !errors.Is(err, ErrFull) {
 		t.Fatalf("append below min_free_disk: %v, want ErrFull", err)
@@ -447,7 +436,7 @@ func TestDropOldestSparesRecordsInFlight(t *testing.T) {
 	for i := 100; i < 3000; i += 50 {
 		all = append(all, appendN(t, q, "dev", i, 50)...)
 	}
-	dropped := int(metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow))
+	dropped := int(testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow))
 	if dropped == 0 {
 		t.Fatal("nothing dropped: test too small")
 	}
@@ -488,7 +477,7 @@ func TestRollThenDrainOnly(t *testing.T) {
 	if err := q.Writable(); err != nil {
 		t.Fatalf("after a drain following a roll: %v", err)
 	}
-	if got := metricValue(t, reg, "edgebridge_buffer_commit_errors_total"); got != 0 {
+	if got := testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total"); got != 0 {
 		t.Fatalf("%v failed commits during the drain", got)
 	}
 	if st := q.Stats(); st.Segments != 1 || st.Records != 0 {

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // damageMeta destroys both meta pages of a file: bbolt refuses it as an
@@ -96,7 +98,7 @@ func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				dir := t.TempDir()
 				cfg := Config{Dir: dir, MinFreeDisk: -1}
-				q, err := Open(cfg, testLogger(t), nil)
+				q, err := Open(cfg, testkit.Logger(t), nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -117,7 +119,7 @@ func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
 						}
 						return nil
 					}
-					_, err := Open(cfg, testLogger(t), nil)
+					_, err := Open(cfg, testkit.Logger(t), nil)
 					crashAt = nil
 					if err == nil {
 						t.Fatalf("Open did not stop at %s", crash)
@@ -125,7 +127,7 @@ func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
 				}
 				// The recovery, then two idle restarts.
 				for range 3 {
-					q, err := Open(cfg, testLogger(t), nil)
+					q, err := Open(cfg, testkit.Logger(t), nil)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -156,7 +158,7 @@ func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
 
 func openTestDir(t *testing.T, cfg Config) *Queue {
 	t.Helper()
-	q, err := Open(cfg, testLogger(t), nil)
+	q, err := Open(cfg, testkit.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,14 +182,14 @@ func TestBufferChild(t *testing.T) {
 		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 14, Max: 14}); err != nil {
 			t.Fatal(err)
 		}
-		q, err := Open(cfg, testLogger(t), nil)
+		q, err := Open(cfg, testkit.Logger(t), nil)
 		if err != nil {
 			os.Stdout.WriteString("open: " + err.Error() + "\n")
 			os.Exit(1)
 		}
 		q.Close()
 	case "ack", "read", "deadletter", "requeue", "append":
-		q, err := Open(cfg, testLogger(t), nil)
+		q, err := Open(cfg, testkit.Logger(t), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +252,7 @@ func TestBufferChild(t *testing.T) {
 		} else {
 			cfg.MaxAge = 3 * time.Second
 		}
-		q, err := Open(cfg, testLogger(t), nil)
+		q, err := Open(cfg, testkit.Logger(t), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -292,7 +294,7 @@ func runChild(t *testing.T, kind, dir string) (string, error) {
 func fillSegments(t *testing.T, dir string, n int) Stats {
 	t.Helper()
 	cfg := Config{Dir: dir, MinFreeDisk: -1, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
-	q, err := Open(cfg, testLogger(t), nil)
+	q, err := Open(cfg, testkit.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +354,7 @@ func TestRuntimeDamage(t *testing.T) {
 			if got := quarantined(t, dir); len(got) != 1 {
 				t.Fatalf("quarantine holds %v, want the damaged segment", got)
 			}
-			if got := metricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
+			if got := testkit.MetricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
 				t.Fatalf("quarantined files metric %v, want 1", got)
 			}
 			if err := q.Writable(); err != nil {
@@ -427,7 +429,7 @@ func TestDeadLettersOfAFailedAppend(t *testing.T) {
 		b := batch()
 		done := make(chan error, 1)
 		go func() { done <- q.Append(context.Background(), b) }()
-		waitFor(t, "a failed commit", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
+		testkit.WaitFor(t, "a failed commit", func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
 		restore()
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -450,7 +452,7 @@ func TestDeadLettersOfAFailedAppend(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- q.Append(ctx, batch()) }()
-		waitFor(t, "a failed commit", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
+		testkit.WaitFor(t, "a failed commit", func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
 		cancel()
 		if err := <-done; err == nil {
 			t.Fatal("cancelled append reported stored")
@@ -475,7 +477,7 @@ func TestRetriedMovesCountOnce(t *testing.T) {
 		restore := failWrites(t, q.head().path)
 		done := make(chan error, 1)
 		go func() { done <- q.DeadLetter(context.Background(), recs[1].Seq, "message_too_large") }()
-		waitFor(t, "failed moves", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
+		testkit.WaitFor(t, "failed moves", func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
 		restore()
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -483,7 +485,7 @@ func TestRetriedMovesCountOnce(t *testing.T) {
 		if st := q.Stats(); st.DeadLetters != 1 || st.Records != 2 {
 			t.Fatalf("%d dead letters and %d records, want 1 and 2", st.DeadLetters, st.Records)
 		}
-		if got := metricValue(t, reg, "edgebridge_buffer_dead_lettered_records_total"); got != 1 {
+		if got := testkit.MetricValue(t, reg, "edgebridge_buffer_dead_lettered_records_total"); got != 1 {
 			t.Fatalf("dead letters counted %v times, want 1", got)
 		}
 	})
@@ -496,7 +498,7 @@ func TestRetriedMovesCountOnce(t *testing.T) {
 		restore := failWrites(t, q.dead.path)
 		done := make(chan error, 1)
 		go func() { done <- q.Requeue(context.Background(), []uint64{dls[0].Seq}, nil) }()
-		waitFor(t, "failed requeues", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
+		testkit.WaitFor(t, "failed requeues", func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
 		restore()
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -512,7 +514,7 @@ func TestRetriedMovesCountOnce(t *testing.T) {
 func TestOpenFinishesInterruptedMove(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, MinFreeDisk: -1}
-	q, err := Open(cfg, testLogger(t), nil)
+	q, err := Open(cfg, testkit.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,7 +567,7 @@ func TestRottedDeadLetterMoveDoesNotBlock(t *testing.T) {
 	if err := q.Ack(ctx, []uint64{recs[10].Seq}); err != nil {
 		t.Fatalf("ack after the move: %v", err)
 	}
-	if got := metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropCorrupt); got != 1 {
+	if got := testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropCorrupt); got != 1 {
 		t.Fatalf("corrupt drops %v, want 1", got)
 	}
 }
@@ -600,7 +602,7 @@ func TestOpenReadsNoRecordsOfOldSegments(t *testing.T) {
 	if len(got) != len(all)-1 {
 		t.Fatalf("read %d records, want %d", len(got), len(all)-1)
 	}
-	if n := metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropCorrupt); n != 1 {
+	if n := testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropCorrupt); n != 1 {
 		t.Fatalf("corrupt drops %v, want 1", n)
 	}
 	// Acks upgrade the old segments for writing, after their check.
@@ -652,7 +654,7 @@ func TestWriteFaultAtEverySite(t *testing.T) {
 			if got := q.Stats().Records; got != 5 {
 				t.Fatalf("%d records, want 5", got)
 			}
-			if got := metricValue(t, reg, "edgebridge_buffer_acked_records_total"); got != 5 {
+			if got := testkit.MetricValue(t, reg, "edgebridge_buffer_acked_records_total"); got != 5 {
 				t.Fatalf("acked counted %v, want 5", got)
 			}
 		},
@@ -731,7 +733,7 @@ func TestWriteFaultAtEverySite(t *testing.T) {
 		fault: func(q *Queue) func(string) bool { o := q.segs[0].path; return func(p string) bool { return p == o } },
 		act:   func(q *Queue, _ []Record) error { return q.Append(context.Background(), recs("dev", 5000, 200)) },
 		check: func(t *testing.T, q *Queue, reg *prometheus.Registry, all []Record) {
-			dropped := int(metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow))
+			dropped := int(testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow))
 			if st := q.Stats(); dropped == 0 || dropped+st.Records != len(all)+200 {
 				t.Fatalf("dropped %d + held %d != appended %d", dropped, st.Records, len(all)+200)
 			}
@@ -743,8 +745,8 @@ func TestWriteFaultAtEverySite(t *testing.T) {
 		fault: func(q *Queue) func(string) bool { h := q.head().path; return func(p string) bool { return p == h } },
 		act:   func(q *Queue, _ []Record) error { return nil },
 		check: func(t *testing.T, q *Queue, reg *prometheus.Registry, old []Record) {
-			waitFor(t, "expiry", func() bool { return q.Stats().Records == 0 })
-			if got := metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropMaxAge); got != float64(len(old)) {
+			testkit.WaitFor(t, "expiry", func() bool { return q.Stats().Records == 0 })
+			if got := testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropMaxAge); got != float64(len(old)) {
 				t.Fatalf("max_age drops %v, want %d", got, len(old))
 			}
 		},
@@ -756,13 +758,13 @@ func TestWriteFaultAtEverySite(t *testing.T) {
 			restore := failWritesIf(t, tt.fault(q))
 			done := make(chan error, 1)
 			go func() { done <- tt.act(q, recs) }()
-			waitFor(t, "failed commits", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
+			testkit.WaitFor(t, "failed commits", func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
 			restore()
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
 			tt.check(t, q, reg, recs)
-			waitFor(t, "writable again", func() bool { return q.Writable() == nil })
+			testkit.WaitFor(t, "writable again", func() bool { return q.Writable() == nil })
 		})
 	}
 	t.Run("salvage", func(t *testing.T) {
@@ -771,7 +773,7 @@ func TestWriteFaultAtEverySite(t *testing.T) {
 		all := fillAndClose(t, cfg, 300)
 		rotRecord(t, filepath.Join(dir, segmentName(1)), all)
 		restore := failWritesIf(t, func(p string) bool { return strings.HasSuffix(p, salvageSuffix) })
-		if _, err := Open(cfg, testLogger(t), nil); err == nil || !strings.Contains(err.Error(), "salvage") {
+		if _, err := Open(cfg, testkit.Logger(t), nil); err == nil || !strings.Contains(err.Error(), "salvage") {
 			t.Fatalf("open with the salvage failing: %v", err)
 		}
 		if got := quarantined(t, dir); len(got) != 0 {
@@ -933,7 +935,7 @@ func TestUncleanStartChecksInTheBackground(t *testing.T) {
 			}
 			f.Close()
 
-			q, err := Open(cfg, testLogger(t), nil)
+			q, err := Open(cfg, testkit.Logger(t), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 func validConfig() Config {
@@ -87,7 +89,7 @@ func TestConfigValidate(t *testing.T) {
 // Pitfalls acks 0, missing timeouts, stale metadata and the default client
 // id, checked on the franz-go client New builds: what the broker sees.
 func TestNewClientOptions(t *testing.T) {
-	log, _ := testLogger(t)
+	log, _ := testkit.CaptureLogs(t)
 	p, err := New(validConfig(), log, prometheus.NewRegistry(), newMemSource())
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +133,7 @@ func TestNewClientOptions(t *testing.T) {
 // Bad arguments are errors, never panics; a second Producer on the same
 // registry is refused before franz-go's metrics could panic on it.
 func TestNewRejectsBadArguments(t *testing.T) {
-	log, _ := testLogger(t)
+	log, _ := testkit.CaptureLogs(t)
 	reg := prometheus.NewRegistry()
 	if _, err := New(validConfig(), nil, reg, newMemSource()); err == nil {
 		t.Error("nil logger accepted")
@@ -180,7 +182,7 @@ func TestNoClientTelemetryUnlessEnabled(t *testing.T) {
 	cfg.ClientMetrics = true
 	start(t, cfg, onSrc)
 
-	waitFor(t, 10*time.Second, "both producers to drain and the enabled one to ask for subscriptions", func() bool {
+	testkit.WaitWithin(t, 10*time.Second, "both producers to drain and the enabled one to ask for subscriptions", func() bool {
 		return offSrc.remaining() == 0 && onSrc.remaining() == 0 && onAsked.Load() > 0
 	})
 	if n := offAsked.Load(); n != 0 {

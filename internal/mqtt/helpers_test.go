@@ -5,9 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -17,10 +14,10 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 	edgebridgev1 "github.com/edgebridge/edgebridge/proto/edgebridge/v1"
 )
 
@@ -71,26 +68,6 @@ func (f *fakeSink) len() int {
 	return len(f.recs)
 }
 
-// waitFor polls cond until it holds, failing the test after a generous
-// deadline; it never asserts on elapsed time.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("EDGEBRIDGE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
 func testConfig(broker string) Config {
 	return Config{
 		NodeID:               "node-1",
@@ -117,7 +94,7 @@ type running struct {
 func startSubscriber(t testing.TB, cfg Config, sink Sink) *running {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	s, err := New(cfg, testLogger(t), reg, sink)
+	s, err := New(cfg, testkit.Logger(t), reg, sink)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -178,7 +155,7 @@ func decode(t testing.TB, r buffer.Record) *edgebridgev1.Envelope {
 func assertNoSubscriberGoroutines(t testing.TB) {
 	t.Helper()
 	var stacks string
-	waitFor(t, "subscriber goroutines to exit", func() bool {
+	testkit.WaitFor(t, "subscriber goroutines to exit", func() bool {
 		buf := make([]byte, 1<<20)
 		stacks = string(buf[:runtime.Stack(buf, true)])
 		return !strings.Contains(stacks, "internal/mqtt.(*Subscriber)")
@@ -186,19 +163,6 @@ func assertNoSubscriberGoroutines(t testing.TB) {
 }
 
 func payloadOf(device string, i int) []byte { return fmt.Appendf(nil, "%s:%08d", device, i) }
-
-// metricValue reads a counter or gauge (prometheus/testutil would add
-// go.sum entries this module does not carry).
-func metricValue(m prometheus.Metric) float64 {
-	var d dto.Metric
-	if err := m.Write(&d); err != nil {
-		panic(err)
-	}
-	if c := d.GetCounter(); c != nil {
-		return c.GetValue()
-	}
-	return d.GetGauge().GetValue()
-}
 
 func newTLSPublisher(t testing.TB, broker string, cfg *tls.Config) paho.Client {
 	t.Helper()

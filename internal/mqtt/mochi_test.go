@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // startMochi runs an embedded broker on a loopback ephemeral port and
@@ -137,12 +138,12 @@ func TestEnvelopeAndRouting(t *testing.T) {
 	sink := &fakeSink{}
 	before := time.Now()
 	sub := startSubscriber(t, testConfig(broker), sink)
-	waitFor(t, "subscriber ready", sub.Ready)
+	testkit.WaitFor(t, "subscriber ready", sub.Ready)
 
 	binary := []byte{0, 1, 2, 0xff, 0xfe}
 	publish(t, pub, "devices/dev-1/telemetry", 1, false, binary)
 	publish(t, pub, "devices/dev-2/telemetry", 0, false, []byte("q0"))
-	waitFor(t, "3 records", func() bool { return sink.len() == 3 })
+	testkit.WaitFor(t, "3 records", func() bool { return sink.len() == 3 })
 
 	byTopic := map[string]buffer.Record{}
 	for _, r := range sink.records() {
@@ -178,11 +179,11 @@ func TestEnvelopeAndRouting(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "2 QoS 1 acks counted", func() bool { return metricValue(sub.m.acked) == 2 })
-	if got := metricValue(sub.m.received); got != 3 {
+	testkit.WaitFor(t, "2 QoS 1 acks counted", func() bool { return testkit.Value(t, sub.m.acked) == 2 })
+	if got := testkit.Value(t, sub.m.received); got != 3 {
 		t.Errorf("edgebridge_mqtt_received_total = %v, want 3", got)
 	}
-	if got := metricValue(sub.m.up); got != 1 {
+	if got := testkit.Value(t, sub.m.up); got != 1 {
 		t.Errorf("edgebridge_mqtt_up = %v, want 1", got)
 	}
 	if sink.overlap.Load() {
@@ -214,25 +215,25 @@ func TestNoPubackBeforeCommitInOrder(t *testing.T) {
 		}
 	}}
 	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
+	testkit.WaitFor(t, "subscriber ready", sub.Ready)
 	pub := newPublisher(t, broker, "pub")
 	for i := range n {
 		publish(t, pub, fmt.Sprintf("devices/d%d/telemetry", i%7), 1, false, payloadOf("d", i))
 	}
 	<-holding
-	waitFor(t, "all messages sent to the bridge", func() bool {
+	testkit.WaitFor(t, "all messages sent to the bridge", func() bool {
 		sent, _ := spy.snapshot()
 		return len(sent) == n
 	})
 	// Everything reached the bridge; the first Append is still held.
 	// Wait until every message is in the pipeline, so a PUBACK sent too
 	// early would have had every chance to be written.
-	waitFor(t, "messages received", func() bool { return metricValue(sub.m.received) == n })
+	testkit.WaitFor(t, "messages received", func() bool { return testkit.Value(t, sub.m.received) == n })
 	if _, acks := spy.snapshot(); len(acks) != 0 {
 		t.Fatalf("broker got %d PUBACKs before the sink committed anything", len(acks))
 	}
 	close(release)
-	waitFor(t, "all PUBACKs", func() bool {
+	testkit.WaitFor(t, "all PUBACKs", func() bool {
 		_, acks := spy.snapshot()
 		return len(acks) == n
 	})
@@ -261,7 +262,7 @@ func TestRejectedMessagesAreDeadLettered(t *testing.T) {
 	// First run subscribes to old/+/data too; the broker keeps that
 	// subscription in the session after the route is removed.
 	first := startSubscriber(t, cfg, &fakeSink{})
-	waitFor(t, "first subscriber ready", first.Ready)
+	testkit.WaitFor(t, "first subscriber ready", first.Ready)
 	if err := first.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -269,14 +270,14 @@ func TestRejectedMessagesAreDeadLettered(t *testing.T) {
 	cfg.Routes = cfg.Routes[:2]
 	sink := &fakeSink{}
 	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
+	testkit.WaitFor(t, "subscriber ready", sub.Ready)
 	pub := newPublisher(t, broker, "pub")
 	big := bytes.Repeat([]byte("x"), 100)
 	publish(t, pub, "devices//telemetry", 1, false, []byte("no device"))
 	publish(t, pub, "devices/dev-9/telemetry", 1, false, big)
 	publish(t, pub, "old/dev-3/data", 1, false, []byte("stale route"))
 	publish(t, pub, "devices/dev-1/telemetry", 1, false, []byte("fine"))
-	waitFor(t, "4 records", func() bool { return sink.len() == 4 })
+	testkit.WaitFor(t, "4 records", func() bool { return sink.len() == 4 })
 
 	got := map[string]buffer.Record{}
 	for _, r := range sink.records() {
@@ -302,12 +303,12 @@ func TestRejectedMessagesAreDeadLettered(t *testing.T) {
 		t.Errorf("oversized dead letter: payload %d bytes, attributes %v; want all 100 bytes and payload_bytes=100", len(e.GetPayload()), e.GetAttributes())
 	}
 	for _, reason := range []string{ReasonNoDeviceID, ReasonPayloadTooLarge, ReasonNoRoute} {
-		if v := metricValue(sub.m.rejected.WithLabelValues(reason)); v != 1 {
+		if v := testkit.Value(t, sub.m.rejected.WithLabelValues(reason)); v != 1 {
 			t.Errorf("edgebridge_mqtt_rejected_total{reason=%q} = %v, want 1", reason, v)
 		}
 	}
 	// Dead letters are acknowledged like the rest: the broker forgets them.
-	waitFor(t, "4 acks", func() bool { return metricValue(sub.m.acked) == 4 })
+	testkit.WaitFor(t, "4 acks", func() bool { return testkit.Value(t, sub.m.acked) == 4 })
 }
 
 // A failing sink (an I/O error) is retried with the same batch, in order,
@@ -334,12 +335,12 @@ func TestSinkErrorsAreRetried(t *testing.T) {
 		return nil
 	}
 	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
+	testkit.WaitFor(t, "subscriber ready", sub.Ready)
 	pub := newPublisher(t, broker, "pub")
 	publish(t, pub, "devices/a/telemetry", 1, false, []byte("1"))
-	waitFor(t, "record stored", func() bool { return sink.len() == 1 })
-	waitFor(t, "PUBACK", func() bool { _, a := spy.snapshot(); return len(a) == 1 })
-	if v := metricValue(sub.m.commitErrors); v != 3 {
+	testkit.WaitFor(t, "record stored", func() bool { return sink.len() == 1 })
+	testkit.WaitFor(t, "PUBACK", func() bool { _, a := spy.snapshot(); return len(a) == 1 })
+	if v := testkit.Value(t, sub.m.commitErrors); v != 3 {
 		t.Errorf("edgebridge_mqtt_commit_errors_total = %v, want 3", v)
 	}
 }
@@ -354,7 +355,7 @@ func TestClosedSinkStopsRun(t *testing.T) {
 	cfg.Broker = broker
 	sink := &fakeSink{hook: func(context.Context, []buffer.Record) error { return buffer.ErrClosed }}
 	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
+	testkit.WaitFor(t, "subscriber ready", sub.Ready)
 	pub := newPublisher(t, broker, "pub")
 	publish(t, pub, "devices/a/telemetry", 1, false, []byte("1"))
 	select {
@@ -392,7 +393,7 @@ func TestStopWithBlockedSink(t *testing.T) {
 		return fmt.Errorf("%w: %w", buffer.ErrFull, ctx.Err())
 	}}
 	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
+	testkit.WaitFor(t, "subscriber ready", sub.Ready)
 	pub := newPublisher(t, broker, "pub")
 	for i := range 50 {
 		publish(t, pub, "devices/a/telemetry", 1, false, payloadOf("a", i))
@@ -421,13 +422,13 @@ func TestStopCommitsWhatWasReceived(t *testing.T) {
 		return nil
 	}}
 	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
+	testkit.WaitFor(t, "subscriber ready", sub.Ready)
 	pub := newPublisher(t, broker, "pub")
 	const n = 20
 	for i := range n {
 		publish(t, pub, "devices/a/telemetry", 1, false, payloadOf("a", i))
 	}
-	waitFor(t, "messages received", func() bool { return metricValue(sub.m.received) == n })
+	testkit.WaitFor(t, "messages received", func() bool { return testkit.Value(t, sub.m.received) == n })
 	sub.cancel()
 	close(release)
 	if err := sub.stop(t); err != nil {
@@ -436,7 +437,7 @@ func TestStopCommitsWhatWasReceived(t *testing.T) {
 	if sink.len() != n {
 		t.Errorf("sink holds %d records, want %d", sink.len(), n)
 	}
-	waitFor(t, "PUBACKs", func() bool { _, a := spy.snapshot(); return len(a) == n })
+	testkit.WaitFor(t, "PUBACKs", func() bool { _, a := spy.snapshot(); return len(a) == n })
 }
 
 func TestNewRejectsBadArguments(t *testing.T) {
@@ -444,12 +445,12 @@ func TestNewRejectsBadArguments(t *testing.T) {
 	if _, err := New(cfg, nil, nil, &fakeSink{}); err == nil {
 		t.Error("New with nil logger succeeded")
 	}
-	if _, err := New(cfg, testLogger(t), nil, nil); err == nil {
+	if _, err := New(cfg, testkit.Logger(t), nil, nil); err == nil {
 		t.Error("New with nil sink succeeded")
 	}
 	bad := cfg
 	bad.Routes = nil
-	if _, err := New(bad, testLogger(t), nil, &fakeSink{}); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "routes") {
+	if _, err := New(bad, testkit.Logger(t), nil, &fakeSink{}); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "routes") {
 		t.Errorf("New without routes = %v", err)
 	}
 }
