@@ -87,7 +87,9 @@ type env struct {
 	net    *edgeNet
 	relays []*relay
 	mq     *devstack.Mosquitto
-	br     *bridge
+	br     *devstack.Bridge
+	brLog  string      // the bridge's stdout and stderr, over every run
+	mem    *memSampler // the bridge's memory, over every run
 	v      *devstack.Verifier
 	t0     time.Time
 	link   string // how the slow link was made
@@ -202,7 +204,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.bridge != nil {
 		o.bridge(&cfg)
 	}
-	e.br = newBridge(t, e.dir, cfg, ns)
+	e.newBridge(cfg, ns)
 
 	e.v = devstack.NewVerifier()
 	vctx, vcancel := context.WithCancel(ctx)
@@ -210,6 +212,69 @@ func newEnv(t *testing.T, o envOpts) *env {
 	go func() { defer close(vdone); _ = e.v.Consume(vctx, e.kafka.Addrs(), e.topic) }()
 	t.Cleanup(func() { vcancel(); <-vdone })
 	return e
+}
+
+// newBridge writes cfg and sets up the real edgebridge binary (in network
+// namespace ns, when not empty), its log and its memory sampler; the
+// scenario starts it.
+func (e *env) newBridge(cfg devstack.BridgeConfig, ns string) {
+	t := e.t
+	t.Helper()
+	cfgPath := filepath.Join(e.dir, "edgebridge.yaml")
+	if err := cfg.WriteFile(cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	e.brLog = filepath.Join(e.dir, "edgebridge.log")
+	e.br = &devstack.Bridge{Bin: bridgeBin, Config: cfgPath, LogFile: e.brLog, Metrics: cfg.HTTPListen}
+	if ns != "" {
+		e.br.Prefix = []string{"ip", "netns", "exec", ns}
+	}
+	e.mem = sampleMemory(e.br.PID)
+	t.Cleanup(func() {
+		e.mem.close()
+		e.br.Kill()
+		if t.Failed() {
+			out, _ := os.ReadFile(e.brLog)
+			if len(out) > 6000 {
+				out = out[len(out)-6000:]
+			}
+			t.Logf("bridge log tail:\n%s", out)
+		}
+	})
+}
+
+// launchBridge starts the bridge process; it waits for nothing.
+func (e *env) launchBridge() {
+	e.t.Helper()
+	if err := e.br.Launch(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// bridgeReady waits (up to 2 minutes) for the bridge's /readyz.
+func (e *env) bridgeReady() error {
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	return e.br.WaitReady(ctx)
+}
+
+// startBridge starts the bridge and waits until it is ready.
+func (e *env) startBridge() {
+	e.t.Helper()
+	e.launchBridge()
+	if err := e.bridgeReady(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// metric returns the sum of every series of name, or -1 when /metrics
+// cannot be read.
+func (e *env) metric(name string) float64 {
+	m, err := e.br.Scrape()
+	if err != nil {
+		return -1
+	}
+	return m[name]
 }
 
 // waitFor polls cond every 50ms until it holds or timeout passes.
@@ -229,7 +294,7 @@ func (e *env) waitFor(what string, timeout time.Duration, cond func() bool) {
 func (e *env) gauge(name string) float64 {
 	e.t.Helper()
 	for range 50 {
-		if v := e.br.metric(name); v >= 0 {
+		if v := e.metric(name); v >= 0 {
 			return v
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -271,7 +336,7 @@ func (e *env) verify(name string, d *devstack.Devices, timeout time.Duration, r 
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	peak, _ := e.br.memory()
+	peak, _ := e.mem.memory()
 	r.Scenario = name
 	r.Messages, r.Lost, r.Duplicates = res.Acked, max(0, res.Lost-dropped), res.Duplicates
 	if dropped > 0 {

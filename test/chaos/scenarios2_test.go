@@ -35,7 +35,7 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 // heal while live traffic continues.
 func TestS2LongPartition(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.br.startReady(e.ctx)
+	e.startBridge()
 	outage := pick(60*time.Second, 10*time.Minute)
 	after := pick(30*time.Second, 2*time.Minute)
 	r := pick(4000.0, 2000.0)
@@ -48,9 +48,9 @@ func TestS2LongPartition(t *testing.T) {
 	e.kafka.Broker(0).Stop(30 * time.Second)
 	cut := time.Now()
 	sleepCtx(e.ctx, outage/4)
-	rssEarly, _ := procMem(e.br.pid())
+	rssEarly, _ := procMem(e.br.PID())
 	sleepCtx(e.ctx, outage-time.Since(cut))
-	rssLate, _ := procMem(e.br.pid())
+	rssLate, _ := procMem(e.br.PID())
 	buffered := e.gauge(mBuffered)
 	if up := e.gauge(mKafkaUp); up != 0 {
 		t.Errorf("edgebridge_kafka_up = %v after %s without Kafka", up, outage)
@@ -67,7 +67,7 @@ func TestS2LongPartition(t *testing.T) {
 	if err := <-ddone; err != nil {
 		t.Fatalf("devices: %v", err)
 	}
-	peak, samples := e.br.memory()
+	peak, samples := e.mem.memory()
 	t.Logf("outage %s: %.0f records buffered, drained in %s with live traffic (%.0f forwarded, net backlog drain %s); RSS at 1/4 of the outage %s, at its end %s, peak %s, %d samples",
 		outage, buffered, drainDur.Round(time.Millisecond), forwarded, rate(buffered, drainDur), mib(rssEarly), mib(rssLate), mib(peak), len(samples))
 	// Flat: the backlog is on disk. Allow for GC slack, not for growth
@@ -89,7 +89,7 @@ func TestS3Blackhole(t *testing.T) {
 	hold := pick(30*time.Second, 5*time.Minute)
 	run := func(t *testing.T, name string, netns bool, cut, heal func(e *env)) {
 		e := newEnv(t, envOpts{netns: netns})
-		e.br.startReady(e.ctx)
+		e.startBridge()
 		d := newDevices(e.mq.URL(), 20, 1_000_000, 2000)
 		dctx, dcancel := context.WithCancel(e.ctx)
 		defer dcancel()
@@ -100,7 +100,7 @@ func TestS3Blackhole(t *testing.T) {
 		e.waitFor("edgebridge_kafka_up to drop to 0 (timeouts firing)", 60*time.Second, func() bool { return e.gauge(mKafkaUp) == 0 })
 		detected := time.Since(t0)
 		sleepCtx(e.ctx, hold-time.Since(t0))
-		if code, _ := httpGet(e.br.http.Metrics, "/healthz"); code != http.StatusOK {
+		if code, _ := httpGet(e.br.Metrics, "/healthz"); code != http.StatusOK {
 			t.Errorf("/healthz = %d during the blackhole: a Kafka outage must not fail liveness", code)
 		}
 		buffered := e.gauge(mBuffered)
@@ -158,7 +158,7 @@ func TestS4LeaderFailover(t *testing.T) {
 	if err := e.kafka.CreateTopic(e.ctx, "probe", 3); err != nil {
 		t.Fatal(err)
 	}
-	e.br.startReady(e.ctx)
+	e.startBridge()
 	const r = 2000.0
 	d := newDevices(e.mq.URL(), 20, 1_000_000, r)
 	dctx, dcancel := context.WithCancel(e.ctx)
@@ -241,7 +241,7 @@ func TestS7DiskFull(t *testing.T) {
 		e := newEnv(t, envOpts{bufferDir: dir, bridge: func(c *devstack.BridgeConfig) {
 			c.MaxBytes, c.SegmentBytes, c.MinFreeDisk, c.WhenFull = "1GiB", "4MiB", "2MiB", "block"
 		}})
-		e.br.startReady(e.ctx)
+		e.startBridge()
 		e.kafka.Broker(0).Stop(30 * time.Second)
 		d := newDevices(e.mq.URL(), 20, pick(20000, 50000), 0)
 		if err := <-e.runDevices(e.ctx, d); err != nil {
@@ -277,7 +277,7 @@ func TestS7DiskFull(t *testing.T) {
 		e := newEnv(t, envOpts{bufferDir: dir, bridge: func(c *devstack.BridgeConfig) {
 			c.MaxBytes, c.SegmentBytes, c.MinFreeDisk, c.WhenFull = "16MiB", "4MiB", "2MiB", "drop_oldest"
 		}})
-		e.br.startReady(e.ctx)
+		e.startBridge()
 		e.kafka.Broker(0).Stop(30 * time.Second)
 		d := newDevices(e.mq.URL(), 20, pick(15000, 50000), 0)
 		if err := <-e.runDevices(e.ctx, d); err != nil {
@@ -308,7 +308,7 @@ func TestS7DiskFull(t *testing.T) {
 // Throughput is reported; nothing is lost.
 func TestS8SlowLossyUplink(t *testing.T) {
 	e := newEnv(t, envOpts{netns: true, slowLink: true})
-	e.br.startReady(e.ctx)
+	e.startBridge()
 	dur := pick(60*time.Second, 5*time.Minute)
 	const r = 1000.0
 	const n = 20
@@ -334,7 +334,7 @@ func TestS8SlowLossyUplink(t *testing.T) {
 // 1M records buffered; how long until it is ready and produces again.
 func TestS9RestartWithBacklog(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.br.startReady(e.ctx)
+	e.startBridge()
 	total := pick(1_000_000, 1_000_000)
 	e.kafka.Broker(0).Stop(30 * time.Second)
 	d := newDevices(e.mq.URL(), 50, total/50, 0)
@@ -344,17 +344,17 @@ func TestS9RestartWithBacklog(t *testing.T) {
 	}
 	e.waitFor("every record in the buffer", 10*time.Minute, func() bool { return e.gauge(mBuffered) >= float64(total) })
 	filled := time.Since(fill)
-	e.br.kill()
+	e.br.Kill()
 	if err := e.kafka.Restart(e.ctx, e.kafka.Broker(0)); err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	e.br.start()
-	if err := e.br.waitReady(e.ctx); err != nil {
+	e.launchBridge()
+	if err := e.bridgeReady(); err != nil {
 		t.Fatal(err)
 	}
 	ready := time.Since(t0)
-	e.waitFor("the first produce", 5*time.Minute, func() bool { return e.br.metric(mForward) > 0 })
+	e.waitFor("the first produce", 5*time.Minute, func() bool { return e.metric(mForward) > 0 })
 	first := time.Since(t0)
 	// 1M records drain at tens of thousands per second on loopback; minutes
 	// here means the forwarder or the buffer is crawling.

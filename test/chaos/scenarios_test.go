@@ -14,7 +14,7 @@ import (
 // as mosquitto takes them; every one arrives, in order per device.
 func TestS1SteadyState(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.br.startReady(e.ctx)
+	e.startBridge()
 	d := newDevices(e.mq.URL(), 50, 2000, 0)
 	start := time.Now()
 	if err := <-e.runDevices(e.ctx, d); err != nil {
@@ -35,7 +35,7 @@ func TestS1SteadyState(t *testing.T) {
 // PUBACK for is lost, order per device holds, duplicates are counted.
 func TestS5KillLoop(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.br.startReady(e.ctx)
+	e.startBridge()
 	kills := pick(20, 50)
 	d := newDevices(e.mq.URL(), 20, 1_000_000, 3000)
 	dctx, dcancel := context.WithCancel(e.ctx)
@@ -50,10 +50,10 @@ func TestS5KillLoop(t *testing.T) {
 		case err := <-ddone:
 			t.Fatalf("devices stopped during kill %d: %v", i, err)
 		}
-		e.br.kill()
-		e.br.start()
+		e.br.Kill()
+		e.launchBridge()
 	}
-	if err := e.br.waitReady(e.ctx); err != nil {
+	if err := e.bridgeReady(); err != nil {
 		t.Fatal(err)
 	}
 	// Traffic goes on a little after the last restart, then stops.
@@ -72,7 +72,7 @@ func TestS5KillLoop(t *testing.T) {
 // no PUBACK.
 func TestS6MosquittoRestart(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.br.startReady(e.ctx)
+	e.startBridge()
 	restarts := pick(3, 10)
 	d := newDevices(e.mq.URL(), 20, 1_000_000, 3000)
 	dctx, dcancel := context.WithCancel(e.ctx)

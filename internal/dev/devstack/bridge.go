@@ -13,60 +13,85 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"text/template"
 	"time"
 )
 
-// BridgeConfig is what the dev stack puts into edgebridge's config file.
-// The buffer's sizes and policy are config strings ("2GiB", "drop_oldest");
-// empty keeps the dev stack's: 256MiB, 8MiB segments, 16MiB free disk, block.
+// BridgeConfig is what the dev stack, the chaos suite and the bench put
+// into edgebridge's config file: the one template all three render.
+//
+// The dev stack paces Kafka for tests that cut or blackhole it for seconds
+// (short timeouts and retries), logs drops each second and keeps a small
+// buffer; empty buffer settings keep its sizes and policy: 256MiB, 8MiB
+// segments, 16MiB free disk, block. Production drops all of that for
+// edgebridge's own defaults (zstd, linger 5ms, acks=all, an fsync per group
+// commit), which is what `make bench` measures.
 type BridgeConfig struct {
 	NodeID       string
 	MQTTURL      string
+	Filter       string // the route's MQTT filter; default devices/+/telemetry
 	Brokers      []string
 	Topic        string
 	BufferDir    string
-	MaxBytes     string
+	MaxBytes     string // config strings: "2GiB"
 	SegmentBytes string
 	MinFreeDisk  string
-	WhenFull     string
+	WhenFull     string // "block", "drop_oldest"
 	HTTPListen   string
-	LogFormat    string // json or text
+	Pprof        bool
+	LogFormat    string // json or text (the default)
+
+	// Production keeps edgebridge's defaults for everything the dev stack
+	// paces, and for the buffer settings left empty.
+	Production bool
 }
 
-// YAML renders the config file. Kafka timeouts and retries are paced for
-// tests that cut or blackhole Kafka for seconds, and drops are logged each
-// second (production keeps the defaults).
-func (c BridgeConfig) YAML() string {
-	q := strconv.Quote
-	or := func(v, def string) string {
+var bridgeTemplate = template.Must(template.New("edgebridge.yaml").Funcs(template.FuncMap{
+	"q": strconv.Quote,
+	"or": func(v, def string) string {
 		if v == "" {
 			return def
 		}
 		return v
-	}
-	brokers := make([]string, len(c.Brokers))
-	for i, b := range c.Brokers {
-		brokers[i] = q(b)
-	}
-	return fmt.Sprintf(`# written by the edgebridge dev stack
-node_id: %s
+	},
+}).Parse(`# written by the edgebridge dev stack (internal/dev/devstack)
+node_id: {{q .NodeID}}
 shutdown_timeout: 10s
 mqtt:
-  url: %s
-  client_id: %s
+  url: {{q .MQTTURL}}
+{{- if not .Production}}
+  client_id: {{q (print "edgebridge-" .NodeID)}}
+{{- end}}
 routes:
-  - filter: devices/+/telemetry
-    kafka_topic: %s
+  - filter: {{q (or .Filter "devices/+/telemetry")}}
+    kafka_topic: {{q .Topic}}
 buffer:
-  dir: %s
-  max_bytes: %s
-  segment_bytes: %s
-  min_free_disk: %s
-  when_full: %s
+  dir: {{q .BufferDir}}
+{{- if not .Production}}
+  max_bytes: {{or .MaxBytes "256MiB"}}
+  segment_bytes: {{or .SegmentBytes "8MiB"}}
+  min_free_disk: {{or .MinFreeDisk "16MiB"}}
+  when_full: {{or .WhenFull "block"}}
   drop_log_interval: 1s
+{{- else}}
+{{- with .MaxBytes}}
+  max_bytes: {{.}}
+{{- end}}
+{{- with .SegmentBytes}}
+  segment_bytes: {{.}}
+{{- end}}
+{{- with .MinFreeDisk}}
+  min_free_disk: {{.}}
+{{- end}}
+{{- with .WhenFull}}
+  when_full: {{.}}
+{{- end}}
+{{- end}}
 kafka:
-  brokers: [%s]
+  brokers: [{{range $i, $b := .Brokers}}{{if $i}}, {{end}}{{q $b}}{{end}}]
+{{- if not .Production}}
   linger: 5ms
   dial_timeout: 2s
   produce_request_timeout: 3s
@@ -76,14 +101,24 @@ kafka:
   backoff:
     initial: 100ms
     max: 1s
+{{- end}}
 http:
-  listen: %s
+  listen: {{q .HTTPListen}}
+{{- if .Pprof}}
+  pprof: true
+{{- end}}
 log:
   level: info
-  format: %s
-`, q(c.NodeID), q(c.MQTTURL), q("edgebridge-"+c.NodeID), q(c.Topic), q(c.BufferDir),
-		or(c.MaxBytes, "256MiB"), or(c.SegmentBytes, "8MiB"), or(c.MinFreeDisk, "16MiB"), or(c.WhenFull, "block"),
-		strings.Join(brokers, ", "), q(c.HTTPListen), or(c.LogFormat, "text"))
+  format: {{or .LogFormat "text"}}
+`))
+
+// YAML renders the config file.
+func (c BridgeConfig) YAML() string {
+	var b strings.Builder
+	if err := bridgeTemplate.Execute(&b, c); err != nil {
+		panic(err) // the template is fixed and every field renders
+	}
+	return b.String()
 }
 
 // BuildBridge compiles cmd/edgebridge into dir and returns the binary's path.
@@ -100,39 +135,107 @@ func BuildBridge(dir string) (string, error) {
 	return bin, nil
 }
 
-// Bridge runs the real edgebridge binary as a child process.
+// Bridge runs the real edgebridge binary as a child process: for the demo,
+// the e2e tests, the bench and the chaos suite (which runs it in a network
+// namespace through Prefix and kills and starts it in a loop). Its methods
+// may be called from several goroutines: a sampler may read PID while a
+// test kills and starts the bridge.
 type Bridge struct {
 	Bin     string
 	Config  string    // path of the config file
-	Output  io.Writer // its stdout and stderr
+	Output  io.Writer // its stdout and stderr, unless LogFile is set
+	LogFile string    // when set, every run appends its stdout and stderr here
 	Metrics string    // host:port of its http.listen
 	Env     []string  // added to the environment it inherits (GOGC=50, say)
+	// Prefix runs the binary under a wrapper: ip netns exec <ns> puts it in
+	// a network namespace. The wrapper must exec the binary, so that PID
+	// and the signals sent to it are the bridge's.
+	Prefix []string
 
-	cmd  *exec.Cmd
-	done chan error
+	mu  sync.Mutex // guards cur
+	cur *bridgeRun // nil when not running
+}
+
+// bridgeRun is one run of the process.
+type bridgeRun struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process has exited and err is set
+	err    error         // what Wait returned
+}
+
+// Launch starts the binary and returns at once, healthy or not: a kill
+// loop kills it again at any moment of its start. Start waits for
+// /healthz.
+func (b *Bridge) Launch() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cur != nil {
+		return errors.New("edgebridge is already running")
+	}
+	argv := append(append([]string(nil), b.Prefix...), b.Bin, "run", "--config", b.Config)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = b.Output, b.Output
+	var logf *os.File
+	if b.LogFile != "" {
+		f, err := os.OpenFile(b.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("open bridge log: %w", err)
+		}
+		logf = f
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	if len(b.Env) > 0 {
+		cmd.Env = append(os.Environ(), b.Env...)
+	}
+	cmd.SysProcAttr = childAttr() // never outlive a killed test
+	if err := cmd.Start(); err != nil {
+		if logf != nil {
+			logf.Close()
+		}
+		return fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	r := &bridgeRun{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		r.err = cmd.Wait()
+		if logf != nil {
+			logf.Close()
+		}
+		close(r.exited)
+	}()
+	b.cur = r
+	return nil
+}
+
+// running is the current run, nil when the bridge is not running.
+func (b *Bridge) running() *bridgeRun {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cur
+}
+
+// forget clears r as the current run, if it still is.
+func (b *Bridge) forget(r *bridgeRun) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cur == r {
+		b.cur = nil
+	}
 }
 
 // Start starts the binary and waits until /healthz answers 200.
 func (b *Bridge) Start(ctx context.Context) error {
-	b.cmd = exec.Command(b.Bin, "run", "--config", b.Config)
-	b.cmd.Stdout, b.cmd.Stderr = b.Output, b.Output
-	if len(b.Env) > 0 {
-		b.cmd.Env = append(os.Environ(), b.Env...)
+	if err := b.Launch(); err != nil {
+		return err
 	}
-	if err := b.cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", b.Bin, err)
-	}
-	b.done = make(chan error, 1)
-	go func() { b.done <- b.cmd.Wait() }()
+	r := b.running()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if code, _, err := b.get("/healthz"); err == nil && code == http.StatusOK {
 			return nil
 		}
 		select {
-		case err := <-b.done:
-			b.done <- err
-			return fmt.Errorf("edgebridge exited at start: %v", err)
+		case <-r.exited:
+			return fmt.Errorf("edgebridge exited at start: %v", r.err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
@@ -143,13 +246,21 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 }
 
-// WaitReady waits until /readyz answers 200 (MQTT session up).
+// WaitReady waits until /readyz answers 200 (MQTT session up), or the
+// process exits.
 func (b *Bridge) WaitReady(ctx context.Context) error {
+	var exited <-chan struct{} // nil, never ready, when not running
+	r := b.running()
+	if r != nil {
+		exited = r.exited
+	}
 	for {
 		if code, _, err := b.get("/readyz"); err == nil && code == http.StatusOK {
 			return nil
 		}
 		select {
+		case <-exited:
+			return fmt.Errorf("edgebridge exited before ready: %v", r.err)
 		case <-ctx.Done():
 			_, body, _ := b.get("/readyz")
 			return fmt.Errorf("edgebridge not ready: %v: %s", ctx.Err(), body)
@@ -160,12 +271,13 @@ func (b *Bridge) WaitReady(ctx context.Context) error {
 
 // Kill sends SIGKILL and waits for the process to go.
 func (b *Bridge) Kill() {
-	if b.cmd == nil || b.cmd.Process == nil {
+	r := b.running()
+	if r == nil {
 		return
 	}
-	_ = b.cmd.Process.Kill()
-	<-b.done
-	b.cmd = nil
+	_ = r.cmd.Process.Kill()
+	<-r.exited
+	b.forget(r)
 }
 
 // Stop sends SIGTERM and waits up to timeout for a clean exit, returning its
@@ -181,15 +293,22 @@ func (b *Bridge) Stop(timeout time.Duration) error {
 	return err
 }
 
-// PID is the running process's id.
-func (b *Bridge) PID() int { return b.cmd.Process.Pid }
+// PID is the running process's id, 0 when it is not running.
+func (b *Bridge) PID() int {
+	r := b.running()
+	if r == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
 
 // Signal sends sig to the running bridge.
 func (b *Bridge) Signal(sig os.Signal) error {
-	if b.cmd == nil || b.cmd.Process == nil {
+	r := b.running()
+	if r == nil {
 		return errors.New("edgebridge is not running")
 	}
-	return b.cmd.Process.Signal(sig)
+	return r.cmd.Process.Signal(sig)
 }
 
 // Wait waits up to timeout for the bridge to exit and returns its exit
@@ -205,13 +324,14 @@ func (b *Bridge) Wait(timeout time.Duration) error {
 // wait waits up to timeout for the process to exit and returns its exit
 // error; after timeout it kills it and reports exited false.
 func (b *Bridge) wait(timeout time.Duration) (exited bool, err error) {
-	if b.cmd == nil || b.cmd.Process == nil {
+	r := b.running()
+	if r == nil {
 		return true, nil
 	}
 	select {
-	case err := <-b.done:
-		b.cmd = nil
-		return true, err
+	case <-r.exited:
+		b.forget(r)
+		return true, r.err
 	case <-time.After(timeout):
 		b.Kill()
 		return false, nil
