@@ -245,3 +245,15 @@ func TestStatsGauges(t *testing.T) {
 		t.Errorf("oldest record age %v s, want the seconds since the append", age)
 	}
 }
+
+func appendN(t testing.TB, q *Queue, key string, from, n int) []Record {
+	t.Helper()
+	recs := make([]Record, n)
+	for i := range recs {
+		recs[i] = rec(key, from+i)
+	}
+	if err := q.Append(context.Background(), recs); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	return recs
+}
