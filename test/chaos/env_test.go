@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -310,6 +311,36 @@ func newDevices(url string, n, messages int, rate float64) *devstack.Devices {
 	return &devstack.Devices{BrokerURL: url, N: n, Messages: messages, Rate: rate, Reconnect: true}
 }
 
+// traffic is devices publishing in the background until stop or the end
+// of the test.
+type traffic struct {
+	*devstack.Devices
+	cancel context.CancelFunc
+	done   <-chan error // Run's result
+}
+
+// startTraffic starts n devices publishing at rate messages per second in
+// all, riding through broker restarts, until stopped.
+func (e *env) startTraffic(n int, rate float64) *traffic {
+	ctx, cancel := context.WithCancel(e.ctx)
+	e.t.Cleanup(cancel)
+	d := newDevices(e.mq.URL(), n, 1_000_000, rate)
+	return &traffic{Devices: d, cancel: cancel, done: e.runDevices(ctx, d)}
+}
+
+// stop stops the devices and waits for them.
+func (tr *traffic) stop() {
+	tr.cancel()
+	<-tr.done
+}
+
+// waitPublished waits up to timeout until d published n more messages.
+func (e *env) waitPublished(what string, d *devstack.Devices, n int64, timeout time.Duration) {
+	e.t.Helper()
+	target := d.Published.Load() + n
+	e.waitFor(what, timeout, func() bool { return d.Published.Load() >= target })
+}
+
 // runDevices starts d in the background; the returned channel gets its
 // result.
 func (e *env) runDevices(ctx context.Context, d *devstack.Devices) <-chan error {
@@ -379,4 +410,30 @@ func (e *env) verify(name string, d *devstack.Devices, timeout time.Duration, r 
 		e.t.Errorf("%d out of order, %d bad records, %d devices split across partitions: %s", res.OutOfOrder, res.Bad, res.Split, res.Detail)
 	}
 	return res
+}
+
+const (
+	mBuffered = "edgebridge_buffer_records"
+	mForward  = "edgebridge_forward_records_total"
+	mKafkaUp  = "edgebridge_kafka_up"
+	mAcked    = "edgebridge_mqtt_acked_total"
+	mDropped  = "edgebridge_buffer_dropped_records_total"
+)
+
+// sleepCtx waits d: the length of an outage is the point of the test.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+}
+
+func httpGet(hostport, path string) (int, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + hostport + path)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
