@@ -15,10 +15,7 @@ import (
 // fillAndClose appends n records to a fresh buffer in dir and closes it.
 func fillAndClose(t *testing.T, cfg Config, n int) []Record {
 	t.Helper()
-	q, err := Open(cfg, testkit.Logger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := mustOpen(t, cfg)
 	var all []Record
 	for i := 0; i < n; i += 100 {
 		all = append(all, appendN(t, q, "dev", i, min(100, n-i))...)
@@ -94,16 +91,7 @@ func TestUnreadableFileIsQuarantined(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"zeroed meta pages", func(t *testing.T, path string) {
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			if _, err := f.WriteAt(make([]byte, 2*os.Getpagesize()), 0); err != nil {
-				t.Fatal(err)
-			}
-		}},
+		{"zeroed meta pages", func(t *testing.T, path string) { damageMeta(t, path, nil) }},
 		{"truncated", func(t *testing.T, path string) {
 			if err := os.Truncate(path, 100); err != nil {
 				t.Fatal(err)
@@ -186,10 +174,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := Config{Dir: dir, MinFreeDisk: -1, MaxBytes: 64 << 20, SegmentBytes: 1 << 20}
-	q, err := Open(cfg, testkit.Logger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := mustOpen(t, cfg)
 	defer q.Close()
 
 	stored, full := appendUntilStuck(t, q, func(i int) []Record { return recs("dev", i*50, 50) },

@@ -43,10 +43,7 @@ func TestSequencesSurviveRestartAndDrain(t *testing.T) {
 func TestRecordsSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
-	q, err := Open(cfg, testkit.Logger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := mustOpen(t, cfg)
 	recs := appendN(t, q, "dev", 0, 3000)
 	if err := q.Ack(context.Background(), seqsOf(recs[:1000])); err != nil {
 		t.Fatal(err)

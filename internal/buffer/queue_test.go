@@ -42,6 +42,17 @@ func openTest(t testing.TB, cfg Config) (*Queue, *prometheus.Registry) {
 	return q, reg
 }
 
+// mustOpen opens a queue that the test closes itself (to reopen it, or to
+// leave it to a crash).
+func mustOpen(t testing.TB, cfg Config) *Queue {
+	t.Helper()
+	q, err := Open(cfg, testkit.Logger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
 // checkFiles runs tx.Check on every bbolt file of a closed buffer.
 func checkFiles(t testing.TB, dir string) {
 	t.Helper()

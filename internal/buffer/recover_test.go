@@ -75,6 +75,23 @@ func appendSegments(t *testing.T, q *Queue, n int) []Record {
 	return all
 }
 
+// closedWithSegments fills a queue in a new directory with 2000 records
+// across three or more segments, closes it, and returns its config and
+// the records.
+func closedWithSegments(t *testing.T) (Config, []Record) {
+	t.Helper()
+	cfg := Config{Dir: t.TempDir(), SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
+	q, _ := openTest(t, cfg)
+	all := appendSegments(t, q, 2000)
+	if q.Stats().Segments < 3 {
+		t.Fatalf("%d segments, want 3 or more", q.Stats().Segments)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, all
+}
+
 // Finding 1 of the fault model (contract 5): a quarantined head followed by
 // idle restarts, or a crash at any step of the recovery, never makes a
 // sequence repeat; the damaged file is quarantined once and what could be
@@ -98,10 +115,7 @@ func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				dir := t.TempDir()
 				cfg := Config{Dir: dir, MinFreeDisk: -1}
-				q, err := Open(cfg, testkit.Logger(t), nil)
-				if err != nil {
-					t.Fatal(err)
-				}
+				q := mustOpen(t, cfg)
 				recs := appendN(t, q, "dev", 0, 300)
 				if err := q.Ack(context.Background(), seqsOf(recs[:100])); err != nil {
 					t.Fatal(err)
@@ -127,10 +141,7 @@ func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
 				}
 				// The recovery, then two idle restarts.
 				for range 3 {
-					q, err := Open(cfg, testkit.Logger(t), nil)
-					if err != nil {
-						t.Fatal(err)
-					}
+					q := mustOpen(t, cfg)
 					if err := q.Close(); err != nil {
 						t.Fatal(err)
 					}
@@ -158,10 +169,7 @@ func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
 
 func openTestDir(t *testing.T, cfg Config) *Queue {
 	t.Helper()
-	q, err := Open(cfg, testkit.Logger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := mustOpen(t, cfg)
 	t.Cleanup(func() { q.Close() })
 	return q
 }
@@ -189,10 +197,7 @@ func TestBufferChild(t *testing.T) {
 		}
 		q.Close()
 	case "ack", "read", "deadletter", "requeue", "append":
-		q, err := Open(cfg, testkit.Logger(t), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		q := mustOpen(t, cfg)
 		inFlight, err := q.Read(context.Background(), 0, 50, 1<<20)
 		if err != nil {
 			t.Fatal(err)
@@ -228,14 +233,7 @@ func TestBufferChild(t *testing.T) {
 		case "append":
 			_ = q.Append(ctx, []Record{rec("dev", 5000)})
 		}
-		select {
-		case <-q.Damaged():
-		case <-time.After(10 * time.Second):
-			t.Fatal("damage not reported")
-		}
-		if q.Writable() == nil {
-			t.Fatal("writable while damaged")
-		}
+		awaitDamage(t, q, 10*time.Second)
 		ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel2()
 		if err := q.Append(ctx2, []Record{rec("dev", 99999)}); !errors.Is(err, ErrFull) {
@@ -252,10 +250,7 @@ func TestBufferChild(t *testing.T) {
 		} else {
 			cfg.MaxAge = 3 * time.Second
 		}
-		q, err := Open(cfg, testkit.Logger(t), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		q := mustOpen(t, cfg)
 		if kind == "drop" {
 			// Read first, so that drop_oldest reads the oldest segment
 			// instead of deleting it whole.
@@ -270,16 +265,23 @@ func TestBufferChild(t *testing.T) {
 		if kind == "drop" {
 			go q.Append(context.Background(), recs("dev", 5000, 1000))
 		}
-		select {
-		case <-q.Damaged():
-		case <-time.After(20 * time.Second):
-			t.Fatal("damage not reported")
-		}
-		if q.Writable() == nil {
-			t.Fatal("writable while damaged")
-		}
+		awaitDamage(t, q, 20*time.Second)
 		q.Close()
 		os.Stdout.WriteString("damaged and closed\n")
+	}
+}
+
+// awaitDamage waits up to timeout for q to report damage, and fails the
+// test if it is still writable then.
+func awaitDamage(t testing.TB, q *Queue, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-q.Damaged():
+	case <-time.After(timeout):
+		t.Fatal("damage not reported")
+	}
+	if q.Writable() == nil {
+		t.Fatal("writable while damaged")
 	}
 }
 
@@ -294,10 +296,7 @@ func runChild(t *testing.T, kind, dir string) (string, error) {
 func fillSegments(t *testing.T, dir string, n int) Stats {
 	t.Helper()
 	cfg := Config{Dir: dir, MinFreeDisk: -1, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
-	q, err := Open(cfg, testkit.Logger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := mustOpen(t, cfg)
 	appendSegments(t, q, n)
 	st := q.Stats()
 	if err := q.Close(); err != nil {
@@ -514,10 +513,7 @@ func TestRetriedMovesCountOnce(t *testing.T) {
 func TestOpenFinishesInterruptedMove(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, MinFreeDisk: -1}
-	q, err := Open(cfg, testkit.Logger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := mustOpen(t, cfg)
 	recs := appendN(t, q, "dev", 0, 3)
 	q.Close()
 	// What the move had committed to dead.db before the crash.
@@ -579,16 +575,8 @@ func TestRottedDeadLetterMoveDoesNotBlock(t *testing.T) {
 // a quarantine of the file; the whole file is checked before its first
 // write.
 func TestOpenReadsNoRecordsOfOldSegments(t *testing.T) {
-	dir := t.TempDir()
-	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
-	q, _ := openTest(t, cfg)
-	all := appendSegments(t, q, 2000)
-	if q.Stats().Segments < 3 {
-		t.Fatalf("%d segments, want 3 or more", q.Stats().Segments)
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg, all := closedWithSegments(t)
+	dir := cfg.Dir
 	rotRecord(t, filepath.Join(dir, segmentName(1)), all[:100])
 
 	q, reg := openTest(t, cfg)
@@ -812,13 +800,8 @@ func TestRequeueOfARottedDeadLetterIsAnswered(t *testing.T) {
 // that wrote them is no longer the last, so Open checks the file whole and
 // counts again; nothing is taken for damage.
 func TestStaleCountsAreCorrected(t *testing.T) {
-	dir := t.TempDir()
-	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
-	q, _ := openTest(t, cfg)
-	all := appendSegments(t, q, 2000)
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg, all := closedWithSegments(t)
+	dir := cfg.Dir
 	// An older version deletes ten records of the oldest segment and
 	// leaves its counts as they were.
 	db, err := bolt.Open(filepath.Join(dir, segmentName(1)), 0o600, nil)
@@ -837,7 +820,7 @@ func TestStaleCountsAreCorrected(t *testing.T) {
 	}
 	db.Close()
 
-	q, _ = openTest(t, cfg)
+	q, _ := openTest(t, cfg)
 	if err := q.Ack(context.Background(), []uint64{all[10].Seq}); err != nil {
 		t.Fatal(err)
 	}
@@ -856,13 +839,8 @@ func TestStaleCountsAreCorrected(t *testing.T) {
 // checks them whole and writes their counts, so the next Open reads none
 // of their records (a rotted one is found when read, not at Open).
 func TestOldSegmentsGetTheirCountsOnce(t *testing.T) {
-	dir := t.TempDir()
-	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
-	q, _ := openTest(t, cfg)
-	all := appendSegments(t, q, 2000)
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg, all := closedWithSegments(t)
+	dir := cfg.Dir
 	segs, _ := filepath.Glob(filepath.Join(dir, segmentPrefix+"*"))
 	for _, p := range segs {
 		db, err := bolt.Open(p, 0o600, nil)
@@ -883,7 +861,7 @@ func TestOldSegmentsGetTheirCountsOnce(t *testing.T) {
 		db.Close()
 	}
 
-	q, _ = openTest(t, cfg) // checks them whole, writes their counts
+	q, _ := openTest(t, cfg) // checks them whole, writes their counts
 	if got := q.Stats().Records; got != len(all) {
 		t.Fatalf("%d records, want %d", got, len(all))
 	}
@@ -935,10 +913,7 @@ func TestUncleanStartChecksInTheBackground(t *testing.T) {
 			}
 			f.Close()
 
-			q, err := Open(cfg, testkit.Logger(t), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			q := mustOpen(t, cfg)
 			if clean {
 				// No check runs: checkDone is closed at once.
 				<-q.checkDone
