@@ -11,13 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
 	"github.com/edgebridge/edgebridge/internal/config"
 	"github.com/edgebridge/edgebridge/internal/dev/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // The exit codes are documented for operators and scripts: check each.
@@ -100,28 +100,7 @@ func TestValidateRefusesURLCredentials(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects the log lines of every goroutine of Run.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// startRun runs Run, with nothing listening at the brokers, until the test
-// ends; kafkaLines and httpLines are added to those sections. It returns once
-// http.listen answers.
-func startRun(t *testing.T, listen, kafkaLines, httpLines string) *lockedBuffer {
+func startRun(t *testing.T, listen, kafkaLines, httpLines string) *testkit.Buffer {
 	t.Helper()
 	dir := t.TempDir()
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`node_id: n1
@@ -141,7 +120,7 @@ kafka:
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &testkit.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, NewLogger(logs, cfg.Log), Build{Version: "test"}) }()
@@ -269,8 +248,8 @@ shutdown_timeout: 10s
 	if err != nil {
 		t.Fatal(err)
 	}
-	runOnce := func() (chan error, context.CancelFunc, *lockedBuffer) {
-		logs := &lockedBuffer{}
+	runOnce := func() (chan error, context.CancelFunc, *testkit.Buffer) {
+		logs := &testkit.Buffer{}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- Run(ctx, cfg, NewLogger(logs, cfg.Log), Build{Version: "test"}) }()

@@ -146,7 +146,7 @@ func parkedTopics(t testing.TB, r *running, reason string) float64 {
 
 // logged reports whether one line of the log holds msg and every one of
 // the words.
-func logged(sink *testkit.Logs, msg string, words ...string) bool {
+func logged(sink *testkit.Buffer, msg string, words ...string) bool {
 	for line := range strings.Lines(sink.String()) {
 		if !strings.Contains(line, `"msg":"`+msg) {
 			continue

@@ -90,6 +90,14 @@ type running struct {
 	done   chan error
 }
 
+// startReady is startSubscriber that waits until the Subscriber is ready.
+func startReady(t testing.TB, cfg Config, sink Sink) *running {
+	t.Helper()
+	r := startSubscriber(t, cfg, sink)
+	testkit.WaitFor(t, "subscriber ready", r.Ready)
+	return r
+}
+
 // startSubscriber runs a Subscriber until the test ends (or stop is called).
 func startSubscriber(t testing.TB, cfg Config, sink Sink) *running {
 	t.Helper()
@@ -160,6 +168,29 @@ func assertNoSubscriberGoroutines(t testing.TB) {
 		stacks = string(buf[:runtime.Stack(buf, true)])
 		return !strings.Contains(stacks, "internal/mqtt.(*Subscriber)")
 	})
+}
+
+// spiedBroker starts an embedded broker with an ackSpy on clientID, and
+// returns a config for a Subscriber with that client id on it.
+func spiedBroker(t testing.TB, clientID string) (Config, *ackSpy) {
+	t.Helper()
+	cfg := testConfig("")
+	cfg.ClientID = clientID
+	spy := &ackSpy{client: cfg.ClientID}
+	cfg.Broker, _ = startMochi(t, nil, spy)
+	return cfg, spy
+}
+
+// recordsByMQTTTopic waits until sink holds n records and returns them by
+// the MQTT topic in their envelope.
+func recordsByMQTTTopic(t testing.TB, sink *fakeSink, n int) map[string]buffer.Record {
+	t.Helper()
+	testkit.WaitFor(t, fmt.Sprintf("%d records", n), func() bool { return sink.len() == n })
+	out := map[string]buffer.Record{}
+	for _, r := range sink.records() {
+		out[decode(t, r).GetMqttTopic()] = r
+	}
+	return out
 }
 
 func payloadOf(device string, i int) []byte { return fmt.Appendf(nil, "%s:%08d", device, i) }

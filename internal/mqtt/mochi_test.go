@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
@@ -27,7 +28,7 @@ import (
 func startMochi(t testing.TB, tlsCfg *tls.Config, hooks ...mochi.Hook) (string, *mochi.Server) {
 	t.Helper()
 	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err := srv.AddHook(new(allowAll), nil); err != nil {
+	if err := srv.AddHook(new(devstack.AllowAll), nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range hooks {
@@ -64,20 +65,6 @@ func (h *publishedHook) OnPublished(_ *mochi.Client, pk packets.Packet) {
 	default:
 	}
 }
-
-// allowAll lets every client connect, publish and subscribe. (mochi's
-// auth.AllowHook would pull its YAML dependency into go.sum.)
-type allowAll struct{ mochi.HookBase }
-
-func (h *allowAll) ID() string { return "allow-all" }
-
-func (h *allowAll) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
-}
-
-func (h *allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
-
-func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool { return true }
 
 // ackSpy records, per client, the packet ids of the PUBLISHes the broker
 // sent and of the PUBACKs it got back, in order.
@@ -137,18 +124,12 @@ func TestEnvelopeAndRouting(t *testing.T) {
 	}
 	sink := &fakeSink{}
 	before := time.Now()
-	sub := startSubscriber(t, testConfig(broker), sink)
-	testkit.WaitFor(t, "subscriber ready", sub.Ready)
+	sub := startReady(t, testConfig(broker), sink)
 
 	binary := []byte{0, 1, 2, 0xff, 0xfe}
 	publish(t, pub, "devices/dev-1/telemetry", 1, false, binary)
 	publish(t, pub, "devices/dev-2/telemetry", 0, false, []byte("q0"))
-	testkit.WaitFor(t, "3 records", func() bool { return sink.len() == 3 })
-
-	byTopic := map[string]buffer.Record{}
-	for _, r := range sink.records() {
-		byTopic[decode(t, r).GetMqttTopic()] = r
-	}
+	byTopic := recordsByMQTTTopic(t, sink, 3)
 	tests := []struct {
 		topic, kafka, device string
 		payload              []byte
@@ -195,11 +176,7 @@ func TestEnvelopeAndRouting(t *testing.T) {
 // the sink has not returned, and the PUBACKs, once it did, carry the
 // packet ids in the order the broker sent the messages.
 func TestNoPubackBeforeCommitInOrder(t *testing.T) {
-	cfg := testConfig("")
-	cfg.ClientID = "bridge-spy"
-	spy := &ackSpy{client: cfg.ClientID}
-	broker, _ := startMochi(t, nil, spy)
-	cfg.Broker = broker
+	cfg, spy := spiedBroker(t, "bridge-spy")
 
 	const n = 300
 	release := make(chan struct{})
@@ -214,9 +191,8 @@ func TestNoPubackBeforeCommitInOrder(t *testing.T) {
 			return ctx.Err()
 		}
 	}}
-	sub := startSubscriber(t, cfg, sink)
-	testkit.WaitFor(t, "subscriber ready", sub.Ready)
-	pub := newPublisher(t, broker, "pub")
+	sub := startReady(t, cfg, sink)
+	pub := newPublisher(t, cfg.Broker, "pub")
 	for i := range n {
 		publish(t, pub, fmt.Sprintf("devices/d%d/telemetry", i%7), 1, false, payloadOf("d", i))
 	}
@@ -269,20 +245,14 @@ func TestRejectedMessagesAreDeadLettered(t *testing.T) {
 
 	cfg.Routes = cfg.Routes[:2]
 	sink := &fakeSink{}
-	sub := startSubscriber(t, cfg, sink)
-	testkit.WaitFor(t, "subscriber ready", sub.Ready)
+	sub := startReady(t, cfg, sink)
 	pub := newPublisher(t, broker, "pub")
 	big := bytes.Repeat([]byte("x"), 100)
 	publish(t, pub, "devices//telemetry", 1, false, []byte("no device"))
 	publish(t, pub, "devices/dev-9/telemetry", 1, false, big)
 	publish(t, pub, "old/dev-3/data", 1, false, []byte("stale route"))
 	publish(t, pub, "devices/dev-1/telemetry", 1, false, []byte("fine"))
-	testkit.WaitFor(t, "4 records", func() bool { return sink.len() == 4 })
-
-	got := map[string]buffer.Record{}
-	for _, r := range sink.records() {
-		got[decode(t, r).GetMqttTopic()] = r
-	}
+	got := recordsByMQTTTopic(t, sink, 4)
 	tests := []struct {
 		topic, reason, kafka, key string
 	}{
@@ -314,11 +284,7 @@ func TestRejectedMessagesAreDeadLettered(t *testing.T) {
 // A failing sink (an I/O error) is retried with the same batch, in order,
 // and nothing is acknowledged until it succeeds.
 func TestSinkErrorsAreRetried(t *testing.T) {
-	cfg := testConfig("")
-	cfg.ClientID = "bridge-retry"
-	spy := &ackSpy{client: cfg.ClientID}
-	broker, _ := startMochi(t, nil, spy)
-	cfg.Broker = broker
+	cfg, spy := spiedBroker(t, "bridge-retry")
 	fails := 3
 	var mu sync.Mutex
 	sink := &fakeSink{}
@@ -334,9 +300,8 @@ func TestSinkErrorsAreRetried(t *testing.T) {
 		}
 		return nil
 	}
-	sub := startSubscriber(t, cfg, sink)
-	testkit.WaitFor(t, "subscriber ready", sub.Ready)
-	pub := newPublisher(t, broker, "pub")
+	sub := startReady(t, cfg, sink)
+	pub := newPublisher(t, cfg.Broker, "pub")
 	publish(t, pub, "devices/a/telemetry", 1, false, []byte("1"))
 	testkit.WaitFor(t, "record stored", func() bool { return sink.len() == 1 })
 	testkit.WaitFor(t, "PUBACK", func() bool { _, a := spy.snapshot(); return len(a) == 1 })
@@ -348,15 +313,10 @@ func TestSinkErrorsAreRetried(t *testing.T) {
 // A sink that is closed for good (buffer.ErrClosed) stops the intake: Run
 // returns an error naming it, and nothing is acknowledged.
 func TestClosedSinkStopsRun(t *testing.T) {
-	cfg := testConfig("")
-	cfg.ClientID = "bridge-closed"
-	spy := &ackSpy{client: cfg.ClientID}
-	broker, _ := startMochi(t, nil, spy)
-	cfg.Broker = broker
+	cfg, spy := spiedBroker(t, "bridge-closed")
 	sink := &fakeSink{hook: func(context.Context, []buffer.Record) error { return buffer.ErrClosed }}
-	sub := startSubscriber(t, cfg, sink)
-	testkit.WaitFor(t, "subscriber ready", sub.Ready)
-	pub := newPublisher(t, broker, "pub")
+	sub := startReady(t, cfg, sink)
+	pub := newPublisher(t, cfg.Broker, "pub")
 	publish(t, pub, "devices/a/telemetry", 1, false, []byte("1"))
 	select {
 	case err := <-sub.done:
@@ -392,8 +352,7 @@ func TestStopWithBlockedSink(t *testing.T) {
 		<-ctx.Done()
 		return fmt.Errorf("%w: %w", buffer.ErrFull, ctx.Err())
 	}}
-	sub := startSubscriber(t, cfg, sink)
-	testkit.WaitFor(t, "subscriber ready", sub.Ready)
+	sub := startReady(t, cfg, sink)
 	pub := newPublisher(t, broker, "pub")
 	for i := range 50 {
 		publish(t, pub, "devices/a/telemetry", 1, false, payloadOf("a", i))
@@ -411,19 +370,14 @@ func TestStopWithBlockedSink(t *testing.T) {
 // Shutdown: what was received before the stop is committed and
 // acknowledged when the sink allows it (fewer duplicates on restart).
 func TestStopCommitsWhatWasReceived(t *testing.T) {
-	cfg := testConfig("")
-	cfg.ClientID = "bridge-drain"
-	spy := &ackSpy{client: cfg.ClientID}
-	broker, _ := startMochi(t, nil, spy)
-	cfg.Broker = broker
+	cfg, spy := spiedBroker(t, "bridge-drain")
 	release := make(chan struct{})
 	sink := &fakeSink{hook: func(ctx context.Context, recs []buffer.Record) error {
 		<-release
 		return nil
 	}}
-	sub := startSubscriber(t, cfg, sink)
-	testkit.WaitFor(t, "subscriber ready", sub.Ready)
-	pub := newPublisher(t, broker, "pub")
+	sub := startReady(t, cfg, sink)
+	pub := newPublisher(t, cfg.Broker, "pub")
 	const n = 20
 	for i := range n {
 		publish(t, pub, "devices/a/telemetry", 1, false, payloadOf("a", i))

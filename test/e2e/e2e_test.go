@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgebridge/edgebridge/internal/dev/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // stack is a mosquitto, a kfake Kafka and the real bridge configured for
@@ -22,7 +23,7 @@ type stack struct {
 	kafka  *devstack.Kafka
 	topic  string
 	bridge *devstack.Bridge
-	out    *syncBuffer // the bridge's log, printed if the test fails
+	out    *testkit.Buffer // the bridge's log, printed if the test fails
 }
 
 // startStack starts the broker, Kafka with topic and the bridge, and waits
@@ -63,7 +64,7 @@ func startStack(ctx context.Context, t *testing.T, nodeID, topic string) *stack 
 	if err := bc.WriteFile(cfgPath); err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &testkit.Buffer{}
 	s := &stack{broker: broker, kafka: kafka, topic: topic, out: out,
 		bridge: &devstack.Bridge{Bin: bin, Config: cfgPath, Output: out, Metrics: bc.HTTPListen}}
 	t.Cleanup(func() {

@@ -69,25 +69,8 @@ routes:
     kafka_topic: {{q .Topic}}
 buffer:
   dir: {{q .BufferDir}}
-{{- if not .Production}}
-  max_bytes: {{or .MaxBytes "256MiB"}}
-  segment_bytes: {{or .SegmentBytes "8MiB"}}
-  min_free_disk: {{or .MinFreeDisk "16MiB"}}
-  when_full: {{or .WhenFull "block"}}
-  drop_log_interval: 1s
-{{- else}}
-{{- with .MaxBytes}}
-  max_bytes: {{.}}
-{{- end}}
-{{- with .SegmentBytes}}
-  segment_bytes: {{.}}
-{{- end}}
-{{- with .MinFreeDisk}}
-  min_free_disk: {{.}}
-{{- end}}
-{{- with .WhenFull}}
-  when_full: {{.}}
-{{- end}}
+{{- range .Buffer}}
+  {{index . 0}}: {{index . 1}}
 {{- end}}
 kafka:
   brokers: [{{range $i, $b := .Brokers}}{{if $i}}, {{end}}{{q $b}}{{end}}]
@@ -112,10 +95,36 @@ log:
   format: {{or .LogFormat "text"}}
 `))
 
+// bufferKeys are the buffer settings the file sets besides dir: the dev
+// stack's, or with Production only those given.
+func (c BridgeConfig) bufferKeys() [][2]string {
+	var keys [][2]string
+	set := func(key, v, dev string) {
+		switch {
+		case v != "":
+			keys = append(keys, [2]string{key, v})
+		case !c.Production:
+			keys = append(keys, [2]string{key, dev})
+		}
+	}
+	set("max_bytes", c.MaxBytes, "256MiB")
+	set("segment_bytes", c.SegmentBytes, "8MiB")
+	set("min_free_disk", c.MinFreeDisk, "16MiB")
+	set("when_full", c.WhenFull, "block")
+	if !c.Production {
+		keys = append(keys, [2]string{"drop_log_interval", "1s"})
+	}
+	return keys
+}
+
 // YAML renders the config file.
 func (c BridgeConfig) YAML() string {
 	var b strings.Builder
-	if err := bridgeTemplate.Execute(&b, c); err != nil {
+	data := struct {
+		BridgeConfig
+		Buffer [][2]string
+	}{c, c.bufferKeys()}
+	if err := bridgeTemplate.Execute(&b, data); err != nil {
 		panic(err) // the template is fixed and every field renders
 	}
 	return b.String()

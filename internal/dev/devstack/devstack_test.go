@@ -207,6 +207,29 @@ func TestBridgeConfigLoads(t *testing.T) {
 	}
 }
 
+// The bench's config (Production) is one edgebridge accepts, with
+// edgebridge's own Kafka defaults, not the dev stack's pacing, and pprof on.
+func TestProductionBridgeConfigLoads(t *testing.T) {
+	dir := t.TempDir()
+	c := BridgeConfig{NodeID: "n1", MQTTURL: "tcp://127.0.0.1:1883", Brokers: []string{"127.0.0.1:9092"}, Topic: "t",
+		BufferDir: filepath.Join(dir, "buffer"), MaxBytes: "4GiB", HTTPListen: "127.0.0.1:0", Pprof: true, Production: true}
+	path := filepath.Join(dir, "edgebridge.yaml")
+	if err := c.WriteFile(path); err != nil {
+		t.Fatal(err)
+	}
+	got, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("edgebridge rejects the bench's config: %v\n%s", err, c.YAML())
+	}
+	if got.Buffer.MaxBytes != 4<<30 || !got.HTTP.Pprof {
+		t.Errorf("buffer max_bytes %d, http.pprof %v; want 4GiB and true", got.Buffer.MaxBytes, got.HTTP.Pprof)
+	}
+	if f := got.Forward; f.MetadataMinAge == 500*time.Millisecond || f.ProduceRequestTimeout == 3*time.Second {
+		t.Errorf("kafka metadata_min_age %s produce_request_timeout %s: the dev stack's pacing, want edgebridge's defaults",
+			f.MetadataMinAge, f.ProduceRequestTimeout)
+	}
+}
+
 // A restart keeps what mosquitto queued for a persistent session, on the
 // same ports, and every listener accepts clients.
 func TestMosquittoRestartKeepsSession(t *testing.T) {

@@ -19,29 +19,36 @@ func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// Logs keeps everything a logger from CaptureLogs wrote, as JSON lines.
-// It is safe for concurrent use.
-type Logs struct {
+// Buffer is a bytes.Buffer that is safe for concurrent use: what a
+// component's goroutines or a child process write while the test reads it.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (l *Logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
 }
 
-// String is everything logged so far.
-func (l *Logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
+// Bytes is a copy of everything written so far.
+func (b *Buffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
 }
 
-// CaptureLogs returns a logger at info level that keeps every line, for a
-// test that asserts on what a user would read in the log.
-func CaptureLogs(t testing.TB) (*slog.Logger, *Logs) {
-	logs := &Logs{}
+// String is everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// CaptureLogs returns a logger at info level that keeps every line, as
+// JSON, for a test that asserts on what a user would read in the log.
+func CaptureLogs(t testing.TB) (*slog.Logger, *Buffer) {
+	logs := &Buffer{}
 	return slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), logs
 }
