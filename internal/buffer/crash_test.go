@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -124,14 +123,7 @@ func TestCrashRecovery(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		lines := make(chan string, 1024)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
+		lines := testkit.Lines(stdout)
 		// Let it run until it has done some work, then a random while more.
 		deadline := time.After(time.Duration(rand.IntN(60)) * time.Millisecond)
 		killed := false

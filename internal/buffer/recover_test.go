@@ -467,18 +467,28 @@ func TestDeadLettersOfAFailedAppend(t *testing.T) {
 	})
 }
 
+// throughFailedCommits runs op while every write to the file at path fails,
+// until three commits failed (what the test waits for), then lets the
+// writes succeed and returns what op returned.
+func throughFailedCommits(t *testing.T, reg *prometheus.Registry, path, what string, op func() error) error {
+	t.Helper()
+	restore := failWrites(t, path)
+	done := make(chan error, 1)
+	go func() { done <- op() }()
+	testkit.WaitFor(t, what, func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
+	restore()
+	return <-done
+}
+
 // Finding 5: a dead-letter move retried after its delete failed, and a
 // requeue retried after its dead.db delete failed, store and count once.
 func TestRetriedMovesCountOnce(t *testing.T) {
 	t.Run("dead letter", func(t *testing.T) {
 		q, reg := openTest(t, Config{})
 		recs := appendN(t, q, "dev", 0, 3)
-		restore := failWrites(t, q.head().path)
-		done := make(chan error, 1)
-		go func() { done <- q.DeadLetter(context.Background(), recs[1].Seq, "message_too_large") }()
-		testkit.WaitFor(t, "failed moves", func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
-		restore()
-		if err := <-done; err != nil {
+		if err := throughFailedCommits(t, reg, q.head().path, "failed moves", func() error {
+			return q.DeadLetter(context.Background(), recs[1].Seq, "message_too_large")
+		}); err != nil {
 			t.Fatal(err)
 		}
 		if st := q.Stats(); st.DeadLetters != 1 || st.Records != 2 {
@@ -494,12 +504,9 @@ func TestRetriedMovesCountOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		dls, _ := q.DeadLetters(0, 1)
-		restore := failWrites(t, q.dead.path)
-		done := make(chan error, 1)
-		go func() { done <- q.Requeue(context.Background(), []uint64{dls[0].Seq}, nil) }()
-		testkit.WaitFor(t, "failed requeues", func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
-		restore()
-		if err := <-done; err != nil {
+		if err := throughFailedCommits(t, reg, q.dead.path, "failed requeues", func() error {
+			return q.Requeue(context.Background(), []uint64{dls[0].Seq}, nil)
+		}); err != nil {
 			t.Fatal(err)
 		}
 		if st := q.Stats(); st.DeadLetters != 0 || st.Records != 1 {

@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -288,14 +287,7 @@ func TestRedeliveryAfterSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	lines := testkit.Lines(out)
 	expect := func(want string) {
 		t.Helper()
 		timeout := time.After(60 * time.Second)

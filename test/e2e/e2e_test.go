@@ -90,6 +90,18 @@ func (s *stack) startBridge(ctx context.Context, t *testing.T) {
 	}
 }
 
+// startVerified starts the stack for a test of at most timeout, and a
+// verifier of its topic. The context ends with the test.
+func startVerified(t *testing.T, timeout time.Duration, nodeID, topic string) (context.Context, *stack, *devstack.Verifier) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel) // should startStack fail the test
+	st := startStack(ctx, t, nodeID, topic)
+	v := st.verifier(ctx, t)
+	t.Cleanup(cancel) // the first clean-up: the devices stop before their broker goes
+	return ctx, st, v
+}
+
 // verifier starts a verifier reading the topic from its start, through
 // Kafka's outages, until the test ends.
 func (s *stack) verifier(ctx context.Context, t *testing.T) *devstack.Verifier {
@@ -123,11 +135,8 @@ func TestKafkaOutageAndSIGKILL(t *testing.T) {
 		topic    = "iot.telemetry"
 		outage   = 3 * time.Second
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	st := startStack(ctx, t, "e2e-node", topic)
+	ctx, st, v := startVerified(t, 3*time.Minute, "e2e-node", topic)
 	kafka, bridge := st.kafka, st.bridge
-	v := st.verifier(ctx, t)
 	sim, simDone := st.startDevices(ctx, devices, messages, 10000)
 
 	// Drive the faults by progress, not by time: cut Kafka at 20%, kill the

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os/exec"
 	"syscall"
@@ -20,11 +19,8 @@ func TestSecondSignalExitsAtOnceWithoutLoss(t *testing.T) {
 		messages = 400
 		topic    = "iot.telemetry"
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	st := startStack(ctx, t, "signal-node", topic)
+	ctx, st, v := startVerified(t, 2*time.Minute, "signal-node", topic)
 	kafka, bridge := st.kafka, st.bridge
-	v := st.verifier(ctx, t)
 
 	// Kafka goes away mid-stream, so that the forwarder holds records in
 	// flight and the shutdown has to wait for their flush.

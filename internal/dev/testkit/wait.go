@@ -1,6 +1,8 @@
 package testkit
 
 import (
+	"bufio"
+	"io"
 	"testing"
 	"time"
 )
@@ -33,4 +35,19 @@ func WaitWithin(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(pollEvery)
 	}
+}
+
+// Lines returns the lines r yields, from a goroutine of its own, on a
+// channel closed at the end of r: a child process's output, read while the
+// test waits for a line with a timeout.
+func Lines(r io.Reader) <-chan string {
+	lines := make(chan string, 1024)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	return lines
 }
