@@ -184,6 +184,32 @@ func TestTopicErrors(t *testing.T) {
 	}
 }
 
+// healthyDelivered consumes testTopic at c until the others records of
+// the healthy partitions arrived, failing the test if a record of a dead
+// partition came through its fault; it returns the consumer, to read on.
+func healthyDelivered(t *testing.T, c *kfake.Cluster, others int, dead []int32) *consumer {
+	t.Helper()
+	cons := newConsumer(t, c.ListenAddrs(), testTopic)
+	for _, g := range cons.until(t, others, 30*time.Second) {
+		if slices.Contains(dead, g.partition) {
+			t.Fatalf("partition %d delivered seq %d through its fault", g.partition, g.seq)
+		}
+	}
+	return cons
+}
+
+// caughtUp waits until cons has all n records, in order and none twice,
+// the buffer is empty and no partition is parked.
+func caughtUp(t *testing.T, cons *consumer, src *memSource, r *running, n int) {
+	t.Helper()
+	recs := cons.until(t, n, 30*time.Second)
+	if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
+		t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
+	}
+	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	testkit.WaitWithin(t, 10*time.Second, "no parked partition", func() bool { return testkit.Value(t, r.p.m.parked) == 0 })
+}
+
 // Head-of-line: while one partition's leader answers NOT_LEADER forever,
 // the other partitions deliver everything; the stalled one is parked and
 // catches up, in order, when it recovers.
@@ -203,13 +229,7 @@ func TestOnePartitionFaultedOthersFlow(t *testing.T) {
 	cfg.MaxBufferedRecords = 400 // the faulted partition alone could fill it 2.5 times over
 	r := start(t, cfg, src)
 
-	cons := newConsumer(t, c.ListenAddrs(), testTopic)
-	recs := cons.until(t, others, 30*time.Second)
-	for _, g := range recs {
-		if g.partition == 0 {
-			t.Fatalf("partition 0 delivered seq %d through its fault", g.seq)
-		}
-	}
+	cons := healthyDelivered(t, c, others, []int32{0})
 	if got := testkit.Value(t, r.p.m.parked); got < 1 {
 		t.Errorf("edgebridge_forward_parked_partitions = %v while partition 0 is stalled", got)
 	}
@@ -217,12 +237,7 @@ func TestOnePartitionFaultedOthersFlow(t *testing.T) {
 		t.Error("Up() = false while three of four partitions deliver")
 	}
 	h.Remove()
-	recs = cons.until(t, n, 30*time.Second)
-	if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
-		t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
-	}
-	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
-	testkit.WaitWithin(t, 10*time.Second, "no parked partition", func() bool { return testkit.Value(t, r.p.m.parked) == 0 })
+	caughtUp(t, cons, src, r, n)
 }
 
 // Two or more partitions whose leaders answer NOT_LEADER forever cannot
@@ -248,13 +263,7 @@ func TestStalledPartitionsHoldHalfTheWindow(t *testing.T) {
 			log, sink := testkit.CaptureLogs(t)
 			r := startWith(t, cfg, src, log)
 
-			cons := newConsumer(t, c.ListenAddrs(), testTopic)
-			recs := cons.until(t, others, 30*time.Second)
-			for _, g := range recs {
-				if slices.Contains(dead, g.partition) {
-					t.Fatalf("partition %d delivered seq %d through its fault", g.partition, g.seq)
-				}
-			}
+			cons := healthyDelivered(t, c, others, dead)
 			if !strings.Contains(sink.String(), "partitions without progress hold half the window") {
 				t.Error("no log line says that stalled partitions held the window")
 			}
@@ -262,12 +271,7 @@ func TestStalledPartitionsHoldHalfTheWindow(t *testing.T) {
 				t.Errorf("edgebridge_forward_reordered_total = %v after records taken back", got)
 			}
 			h.Remove()
-			recs = cons.until(t, n, 30*time.Second)
-			if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
-				t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
-			}
-			testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
-			testkit.WaitWithin(t, 10*time.Second, "no parked partition", func() bool { return testkit.Value(t, r.p.m.parked) == 0 })
+			caughtUp(t, cons, src, r, n)
 		})
 	}
 }
