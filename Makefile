@@ -47,9 +47,11 @@ proto:
 	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go -I proto -I /usr/include \
 		--go_out=proto --go_opt=paths=source_relative edgebridge/v1/envelope.proto
 
-## lint: formatting and vet
+## lint: formatting, tidy go.mod files (the main module's and tools/'s) and vet
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
+	cd tools && $(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(GO) vet -tags chaos ./test/...
 

@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 )
 
 func main() {

@@ -26,7 +26,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgebridge/edgebridge/internal/bench"
+	"github.com/edgebridge/edgebridge/internal/dev/bench"
 )
 
 func main() {

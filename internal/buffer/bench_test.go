@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // Benchmarks use 250-byte records, the size of a small telemetry envelope.
@@ -29,7 +31,7 @@ func benchQueue(b *testing.B, cfg Config) *Queue {
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = 8 << 30
 	}
-	q, err := Open(cfg, testLogger(b), nil)
+	q, err := Open(cfg, testkit.Logger(b), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // The crash test re-executes the test binary as a child that appends and
@@ -32,7 +33,7 @@ func TestCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("runs only as the child of TestCrashRecovery")
 	}
-	q, err := Open(crashConfig(dir), testLogger(t), nil)
+	q, err := Open(crashConfig(dir), testkit.Logger(t), nil)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "child open: %v\n", err)
 		os.Exit(3)
@@ -122,14 +123,7 @@ func TestCrashRecovery(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		lines := make(chan string, 1024)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
+		lines := testkit.Lines(stdout)
 		// Let it run until it has done some work, then a random while more.
 		deadline := time.After(time.Duration(rand.IntN(60)) * time.Millisecond)
 		killed := false
@@ -166,7 +160,7 @@ func TestCrashRecovery(t *testing.T) {
 			maxSeen = max(maxSeen, s)
 		}
 
-		q, err := Open(crashConfig(dir), testLogger(t), nil)
+		q, err := Open(crashConfig(dir), testkit.Logger(t), nil)
 		if err != nil {
 			t.Fatalf("iteration %d: reopen: %v", it, err)
 		}

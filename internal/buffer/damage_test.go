@@ -8,15 +8,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // fillAndClose appends n records to a fresh buffer in dir and closes it.
 func fillAndClose(t *testing.T, cfg Config, n int) []Record {
 	t.Helper()
-	q, err := Open(cfg, testLogger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := mustOpen(t, cfg)
 	var all []Record
 	for i := 0; i < n; i += 100 {
 		all = append(all, appendN(t, q, "dev", i, min(100, n-i))...)
@@ -61,7 +60,7 @@ func TestCorruptRecordIsQuarantinedAndSalvaged(t *testing.T) {
 	if got := quarantined(t, dir); len(got) != 1 || !strings.HasPrefix(filepath.Base(got[0]), segmentName(1)) {
 		t.Fatalf("quarantine holds %v, want the damaged segment", got)
 	}
-	if got := metricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
+	if got := testkit.MetricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
 		t.Fatalf("quarantined files metric %v, want 1", got)
 	}
 	got := readAll(t, q, 0)
@@ -92,16 +91,7 @@ func TestUnreadableFileIsQuarantined(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"zeroed meta pages", func(t *testing.T, path string) {
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			if _, err := f.WriteAt(make([]byte, 2*os.Getpagesize()), 0); err != nil {
-				t.Fatal(err)
-			}
-		}},
+		{"zeroed meta pages", func(t *testing.T, path string) { damageMeta(t, path, nil) }},
 		{"truncated", func(t *testing.T, path string) {
 			if err := os.Truncate(path, 100); err != nil {
 				t.Fatal(err)
@@ -118,7 +108,7 @@ func TestUnreadableFileIsQuarantined(t *testing.T) {
 			if len(quarantined(t, dir)) != 1 {
 				t.Fatalf("quarantine holds %v, want the damaged file", quarantined(t, dir))
 			}
-			if got := metricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
+			if got := testkit.MetricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
 				t.Fatalf("quarantined metric %v", got)
 			}
 			next := appendN(t, q, "dev", 0, 1)
@@ -184,10 +174,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := Config{Dir: dir, MinFreeDisk: -1, MaxBytes: 64 << 20, SegmentBytes: 1 << 20}
-	q, err := Open(cfg, testLogger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := mustOpen(t, cfg)
 	defer q.Close()
 
 	stored, full := appendUntilStuck(t, q, func(i int) []Record { return recs("dev", i*50, 50) },
@@ -223,7 +210,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFiles(t, dir)
-	if _, err := Open(cfg, testLogger(t), nil); err != nil && !errors.Is(err, ErrClosed) {
+	if _, err := Open(cfg, testkit.Logger(t), nil); err != nil && !errors.Is(err, ErrClosed) {
 		t.Fatalf("reopen after disk full: %v", err)
 	}
 }

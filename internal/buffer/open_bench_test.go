@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // BenchmarkOpenCold measures a start with a large backlog and a cold page
@@ -33,7 +35,7 @@ func BenchmarkOpenCold(b *testing.B) {
 	}
 	dir := b.TempDir()
 	cfg := Config{Dir: dir, MinFreeDisk: -1, MaxBytes: 2 * int64(mib) << 20}
-	q, err := Open(cfg, testLogger(b), nil)
+	q, err := Open(cfg, testkit.Logger(b), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,7 +60,7 @@ func BenchmarkOpenCold(b *testing.B) {
 		evictCache(b, dir)
 		before := diskReads(b)
 		b.StartTimer()
-		q, err := Open(cfg, testLogger(b), nil)
+		q, err := Open(cfg, testkit.Logger(b), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -119,7 +121,7 @@ func BenchmarkDrainAfterRestart(b *testing.B) {
 	cfg := Config{Dir: b.TempDir(), MinFreeDisk: -1, MaxBytes: 1 << 30}
 	for b.Loop() {
 		b.StopTimer()
-		q, err := Open(cfg, testLogger(b), nil)
+		q, err := Open(cfg, testkit.Logger(b), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -134,7 +136,7 @@ func BenchmarkDrainAfterRestart(b *testing.B) {
 		}
 		q.Close()
 		b.StartTimer()
-		q, err = Open(cfg, testLogger(b), nil)
+		q, err = Open(cfg, testkit.Logger(b), nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,8 +13,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // openTest opens a queue in dir and, when the test ends, closes it and runs
@@ -30,7 +29,7 @@ func openTest(t testing.TB, cfg Config) (*Queue, *prometheus.Registry) {
 		cfg.MinFreeDisk = -1
 	}
 	reg := prometheus.NewRegistry()
-	q, err := Open(cfg, testLogger(t), reg)
+	q, err := Open(cfg, testkit.Logger(t), reg)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -43,11 +42,15 @@ func openTest(t testing.TB, cfg Config) (*Queue, *prometheus.Registry) {
 	return q, reg
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+// mustOpen opens a queue that the test closes itself (to reopen it, or to
+// leave it to a crash).
+func mustOpen(t testing.TB, cfg Config) *Queue {
+	t.Helper()
+	q, err := Open(cfg, testkit.Logger(t), nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return slog.New(slog.DiscardHandler)
+	return q
 }
 
 // checkFiles runs tx.Check on every bbolt file of a closed buffer.
@@ -163,7 +166,7 @@ func TestAppendReadAck(t *testing.T) {
 	if st := q.Stats(); st.Records != 0 || st.Bytes != 0 {
 		t.Fatalf("after ack: %+v, want empty", st)
 	}
-	if got := metricValue(t, reg, "edgebridge_buffer_acked_records_total"); got != float64(len(recs)) {
+	if got := testkit.MetricValue(t, reg, "edgebridge_buffer_acked_records_total"); got != float64(len(recs)) {
 		t.Fatalf("acked counter %v, want %d", got, len(recs))
 	}
 }
@@ -192,40 +195,9 @@ func TestAckOnlyWhatItNames(t *testing.T) {
 	if st := q.Stats(); st.Records != 4 {
 		t.Fatalf("Stats().Records = %d, want 4", st.Records)
 	}
-	if got := metricValue(t, reg, "edgebridge_buffer_acked_records_total"); got != 2 {
+	if got := testkit.MetricValue(t, reg, "edgebridge_buffer_acked_records_total"); got != 2 {
 		t.Fatalf("acked counter %v, want 2", got)
 	}
-}
-
-// metricValue returns the value of the counter or gauge name whose labels
-// include the given name/value pairs.
-func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				if !slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool {
-					return lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
-				}) {
-					continue metrics
-				}
-			}
-			if m.Counter != nil {
-				return m.GetCounter().GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("metric %s%v not found", name, labels)
-	return 0
 }
 
 // edgebridge_buffer_written_bytes_total is what the buffer costs the flash:
@@ -233,7 +205,7 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels ...
 func TestWrittenBytesCounted(t *testing.T) {
 	q, reg := openTest(t, Config{})
 	ctx := context.Background()
-	written := func() float64 { return metricValue(t, reg, "edgebridge_buffer_written_bytes_total") }
+	written := func() float64 { return testkit.MetricValue(t, reg, "edgebridge_buffer_written_bytes_total") }
 
 	// The first append also moves the sequence reservation in dead.db.
 	if err := q.Append(ctx, []Record{{Topic: "t", Value: []byte("warm-up")}}); err != nil {
@@ -276,11 +248,23 @@ func TestStatsGauges(t *testing.T) {
 		"edgebridge_buffer_disk_bytes":          float64(st.DiskBytes),
 		"edgebridge_buffer_blocked":             0,
 	} {
-		if got := metricValue(t, reg, name); got != want {
+		if got := testkit.MetricValue(t, reg, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	if age := metricValue(t, reg, "edgebridge_buffer_oldest_record_age_seconds"); age <= 0 || age > 60 {
+	if age := testkit.MetricValue(t, reg, "edgebridge_buffer_oldest_record_age_seconds"); age <= 0 || age > 60 {
 		t.Errorf("oldest record age %v s, want the seconds since the append", age)
 	}
+}
+
+func appendN(t testing.TB, q *Queue, key string, from, n int) []Record {
+	t.Helper()
+	recs := make([]Record, n)
+	for i := range recs {
+		recs[i] = rec(key, from+i)
+	}
+	if err := q.Append(context.Background(), recs); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	return recs
 }

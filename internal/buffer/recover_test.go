@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // damageMeta destroys both meta pages of a file: bbolt refuses it as an
@@ -73,6 +75,23 @@ func appendSegments(t *testing.T, q *Queue, n int) []Record {
 	return all
 }
 
+// closedWithSegments fills a queue in a new directory with 2000 records
+// across three or more segments, closes it, and returns its config and
+// the records.
+func closedWithSegments(t *testing.T) (Config, []Record) {
+	t.Helper()
+	cfg := Config{Dir: t.TempDir(), SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
+	q, _ := openTest(t, cfg)
+	all := appendSegments(t, q, 2000)
+	if q.Stats().Segments < 3 {
+		t.Fatalf("%d segments, want 3 or more", q.Stats().Segments)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, all
+}
+
 // Finding 1 of the fault model (contract 5): a quarantined head followed by
 // idle restarts, or a crash at any step of the recovery, never makes a
 // sequence repeat; the damaged file is quarantined once and what could be
@@ -96,10 +115,7 @@ func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				dir := t.TempDir()
 				cfg := Config{Dir: dir, MinFreeDisk: -1}
-				q, err := Open(cfg, testLogger(t), nil)
-				if err != nil {
-					t.Fatal(err)
-				}
+				q := mustOpen(t, cfg)
 				recs := appendN(t, q, "dev", 0, 300)
 				if err := q.Ack(context.Background(), seqsOf(recs[:100])); err != nil {
 					t.Fatal(err)
@@ -117,7 +133,7 @@ func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
 						}
 						return nil
 					}
-					_, err := Open(cfg, testLogger(t), nil)
+					_, err := Open(cfg, testkit.Logger(t), nil)
 					crashAt = nil
 					if err == nil {
 						t.Fatalf("Open did not stop at %s", crash)
@@ -125,10 +141,7 @@ func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
 				}
 				// The recovery, then two idle restarts.
 				for range 3 {
-					q, err := Open(cfg, testLogger(t), nil)
-					if err != nil {
-						t.Fatal(err)
-					}
+					q := mustOpen(t, cfg)
 					if err := q.Close(); err != nil {
 						t.Fatal(err)
 					}
@@ -156,10 +169,7 @@ func TestSequencesNeverReusedAfterQuarantine(t *testing.T) {
 
 func openTestDir(t *testing.T, cfg Config) *Queue {
 	t.Helper()
-	q, err := Open(cfg, testLogger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := mustOpen(t, cfg)
 	t.Cleanup(func() { q.Close() })
 	return q
 }
@@ -180,17 +190,14 @@ func TestBufferChild(t *testing.T) {
 		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 14, Max: 14}); err != nil {
 			t.Fatal(err)
 		}
-		q, err := Open(cfg, testLogger(t), nil)
+		q, err := Open(cfg, testkit.Logger(t), nil)
 		if err != nil {
 			os.Stdout.WriteString("open: " + err.Error() + "\n")
 			os.Exit(1)
 		}
 		q.Close()
 	case "ack", "read", "deadletter", "requeue", "append":
-		q, err := Open(cfg, testLogger(t), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		q := mustOpen(t, cfg)
 		inFlight, err := q.Read(context.Background(), 0, 50, 1<<20)
 		if err != nil {
 			t.Fatal(err)
@@ -226,14 +233,7 @@ func TestBufferChild(t *testing.T) {
 		case "append":
 			_ = q.Append(ctx, []Record{rec("dev", 5000)})
 		}
-		select {
-		case <-q.Damaged():
-		case <-time.After(10 * time.Second):
-			t.Fatal("damage not reported")
-		}
-		if q.Writable() == nil {
-			t.Fatal("writable while damaged")
-		}
+		awaitDamage(t, q, 10*time.Second)
 		ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel2()
 		if err := q.Append(ctx2, []Record{rec("dev", 99999)}); !errors.Is(err, ErrFull) {
@@ -250,10 +250,7 @@ func TestBufferChild(t *testing.T) {
 		} else {
 			cfg.MaxAge = 3 * time.Second
 		}
-		q, err := Open(cfg, testLogger(t), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		q := mustOpen(t, cfg)
 		if kind == "drop" {
 			// Read first, so that drop_oldest reads the oldest segment
 			// instead of deleting it whole.
@@ -268,16 +265,23 @@ func TestBufferChild(t *testing.T) {
 		if kind == "drop" {
 			go q.Append(context.Background(), recs("dev", 5000, 1000))
 		}
-		select {
-		case <-q.Damaged():
-		case <-time.After(20 * time.Second):
-			t.Fatal("damage not reported")
-		}
-		if q.Writable() == nil {
-			t.Fatal("writable while damaged")
-		}
+		awaitDamage(t, q, 20*time.Second)
 		q.Close()
 		os.Stdout.WriteString("damaged and closed\n")
+	}
+}
+
+// awaitDamage waits up to timeout for q to report damage, and fails the
+// test if it is still writable then.
+func awaitDamage(t testing.TB, q *Queue, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-q.Damaged():
+	case <-time.After(timeout):
+		t.Fatal("damage not reported")
+	}
+	if q.Writable() == nil {
+		t.Fatal("writable while damaged")
 	}
 }
 
@@ -292,10 +296,7 @@ func runChild(t *testing.T, kind, dir string) (string, error) {
 func fillSegments(t *testing.T, dir string, n int) Stats {
 	t.Helper()
 	cfg := Config{Dir: dir, MinFreeDisk: -1, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
-	q, err := Open(cfg, testLogger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := mustOpen(t, cfg)
 	appendSegments(t, q, n)
 	st := q.Stats()
 	if err := q.Close(); err != nil {
@@ -352,7 +353,7 @@ func TestRuntimeDamage(t *testing.T) {
 			if got := quarantined(t, dir); len(got) != 1 {
 				t.Fatalf("quarantine holds %v, want the damaged segment", got)
 			}
-			if got := metricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
+			if got := testkit.MetricValue(t, reg, "edgebridge_buffer_quarantined_files_total"); got != 1 {
 				t.Fatalf("quarantined files metric %v, want 1", got)
 			}
 			if err := q.Writable(); err != nil {
@@ -427,7 +428,7 @@ func TestDeadLettersOfAFailedAppend(t *testing.T) {
 		b := batch()
 		done := make(chan error, 1)
 		go func() { done <- q.Append(context.Background(), b) }()
-		waitFor(t, "a failed commit", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
+		testkit.WaitFor(t, "a failed commit", func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
 		restore()
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -450,7 +451,7 @@ func TestDeadLettersOfAFailedAppend(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- q.Append(ctx, batch()) }()
-		waitFor(t, "a failed commit", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
+		testkit.WaitFor(t, "a failed commit", func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
 		cancel()
 		if err := <-done; err == nil {
 			t.Fatal("cancelled append reported stored")
@@ -466,24 +467,34 @@ func TestDeadLettersOfAFailedAppend(t *testing.T) {
 	})
 }
 
+// throughFailedCommits runs op while every write to the file at path fails,
+// until three commits failed (what the test waits for), then lets the
+// writes succeed and returns what op returned.
+func throughFailedCommits(t *testing.T, reg *prometheus.Registry, path, what string, op func() error) error {
+	t.Helper()
+	restore := failWrites(t, path)
+	done := make(chan error, 1)
+	go func() { done <- op() }()
+	testkit.WaitFor(t, what, func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
+	restore()
+	return <-done
+}
+
 // Finding 5: a dead-letter move retried after its delete failed, and a
 // requeue retried after its dead.db delete failed, store and count once.
 func TestRetriedMovesCountOnce(t *testing.T) {
 	t.Run("dead letter", func(t *testing.T) {
 		q, reg := openTest(t, Config{})
 		recs := appendN(t, q, "dev", 0, 3)
-		restore := failWrites(t, q.head().path)
-		done := make(chan error, 1)
-		go func() { done <- q.DeadLetter(context.Background(), recs[1].Seq, "message_too_large") }()
-		waitFor(t, "failed moves", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
-		restore()
-		if err := <-done; err != nil {
+		if err := throughFailedCommits(t, reg, q.head().path, "failed moves", func() error {
+			return q.DeadLetter(context.Background(), recs[1].Seq, "message_too_large")
+		}); err != nil {
 			t.Fatal(err)
 		}
 		if st := q.Stats(); st.DeadLetters != 1 || st.Records != 2 {
 			t.Fatalf("%d dead letters and %d records, want 1 and 2", st.DeadLetters, st.Records)
 		}
-		if got := metricValue(t, reg, "edgebridge_buffer_dead_lettered_records_total"); got != 1 {
+		if got := testkit.MetricValue(t, reg, "edgebridge_buffer_dead_lettered_records_total"); got != 1 {
 			t.Fatalf("dead letters counted %v times, want 1", got)
 		}
 	})
@@ -493,12 +504,9 @@ func TestRetriedMovesCountOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		dls, _ := q.DeadLetters(0, 1)
-		restore := failWrites(t, q.dead.path)
-		done := make(chan error, 1)
-		go func() { done <- q.Requeue(context.Background(), []uint64{dls[0].Seq}, nil) }()
-		waitFor(t, "failed requeues", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 3 })
-		restore()
-		if err := <-done; err != nil {
+		if err := throughFailedCommits(t, reg, q.dead.path, "failed requeues", func() error {
+			return q.Requeue(context.Background(), []uint64{dls[0].Seq}, nil)
+		}); err != nil {
 			t.Fatal(err)
 		}
 		if st := q.Stats(); st.DeadLetters != 0 || st.Records != 1 {
@@ -512,10 +520,7 @@ func TestRetriedMovesCountOnce(t *testing.T) {
 func TestOpenFinishesInterruptedMove(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, MinFreeDisk: -1}
-	q, err := Open(cfg, testLogger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := mustOpen(t, cfg)
 	recs := appendN(t, q, "dev", 0, 3)
 	q.Close()
 	// What the move had committed to dead.db before the crash.
@@ -565,7 +570,7 @@ func TestRottedDeadLetterMoveDoesNotBlock(t *testing.T) {
 	if err := q.Ack(ctx, []uint64{recs[10].Seq}); err != nil {
 		t.Fatalf("ack after the move: %v", err)
 	}
-	if got := metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropCorrupt); got != 1 {
+	if got := testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropCorrupt); got != 1 {
 		t.Fatalf("corrupt drops %v, want 1", got)
 	}
 }
@@ -577,16 +582,8 @@ func TestRottedDeadLetterMoveDoesNotBlock(t *testing.T) {
 // a quarantine of the file; the whole file is checked before its first
 // write.
 func TestOpenReadsNoRecordsOfOldSegments(t *testing.T) {
-	dir := t.TempDir()
-	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
-	q, _ := openTest(t, cfg)
-	all := appendSegments(t, q, 2000)
-	if q.Stats().Segments < 3 {
-		t.Fatalf("%d segments, want 3 or more", q.Stats().Segments)
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg, all := closedWithSegments(t)
+	dir := cfg.Dir
 	rotRecord(t, filepath.Join(dir, segmentName(1)), all[:100])
 
 	q, reg := openTest(t, cfg)
@@ -600,7 +597,7 @@ func TestOpenReadsNoRecordsOfOldSegments(t *testing.T) {
 	if len(got) != len(all)-1 {
 		t.Fatalf("read %d records, want %d", len(got), len(all)-1)
 	}
-	if n := metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropCorrupt); n != 1 {
+	if n := testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropCorrupt); n != 1 {
 		t.Fatalf("corrupt drops %v, want 1", n)
 	}
 	// Acks upgrade the old segments for writing, after their check.
@@ -652,7 +649,7 @@ func TestWriteFaultAtEverySite(t *testing.T) {
 			if got := q.Stats().Records; got != 5 {
 				t.Fatalf("%d records, want 5", got)
 			}
-			if got := metricValue(t, reg, "edgebridge_buffer_acked_records_total"); got != 5 {
+			if got := testkit.MetricValue(t, reg, "edgebridge_buffer_acked_records_total"); got != 5 {
 				t.Fatalf("acked counted %v, want 5", got)
 			}
 		},
@@ -731,7 +728,7 @@ func TestWriteFaultAtEverySite(t *testing.T) {
 		fault: func(q *Queue) func(string) bool { o := q.segs[0].path; return func(p string) bool { return p == o } },
 		act:   func(q *Queue, _ []Record) error { return q.Append(context.Background(), recs("dev", 5000, 200)) },
 		check: func(t *testing.T, q *Queue, reg *prometheus.Registry, all []Record) {
-			dropped := int(metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow))
+			dropped := int(testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropOverflow))
 			if st := q.Stats(); dropped == 0 || dropped+st.Records != len(all)+200 {
 				t.Fatalf("dropped %d + held %d != appended %d", dropped, st.Records, len(all)+200)
 			}
@@ -743,8 +740,8 @@ func TestWriteFaultAtEverySite(t *testing.T) {
 		fault: func(q *Queue) func(string) bool { h := q.head().path; return func(p string) bool { return p == h } },
 		act:   func(q *Queue, _ []Record) error { return nil },
 		check: func(t *testing.T, q *Queue, reg *prometheus.Registry, old []Record) {
-			waitFor(t, "expiry", func() bool { return q.Stats().Records == 0 })
-			if got := metricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropMaxAge); got != float64(len(old)) {
+			testkit.WaitFor(t, "expiry", func() bool { return q.Stats().Records == 0 })
+			if got := testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropMaxAge); got != float64(len(old)) {
 				t.Fatalf("max_age drops %v, want %d", got, len(old))
 			}
 		},
@@ -756,13 +753,13 @@ func TestWriteFaultAtEverySite(t *testing.T) {
 			restore := failWritesIf(t, tt.fault(q))
 			done := make(chan error, 1)
 			go func() { done <- tt.act(q, recs) }()
-			waitFor(t, "failed commits", func() bool { return metricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
+			testkit.WaitFor(t, "failed commits", func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
 			restore()
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
 			tt.check(t, q, reg, recs)
-			waitFor(t, "writable again", func() bool { return q.Writable() == nil })
+			testkit.WaitFor(t, "writable again", func() bool { return q.Writable() == nil })
 		})
 	}
 	t.Run("salvage", func(t *testing.T) {
@@ -771,7 +768,7 @@ func TestWriteFaultAtEverySite(t *testing.T) {
 		all := fillAndClose(t, cfg, 300)
 		rotRecord(t, filepath.Join(dir, segmentName(1)), all)
 		restore := failWritesIf(t, func(p string) bool { return strings.HasSuffix(p, salvageSuffix) })
-		if _, err := Open(cfg, testLogger(t), nil); err == nil || !strings.Contains(err.Error(), "salvage") {
+		if _, err := Open(cfg, testkit.Logger(t), nil); err == nil || !strings.Contains(err.Error(), "salvage") {
 			t.Fatalf("open with the salvage failing: %v", err)
 		}
 		if got := quarantined(t, dir); len(got) != 0 {
@@ -810,13 +807,8 @@ func TestRequeueOfARottedDeadLetterIsAnswered(t *testing.T) {
 // that wrote them is no longer the last, so Open checks the file whole and
 // counts again; nothing is taken for damage.
 func TestStaleCountsAreCorrected(t *testing.T) {
-	dir := t.TempDir()
-	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
-	q, _ := openTest(t, cfg)
-	all := appendSegments(t, q, 2000)
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg, all := closedWithSegments(t)
+	dir := cfg.Dir
 	// An older version deletes ten records of the oldest segment and
 	// leaves its counts as they were.
 	db, err := bolt.Open(filepath.Join(dir, segmentName(1)), 0o600, nil)
@@ -835,7 +827,7 @@ func TestStaleCountsAreCorrected(t *testing.T) {
 	}
 	db.Close()
 
-	q, _ = openTest(t, cfg)
+	q, _ := openTest(t, cfg)
 	if err := q.Ack(context.Background(), []uint64{all[10].Seq}); err != nil {
 		t.Fatal(err)
 	}
@@ -854,13 +846,8 @@ func TestStaleCountsAreCorrected(t *testing.T) {
 // checks them whole and writes their counts, so the next Open reads none
 // of their records (a rotted one is found when read, not at Open).
 func TestOldSegmentsGetTheirCountsOnce(t *testing.T) {
-	dir := t.TempDir()
-	cfg := Config{Dir: dir, SegmentBytes: minSegmentBytes, MaxBytes: 64 << 20}
-	q, _ := openTest(t, cfg)
-	all := appendSegments(t, q, 2000)
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	cfg, all := closedWithSegments(t)
+	dir := cfg.Dir
 	segs, _ := filepath.Glob(filepath.Join(dir, segmentPrefix+"*"))
 	for _, p := range segs {
 		db, err := bolt.Open(p, 0o600, nil)
@@ -881,7 +868,7 @@ func TestOldSegmentsGetTheirCountsOnce(t *testing.T) {
 		db.Close()
 	}
 
-	q, _ = openTest(t, cfg) // checks them whole, writes their counts
+	q, _ := openTest(t, cfg) // checks them whole, writes their counts
 	if got := q.Stats().Records; got != len(all) {
 		t.Fatalf("%d records, want %d", got, len(all))
 	}
@@ -933,10 +920,7 @@ func TestUncleanStartChecksInTheBackground(t *testing.T) {
 			}
 			f.Close()
 
-			q, err := Open(cfg, testLogger(t), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			q := mustOpen(t, cfg)
 			if clean {
 				// No check runs: checkDone is closed at once.
 				<-q.checkDone

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // rssFile returns this process's resident file-backed memory, in bytes.
@@ -43,19 +45,19 @@ func TestMappedPagesReleased(t *testing.T) {
 	for i := 0; i < n; i += 1000 {
 		appendN(t, q, "dev", i, 1000)
 	}
-	waitFor(t, "the pages appends touched to leave the resident set", func() bool { return rssFile(t) < base+size/8 })
+	testkit.WaitFor(t, "the pages appends touched to leave the resident set", func() bool { return rssFile(t) < base+size/8 })
 	recs := readAll(t, q, 0)
 	if len(recs) != n {
 		t.Fatalf("read %d records", len(recs))
 	}
-	waitFor(t, "the pages read to leave the resident set", func() bool { return rssFile(t) < base+size/8 })
+	testkit.WaitFor(t, "the pages read to leave the resident set", func() bool { return rssFile(t) < base+size/8 })
 
 	// Reopen: the checks and bbolt's freelist rebuild touch every page.
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
 	before := rssFile(t)
-	q2, err := Open(cfg, testLogger(t), nil)
+	q2, err := Open(cfg, testkit.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

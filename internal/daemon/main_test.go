@@ -11,13 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
 	"github.com/edgebridge/edgebridge/internal/config"
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // The exit codes are documented for operators and scripts: check each.
@@ -103,24 +103,6 @@ func TestValidateRefusesURLCredentials(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects the log lines of every goroutine of Run.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testConfig is a config with nothing listening at the brokers, the
 // buffer in bufDir and /metrics on listen; kafka, http and buffer lines are
 // added to those sections.
@@ -148,9 +130,9 @@ kafka:
 
 // runAsync runs Run with cfg and returns once http.listen answers: Run's
 // result, the function that stops it, and its log.
-func runAsync(t *testing.T, cfg *config.Config) (<-chan error, context.CancelFunc, *lockedBuffer) {
+func runAsync(t *testing.T, cfg *config.Config) (<-chan error, context.CancelFunc, *testkit.Buffer) {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testkit.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, NewLogger(logs, cfg.Log), Build{Version: "test"}) }()
@@ -165,7 +147,7 @@ func runAsync(t *testing.T, cfg *config.Config) (<-chan error, context.CancelFun
 // startRun runs Run, with nothing listening at the brokers, until the test
 // ends; kafkaLines and httpLines are added to those sections. It returns once
 // http.listen answers.
-func startRun(t *testing.T, listen, kafkaLines, httpLines string) *lockedBuffer {
+func startRun(t *testing.T, listen, kafkaLines, httpLines string) *testkit.Buffer {
 	t.Helper()
 	cfg := testConfig(t, t.TempDir(), listen, kafkaLines, httpLines, "")
 	done, cancel, logs := runAsync(t, cfg)

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // BenchmarkDrain drains a pre-filled real buffer (bbolt in a temp dir) of
@@ -134,7 +135,7 @@ func BenchmarkBacklogHeap(b *testing.B) {
 				cfg.MaxBufferedRecords = 1000
 				cfg.ShutdownTimeout = 100 * time.Millisecond
 				r := start(b, cfg, q)
-				waitFor(b, 30*time.Second, "the window to fill", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
+				testkit.WaitWithin(b, 30*time.Second, "the window to fill", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
 				runtime.GC()
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)

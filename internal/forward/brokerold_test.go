@@ -11,6 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // A broker that takes no produce request franz-go can build (ApiVersions
@@ -56,17 +58,17 @@ func TestBrokerTooOld(t *testing.T) {
 	})
 	src := newMemSource()
 	src.fill(n, 40, 50)
-	log, sink := testLogger(t)
+	log, sink := testkit.CaptureLogs(t)
 	r := startWith(t, testConfig(c.ListenAddrs()), src, log)
 
-	waitFor(t, 20*time.Second, "records failed more than once", func() bool { return value(t, r.p.m.retries) > 1 })
+	testkit.WaitWithin(t, 20*time.Second, "records failed more than once", func() bool { return testkit.Value(t, r.p.m.retries) > 1 })
 	if got := src.remaining(); got != n {
 		t.Errorf("%d records left the buffer while the broker takes no produce request", n-got)
 	}
 	if dl := src.deadLetters(); len(dl) != 0 {
 		t.Errorf("dead letters %v for a broker too old", dl)
 	}
-	waitFor(t, 10*time.Second, "a log line that says why records wait", func() bool {
+	testkit.WaitWithin(t, 10*time.Second, "a log line that says why records wait", func() bool {
 		s := sink.String()
 		return strings.Contains(s, "kafka failed records, resending them from the buffer") && strings.Contains(s, "broker is too old")
 	})
@@ -89,7 +91,7 @@ func TestBrokerTooOld(t *testing.T) {
 	// machines: arm64 under qemu), it keeps the old versions until
 	// franz-go closes it as idle: up to twice its 20s idle timeout.
 	delivered(t, c, src, n, 90*time.Second)
-	if got := value(t, r.p.m.reordered); got != 0 {
+	if got := testkit.Value(t, r.p.m.reordered); got != 0 {
 		t.Errorf("edgebridge_forward_reordered_total = %v", got)
 	}
 	if dl := src.deadLetters(); len(dl) != 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
@@ -91,6 +92,12 @@ func TestConfigValidate(t *testing.T) {
 // id, checked on the franz-go client New builds: what the broker sees.
 func TestNewClientOptions(t *testing.T) {
 	p := newIdleProducer(t, validConfig())
+	log, _ := testkit.CaptureLogs(t)
+	p, err := New(validConfig(), log, prometheus.NewRegistry(), newMemSource())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.cl.Close()
 	opt := func(o any) any { return p.cl.OptValue(o) }
 	checks := []struct {
 		name string
@@ -129,7 +136,7 @@ func TestNewClientOptions(t *testing.T) {
 // Bad arguments are errors, never panics; a second Producer on the same
 // registry is refused before franz-go's metrics could panic on it.
 func TestNewRejectsBadArguments(t *testing.T) {
-	log, _ := testLogger(t)
+	log, _ := testkit.CaptureLogs(t)
 	reg := prometheus.NewRegistry()
 	// A nil logger discards the log; a nil registerer keeps the metrics
 	// unregistered: neither is an error. A nil source is.
@@ -185,7 +192,7 @@ func TestNoClientTelemetryUnlessEnabled(t *testing.T) {
 	cfg.ClientMetrics = true
 	start(t, cfg, onSrc)
 
-	waitFor(t, 10*time.Second, "both producers to drain and the enabled one to ask for subscriptions", func() bool {
+	testkit.WaitWithin(t, 10*time.Second, "both producers to drain and the enabled one to ask for subscriptions", func() bool {
 		return offSrc.remaining() == 0 && onSrc.remaining() == 0 && onAsked.Load() > 0
 	})
 	if n := offAsked.Load(); n != 0 {
@@ -197,7 +204,7 @@ func TestNoClientTelemetryUnlessEnabled(t *testing.T) {
 // closed when the test ends.
 func newIdleProducer(t *testing.T, cfg Config) *Producer {
 	t.Helper()
-	log, _ := testLogger(t)
+	log, _ := testkit.CaptureLogs(t)
 	p, err := New(cfg, log, prometheus.NewRegistry(), newMemSource())
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // outcome is how a record of a topic whose requests Kafka fails ends up.
@@ -96,7 +98,7 @@ func TestEveryKafkaErrorOnOneTopic(t *testing.T) {
 			}
 			const healthy = 300
 			src.fill(healthy, 10, 20)
-			log, sink := testLogger(t)
+			log, sink := testkit.CaptureLogs(t)
 			r := startWith(t, testConfig(c.ListenAddrs()), src, log)
 
 			recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, healthy, 30*time.Second)
@@ -126,7 +128,7 @@ func TestEveryKafkaErrorOnOneTopic(t *testing.T) {
 				case written:
 					ok = func() bool { return src.kept(seqs[i]...) == 0 }
 				}
-				waitFor(t, 20*time.Second, name+" to end "+want.String(), ok)
+				testkit.WaitWithin(t, 20*time.Second, name+" to end "+want.String(), ok)
 				if want == retried || want == parked {
 					if src.kept(seqs[i]...) != len(seqs[i]) {
 						t.Errorf("%s: records left the buffer, want them %s", name, want)
@@ -173,8 +175,8 @@ func TestEveryKafkaErrorOnOneTopic(t *testing.T) {
 			if len(seen) != n {
 				t.Errorf("%d distinct records kept reached Kafka, want %d", len(seen), n)
 			}
-			waitFor(t, 20*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
-			waitFor(t, 20*time.Second, "no parked topic", func() bool { return parkedTopics(t, r, "") == 0 })
+			testkit.WaitWithin(t, 20*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+			testkit.WaitWithin(t, 20*time.Second, "no parked topic", func() bool { return parkedTopics(t, r, "") == 0 })
 		})
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // partitionOf is the partition Kafka's key hash gives key among n.
@@ -104,7 +106,7 @@ func TestPermanentErrorsDeadLetterOnlyTheCulprit(t *testing.T) {
 					t.Errorf("the rejected record reached Kafka")
 				}
 			}
-			if got := value(t, r.p.m.failed.WithLabelValues(tt.reason)); got != 1 {
+			if got := testkit.Value(t, r.p.m.failed.WithLabelValues(tt.reason)); got != 1 {
 				t.Errorf("edgebridge_forward_failed_total{reason=%q} = %v, want 1", tt.reason, got)
 			}
 		})
@@ -158,8 +160,8 @@ func TestTopicErrors(t *testing.T) {
 
 	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, 150, 30*time.Second)
 	checkOrder(t, recs)
-	waitFor(t, 20*time.Second, "the dead letters", func() bool { return len(src.deadLetters()) == len(want) })
-	waitFor(t, 20*time.Second, "only the parked topics' records in the buffer", func() bool { return src.remaining() == kept })
+	testkit.WaitWithin(t, 20*time.Second, "the dead letters", func() bool { return len(src.deadLetters()) == len(want) })
+	testkit.WaitWithin(t, 20*time.Second, "only the parked topics' records in the buffer", func() bool { return src.remaining() == kept })
 	dl := src.deadLetters()
 	for seq, reason := range want {
 		if dl[seq] != reason {
@@ -167,7 +169,7 @@ func TestTopicErrors(t *testing.T) {
 		}
 	}
 	for _, reason := range []string{"topic_authorization_failed", "unknown_topic"} {
-		waitFor(t, 20*time.Second, "a topic parked for "+reason, func() bool {
+		testkit.WaitWithin(t, 20*time.Second, "a topic parked for "+reason, func() bool {
 			return parkedTopics(t, r, reason) == 1
 		})
 	}
@@ -183,8 +185,8 @@ func TestTopicErrors(t *testing.T) {
 // the other partitions deliver everything; the stalled one is parked and
 // catches up, in order, when it recovers.
 func TestOnePartitionFaultedOthersFlow(t *testing.T) {
-	deadPartitions(t, newCluster(t), 4, []int32{0}, func(r *running, _ *logSink) {
-		if got := value(t, r.p.m.parked); got < 1 {
+	deadPartitions(t, newCluster(t), 4, []int32{0}, func(r *running, _ *testkit.Buffer) {
+		if got := testkit.Value(t, r.p.m.parked); got < 1 {
 			t.Errorf("edgebridge_forward_parked_partitions = %v while partition 0 is stalled", got)
 		}
 		if !r.p.Up() {
@@ -200,11 +202,11 @@ func TestOnePartitionFaultedOthersFlow(t *testing.T) {
 func TestStalledPartitionsHoldHalfTheWindow(t *testing.T) {
 	for _, dead := range [][]int32{{0, 1}, {0, 1, 2}, {0, 1, 2, 3, 4, 5}} {
 		t.Run(strconv.Itoa(len(dead))+" of 8 partitions dead", func(t *testing.T) {
-			deadPartitions(t, newCluster(t, kfake.SeedTopics(8, testTopic)), 8, dead, func(r *running, sink *logSink) {
+			deadPartitions(t, newCluster(t, kfake.SeedTopics(8, testTopic)), 8, dead, func(r *running, sink *testkit.Buffer) {
 				if !strings.Contains(sink.String(), "partitions without progress hold half the window") {
 					t.Error("no log line says that stalled partitions held the window")
 				}
-				if got := value(t, r.p.m.reordered); got != 0 {
+				if got := testkit.Value(t, r.p.m.reordered); got != 0 {
 					t.Errorf("edgebridge_forward_reordered_total = %v after records taken back", got)
 				}
 			})
@@ -218,7 +220,7 @@ func TestStalledPartitionsHoldHalfTheWindow(t *testing.T) {
 // over). The other partitions must deliver everything through the fault;
 // then check runs, the fault ends, and the dead partitions must catch up,
 // in order, without duplicates, the buffer empty and nothing parked.
-func deadPartitions(t *testing.T, c *kfake.Cluster, partitions int, dead []int32, check func(r *running, sink *logSink)) {
+func deadPartitions(t *testing.T, c *kfake.Cluster, partitions int, dead []int32, check func(r *running, sink *testkit.Buffer)) {
 	t.Helper()
 	const n, keys = 4000, 64
 	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: testTopic, Partitions: dead, Err: kerr.NotLeaderForPartition, Count: -1})
@@ -232,7 +234,7 @@ func deadPartitions(t *testing.T, c *kfake.Cluster, partitions int, dead []int32
 	}
 	cfg := testConfig(c.ListenAddrs())
 	cfg.MaxBufferedRecords = 400
-	log, sink := testLogger(t)
+	log, sink := testkit.CaptureLogs(t)
 	r := startWith(t, cfg, src, log)
 
 	cons := newConsumer(t, c.ListenAddrs(), testTopic)
@@ -248,8 +250,8 @@ func deadPartitions(t *testing.T, c *kfake.Cluster, partitions int, dead []int32
 	if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
 		t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
 	}
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
-	waitFor(t, 10*time.Second, "no parked partition", func() bool { return value(t, r.p.m.parked) == 0 })
+	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	testkit.WaitWithin(t, 10*time.Second, "no parked partition", func() bool { return testkit.Value(t, r.p.m.parked) == 0 })
 }
 
 // Blackholed produce: the broker swallows produce requests. The request
@@ -261,12 +263,12 @@ func TestBlackholedProduce(t *testing.T) {
 	b := startBlackholed(t, n, func(cfg *Config) { cfg.MaxBufferedRecords = 500 })
 	r, cfg, src := b.r, b.cfg, b.src
 
-	waitFor(t, 10*time.Second, "the window to fill", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
-	waitFor(t, 20*time.Second, "a produce timeout", func() bool {
+	testkit.WaitWithin(t, 10*time.Second, "the window to fill", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
+	testkit.WaitWithin(t, 20*time.Second, "a produce timeout", func() bool {
 		return gathered(t, r.reg, "edgebridge_kafka_client_read_errors_total") > 0
 	})
-	waitFor(t, 10*time.Second, "Kafka to be reported down", func() bool { return !r.p.Up() })
-	if got := value(t, r.p.m.up); got != 0 {
+	testkit.WaitWithin(t, 10*time.Second, "Kafka to be reported down", func() bool { return !r.p.Up() })
+	if got := testkit.Value(t, r.p.m.up); got != 0 {
 		t.Errorf("edgebridge_kafka_up = %v while produce is blackholed", got)
 	}
 	if in, buf := r.p.inFlight(), r.p.cl.BufferedProduceRecords(); in > cfg.MaxBufferedRecords || buf > int64(cfg.MaxBufferedRecords) {
@@ -278,7 +280,7 @@ func TestBlackholedProduce(t *testing.T) {
 
 	b.hole.Store(false)
 	delivered(t, b.c, src, n, 60*time.Second)
-	waitFor(t, 10*time.Second, "Kafka to be reported up", r.p.Up)
+	testkit.WaitWithin(t, 10*time.Second, "Kafka to be reported up", r.p.Up)
 }
 
 // While Kafka cannot be reached the forwarder holds one read's worth of
@@ -292,7 +294,7 @@ func TestOutageHoldsOneRead(t *testing.T) {
 	})
 	r, cfg, src := b.r, b.cfg, b.src
 
-	waitFor(t, 20*time.Second, "a produce timeout", func() bool {
+	testkit.WaitWithin(t, 20*time.Second, "a produce timeout", func() bool {
 		return gathered(t, r.reg, "edgebridge_kafka_client_read_errors_total") > 0
 	})
 	if in := r.p.inFlight(); in == 0 || in > cfg.ReadBatch {
@@ -305,7 +307,7 @@ func TestOutageHoldsOneRead(t *testing.T) {
 	src.ackGate = gate
 	src.mu.Unlock()
 	b.hole.Store(false)
-	waitFor(t, 20*time.Second, "the whole window to open", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
+	testkit.WaitWithin(t, 20*time.Second, "the whole window to open", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
 	close(gate)
 	delivered(t, b.c, src, n, 60*time.Second)
 }
@@ -318,7 +320,7 @@ func TestOutageHoldsOneReadOfBytes(t *testing.T) {
 		cfg.ReadBatch = 1000
 		cfg.BatchMaxBytes = 16 << 10
 	})
-	waitFor(t, 20*time.Second, "a produce timeout", func() bool {
+	testkit.WaitWithin(t, 20*time.Second, "a produce timeout", func() bool {
 		return gathered(t, b.r.reg, "edgebridge_kafka_client_read_errors_total") > 0
 	})
 	// Records are over 100 bytes each (key and value).
@@ -391,7 +393,7 @@ func TestPromisesNeverBlockOnTheBuffer(t *testing.T) {
 	cfg.MaxBufferedRecords = 300
 	r := start(t, cfg, src)
 
-	waitFor(t, 10*time.Second, "every promise of a full window to run", func() bool {
+	testkit.WaitWithin(t, 10*time.Second, "every promise of a full window to run", func() bool {
 		return r.p.inFlight() == cfg.MaxBufferedRecords && r.p.cl.BufferedProduceRecords() == 0
 	})
 	if got := src.remaining(); got != 3000 {
@@ -399,7 +401,7 @@ func TestPromisesNeverBlockOnTheBuffer(t *testing.T) {
 	}
 	close(gate)
 	newConsumer(t, c.ListenAddrs(), testTopic).until(t, 3000, 30*time.Second)
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
 }
 
 // Shutdown and restart: with Kafka gone, Run still returns within its
@@ -415,7 +417,7 @@ func TestRestartSendsWhatStayedBuffered(t *testing.T) {
 	cfg := testConfig(deadAddrs)
 	cfg.ShutdownTimeout = 300 * time.Millisecond
 	r := start(t, cfg, src)
-	waitFor(t, 10*time.Second, "a read of the buffer", func() bool {
+	testkit.WaitWithin(t, 10*time.Second, "a read of the buffer", func() bool {
 		src.mu.Lock()
 		defer src.mu.Unlock()
 		return src.reads > 0
@@ -433,7 +435,7 @@ func TestRestartSendsWhatStayedBuffered(t *testing.T) {
 	start(t, testConfig(c.ListenAddrs()), src)
 	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, 30*time.Second)
 	checkOrder(t, recs)
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
 }
 
 // Pitfall "nil encoder": records with a nil value or key still go out, the
@@ -458,7 +460,7 @@ func TestOddRecords(t *testing.T) {
 	if !seen[nilValue] || !seen[nilKey] {
 		t.Errorf("got seqs %v, want %d and %d", seen, nilValue, nilKey)
 	}
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
 	if dl := src.deadLetters(); dl[noTopic] != "no_topic" {
 		t.Errorf("dead letters %v, want %d: no_topic", dl, noTopic)
 	}
@@ -472,13 +474,13 @@ func TestFranzGoErrorsReachTheLogger(t *testing.T) {
 	dead.Close()
 	src := newMemSource()
 	src.fill(10, 1, 10)
-	log, sink := testLogger(t)
+	log, sink := testkit.CaptureLogs(t)
 	startWith(t, testConfig(addrs), src, log)
-	waitFor(t, 10*time.Second, "a franz-go error in the log", func() bool {
+	testkit.WaitWithin(t, 10*time.Second, "a franz-go error in the log", func() bool {
 		s := sink.String()
 		return bytes.Contains([]byte(s), []byte(`"lib":"franz-go"`)) && bytes.Contains([]byte(s), []byte(`"err":`))
 	})
-	waitFor(t, 10*time.Second, "our own state change", func() bool {
+	testkit.WaitWithin(t, 10*time.Second, "our own state change", func() bool {
 		return bytes.Contains([]byte(sink.String()), []byte("kafka unreachable"))
 	})
 }
@@ -569,16 +571,16 @@ func TestPartitionFailuresKeepOrder(t *testing.T) {
 			}
 			r := start(t, cfg, src)
 			if !tt.atStart {
-				waitFor(t, 20*time.Second, "500 records delivered", func() bool { return value(t, r.p.m.records) >= 500 })
+				testkit.WaitWithin(t, 20*time.Second, "500 records delivered", func() bool { return testkit.Value(t, r.p.m.records) >= 500 })
 				inject()
 			}
-			waitFor(t, 20*time.Second, "franz-go to fail records", func() bool { return value(t, r.p.m.retries) > 0 })
+			testkit.WaitWithin(t, 20*time.Second, "franz-go to fail records", func() bool { return testkit.Value(t, r.p.m.retries) > 0 })
 			for _, h := range hs {
 				h.Remove()
 			}
 
 			delivered(t, c, src, n, 60*time.Second)
-			if got := value(t, r.p.m.reordered); got != 0 {
+			if got := testkit.Value(t, r.p.m.reordered); got != 0 {
 				t.Errorf("edgebridge_forward_reordered_total = %v", got)
 			}
 		})

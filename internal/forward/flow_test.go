@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 	edgebridgev1 "github.com/edgebridge/edgebridge/proto/edgebridge/v1"
 )
 
@@ -28,7 +29,7 @@ func TestNormalFlow(t *testing.T) {
 	r := start(t, cfg, src)
 
 	recs := delivered(t, c, src, n, 60*time.Second)
-	if got := value(t, r.p.m.records); got != n {
+	if got := testkit.Value(t, r.p.m.records); got != n {
 		t.Errorf("edgebridge_forward_records_total = %v, want %d", got, n)
 	}
 	if !r.p.Up() {

@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
@@ -176,30 +176,6 @@ func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	return c
 }
 
-// testLogger returns a logger that writes to the test log at debug level,
-// and a buffer that keeps everything logged.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-func testLogger(t testing.TB) (*slog.Logger, *logSink) {
-	sink := &logSink{}
-	return slog.New(slog.NewJSONHandler(sink, &slog.HandlerOptions{Level: slog.LevelInfo})), sink
-}
-
 var testTopicBackoff = retry.Policy{Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond}
 
 type running struct {
@@ -213,7 +189,7 @@ type running struct {
 // the end of the test.
 func start(t testing.TB, cfg Config, src Source) *running {
 	t.Helper()
-	log, _ := testLogger(t)
+	log, _ := testkit.CaptureLogs(t)
 	return startWith(t, cfg, src, log)
 }
 
@@ -248,42 +224,6 @@ func (r *running) stop(t testing.TB) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return within 30s of its context ending")
-	}
-}
-
-// value returns the sum of the values of a collector's metrics (counter,
-// gauge, or a histogram's count).
-func value(t testing.TB, c prometheus.Collector) float64 {
-	t.Helper()
-	ch := make(chan prometheus.Metric, 64)
-	go func() { c.Collect(ch); close(ch) }()
-	var sum float64
-	for m := range ch {
-		var d dto.Metric
-		if err := m.Write(&d); err != nil {
-			t.Fatal(err)
-		}
-		switch {
-		case d.Counter != nil:
-			sum += d.Counter.GetValue()
-		case d.Gauge != nil:
-			sum += d.Gauge.GetValue()
-		case d.Histogram != nil:
-			sum += float64(d.Histogram.GetSampleCount())
-		}
-	}
-	return sum
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -331,7 +271,7 @@ func delivered(t testing.TB, c *kfake.Cluster, src *memSource, n int, timeout ti
 	if dups := checkOrder(t, recs); dups != 0 || len(recs) != n {
 		t.Errorf("%d records with %d duplicates, want %d and none", len(recs), dups, n)
 	}
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
 	return recs
 }
 

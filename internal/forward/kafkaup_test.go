@@ -10,6 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // Finding "edgebridge_kafka_up tells the truth": with credentials Kafka
@@ -19,9 +21,9 @@ import (
 // connection attempt.
 func TestKafkaUpWithRejectedCredentials(t *testing.T) {
 	const user, pass = "edge", "s3cret-Passw0rd"
-	pk := newPKI(t)
-	mutual := &tls.Config{Certificates: []tls.Certificate{pk.server}, MinVersion: tls.VersionTLS12,
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pk.pool}
+	pk := testkit.NewPKI(t)
+	mutual := &tls.Config{Certificates: []tls.Certificate{pk.Server}, MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pk.CAPool}
 	describeOnly := kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: testTopic,
 		Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationDescribe, Allow: true}
 	tests := []struct {
@@ -40,7 +42,7 @@ func TestKafkaUpWithRejectedCredentials(t *testing.T) {
 	}, {
 		name:    "no client certificate for a broker that requires one",
 		cluster: []kfake.Opt{kfake.TLS(mutual)},
-		tune:    func(c *Config) { c.TLS = TLS{CAFile: pk.caFile} },
+		tune:    func(c *Config) { c.TLS = TLS{CAFile: pk.CAFile} },
 	}, {
 		name:    "a broker certificate the CA did not sign",
 		cluster: []kfake.Opt{kfake.TLS(mutual)},
@@ -59,19 +61,19 @@ func TestKafkaUpWithRejectedCredentials(t *testing.T) {
 			src.fill(200, 5, 50)
 			cfg := testConfig(c.ListenAddrs())
 			tt.tune(&cfg)
-			log, sink := testLogger(t)
+			log, sink := testkit.CaptureLogs(t)
 			r := startWith(t, cfg, src, log)
 
 			refusals := func() float64 { return gathered(t, r.reg, "edgebridge_kafka_client_connect_errors_total") }
 			if tt.authenticated {
-				refusals = func() float64 { return value(t, r.p.m.retries) }
-				waitFor(t, 20*time.Second, "Kafka to be reported down after a refused record", func() bool {
-					return refusals() > 0 && value(t, r.p.m.up) == 0
+				refusals = func() float64 { return testkit.Value(t, r.p.m.retries) }
+				testkit.WaitWithin(t, 20*time.Second, "Kafka to be reported down after a refused record", func() bool {
+					return refusals() > 0 && testkit.Value(t, r.p.m.up) == 0
 				})
 			}
 			up := 0
-			waitFor(t, 20*time.Second, "20 refusals", func() bool {
-				if value(t, r.p.m.up) != 0 || r.p.Up() {
+			testkit.WaitWithin(t, 20*time.Second, "20 refusals", func() bool {
+				if testkit.Value(t, r.p.m.up) != 0 || r.p.Up() {
 					up++
 				}
 				return refusals() >= 20
@@ -109,11 +111,11 @@ func TestProducerIDRefusedUntilGranted(t *testing.T) {
 	src.fill(n, 20, 50)
 	cfg := testConfig(c.ListenAddrs())
 	cfg.SASL = SASL{Mechanism: "plain", Username: edge, Password: pass}
-	log, sink := testLogger(t)
+	log, sink := testkit.CaptureLogs(t)
 	r := startWith(t, cfg, src, log)
 
-	waitFor(t, 20*time.Second, "Kafka to be reported down after a refused record", func() bool {
-		return value(t, r.p.m.retries) > 0 && value(t, r.p.m.up) == 0
+	testkit.WaitWithin(t, 20*time.Second, "Kafka to be reported down after a refused record", func() bool {
+		return testkit.Value(t, r.p.m.retries) > 0 && testkit.Value(t, r.p.m.up) == 0
 	})
 	if got := src.remaining(); got != n {
 		t.Errorf("%d records left the buffer", n-got)
@@ -126,8 +128,8 @@ func TestProducerIDRefusedUntilGranted(t *testing.T) {
 	if dups := checkOrder(t, recs); dups != 0 {
 		t.Errorf("%d duplicates", dups)
 	}
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
-	waitFor(t, 10*time.Second, "Kafka to be reported up", r.p.Up)
+	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	testkit.WaitWithin(t, 10*time.Second, "Kafka to be reported up", r.p.Up)
 	if n := strings.Count(sink.String(), "kafka refuses this client a producer ID"); n != 1 {
 		t.Errorf("%d lines say the producer ID was refused, want 1", n)
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // Run owns its goroutines: after it returns, none of them (nor franz-go's)
@@ -20,7 +22,7 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 	src.fill(1000, 10, 50)
 	before := runtime.NumGoroutine()
 
-	log, _ := testLogger(t)
+	log, _ := testkit.CaptureLogs(t)
 	p, err := New(testConfig(c.ListenAddrs()), log, prometheus.NewRegistry(), src)
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +30,7 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	waitFor(t, 20*time.Second, "the buffer to drain", func() bool { return src.remaining() == 0 })
+	testkit.WaitWithin(t, 20*time.Second, "the buffer to drain", func() bool { return src.remaining() == 0 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
@@ -55,7 +57,7 @@ func TestDataLossIsLoggedAndCounted(t *testing.T) {
 		t.Fatal("ProducerOnDataLossDetected is not set on the client")
 	}
 	p.onDataLoss(testTopic, 3)
-	if got := value(t, p.m.dataLoss); got != 1 {
+	if got := testkit.Value(t, p.m.dataLoss); got != 1 {
 		t.Errorf("edgebridge_forward_data_loss_detected_total = %v, want 1", got)
 	}
 	if s := sink.String(); !strings.Contains(s, "kafka lost records it had acknowledged") || !strings.Contains(s, `"partition":3`) {
@@ -65,9 +67,9 @@ func TestDataLossIsLoggedAndCounted(t *testing.T) {
 
 // newUnstarted returns a Producer made by New that never runs (its client
 // connects lazily, so no broker is needed), and what it logs.
-func newUnstarted(t *testing.T, cfg Config) (*Producer, *logSink) {
+func newUnstarted(t *testing.T, cfg Config) (*Producer, *testkit.Buffer) {
 	t.Helper()
-	log, sink := testLogger(t)
+	log, sink := testkit.CaptureLogs(t)
 	p, err := New(cfg, log, prometheus.NewRegistry(), newMemSource())
 	if err != nil {
 		t.Fatal(err)

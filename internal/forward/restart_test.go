@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // Contract 2 and 5: the cluster is closed mid-stream and started again on
@@ -37,10 +38,10 @@ func TestClusterRestartMidStream(t *testing.T) {
 	cfg := testConfig(addrs)
 	r := start(t, cfg, src)
 
-	waitFor(t, 30*time.Second, "a quarter to be delivered", func() bool { return value(t, r.p.m.records) >= n/4 })
+	testkit.WaitWithin(t, 30*time.Second, "a quarter to be delivered", func() bool { return testkit.Value(t, r.p.m.records) >= n/4 })
 	c1.Close()
-	waitFor(t, 20*time.Second, "Kafka to be reported down", func() bool { return !r.p.Up() })
-	delivered := value(t, r.p.m.records)
+	testkit.WaitWithin(t, 20*time.Second, "Kafka to be reported down", func() bool { return !r.p.Up() })
+	delivered := testkit.Value(t, r.p.m.records)
 
 	p, _ := strconv.Atoi(port)
 	c2, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(p), kfake.DataDir(dir))
@@ -49,7 +50,7 @@ func TestClusterRestartMidStream(t *testing.T) {
 	}
 	t.Cleanup(c2.Close)
 	cons := newConsumer(t, addrs, testTopic)
-	waitFor(t, 60*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+	testkit.WaitWithin(t, 60*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
 	recs := cons.until(t, n, 30*time.Second)
 	// Let whatever else is in Kafka arrive: duplicates sit after their
 	// originals, and we count all we get within a short poll.
@@ -65,7 +66,7 @@ func TestClusterRestartMidStream(t *testing.T) {
 		t.Errorf("%d duplicates, more than the %d records that can be in doubt", dups, cfg.MaxBufferedRecords)
 	}
 	t.Logf("delivered before the restart %v, duplicates %d, resent by the forwarder %v, data loss detected %v",
-		delivered, dups, value(t, r.p.m.retries), value(t, r.p.m.dataLoss))
+		delivered, dups, testkit.Value(t, r.p.m.retries), testkit.Value(t, r.p.m.dataLoss))
 }
 
 // genSource is a Source that makes its records when they are read, so that
@@ -135,11 +136,11 @@ func TestMemoryFlatWithBacklog(t *testing.T) {
 		cfg.ShutdownTimeout = 100 * time.Millisecond
 		src := newGenSource(backlog, 250)
 		r := start(t, cfg, src)
-		waitFor(t, 20*time.Second, "the window to fill", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
+		testkit.WaitWithin(t, 20*time.Second, "the window to fill", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
 		// Sample only once a produce request was built: its compression
 		// encoder is part of the steady state (sampling earlier read a
 		// few MiB less in some runs, under qemu).
-		waitFor(t, 20*time.Second, "a produce request", func() bool { return swallowed.Load() > 0 })
+		testkit.WaitWithin(t, 20*time.Second, "a produce request", func() bool { return swallowed.Load() > 0 })
 		// The live floor: the least of a few samples after a GC (pooled
 		// encoders and the previous cluster's garbage vary by a few MiB).
 		low := uint64(math.MaxUint64)
@@ -169,7 +170,7 @@ func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 // openQueue opens the real buffer in dir.
 func openQueue(t testing.TB, dir string) *buffer.Queue {
 	t.Helper()
-	log, _ := testLogger(t)
+	log, _ := testkit.CaptureLogs(t)
 	q, err := buffer.Open(buffer.Config{Dir: dir, MinFreeDisk: -1}, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatalf("open buffer: %v", err)
@@ -206,7 +207,7 @@ func TestRealBufferNormalFlow(t *testing.T) {
 	if dups := checkOrder(t, recs); dups != 0 {
 		t.Errorf("%d duplicates", dups)
 	}
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return q.Stats().Records == 0 })
+	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return q.Stats().Records == 0 })
 	r.stop(t)
 }
 
@@ -225,7 +226,7 @@ func TestRealBufferRestart(t *testing.T) {
 	cfg := testConfig(deadAddrs)
 	cfg.ShutdownTimeout = 200 * time.Millisecond
 	r := start(t, cfg, q)
-	waitFor(t, 10*time.Second, "Kafka to be tried", func() bool { return value(t, r.p.m.up) == 0 && !r.p.Up() })
+	testkit.WaitWithin(t, 10*time.Second, "Kafka to be tried", func() bool { return testkit.Value(t, r.p.m.up) == 0 && !r.p.Up() })
 	r.stop(t)
 	if got := q.Stats().Records; got != n {
 		t.Fatalf("%d records left the buffer without Kafka", n-got)
@@ -242,6 +243,6 @@ func TestRealBufferRestart(t *testing.T) {
 	if dups := checkOrder(t, recs); dups != 0 {
 		t.Errorf("%d duplicates", dups)
 	}
-	waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return q.Stats().Records == 0 })
+	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return q.Stats().Records == 0 })
 	r.stop(t)
 }

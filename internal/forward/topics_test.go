@@ -12,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 const (
@@ -81,15 +83,15 @@ func TestParkedTopicOthersFlow(t *testing.T) {
 			}
 			cfg := testConfig(c.ListenAddrs())
 			cfg.SASL = SASL{Mechanism: "plain", Username: edge, Password: pass}
-			log, sink := testLogger(t)
+			log, sink := testkit.CaptureLogs(t)
 			r := startWith(t, cfg, src, log)
 
 			recs := newConsumerWith(t, c.ListenAddrs(), asAdmin, telemetry).until(t, 1000, 30*time.Second)
 			if dups := checkOrder(t, recs); dups != 0 {
 				t.Errorf("%d duplicates", dups)
 			}
-			waitFor(t, 10*time.Second, "the telemetry to leave the buffer", func() bool { return src.remaining() == 100 })
-			waitFor(t, 10*time.Second, "the topic to show as parked", func() bool {
+			testkit.WaitWithin(t, 10*time.Second, "the telemetry to leave the buffer", func() bool { return src.remaining() == 100 })
+			testkit.WaitWithin(t, 10*time.Second, "the topic to show as parked", func() bool {
 				return parkedTopics(t, r, tt.reason) == 1
 			})
 			if dl := src.deadLetters(); len(dl) != 0 {
@@ -98,7 +100,7 @@ func TestParkedTopicOthersFlow(t *testing.T) {
 			if !logged(sink, "kafka refuses a topic", alarms, tt.reason) {
 				t.Errorf("no log line says that %s is parked, and why", alarms)
 			}
-			if !r.p.Up() || value(t, r.p.m.up) != 1 {
+			if !r.p.Up() || testkit.Value(t, r.p.m.up) != 1 {
 				t.Error("Kafka reported down while it takes the telemetry")
 			}
 
@@ -108,8 +110,8 @@ func TestParkedTopicOthersFlow(t *testing.T) {
 			if dups := checkOrder(t, got); dups != 0 || len(got) != 100 {
 				t.Errorf("%d alarms with %d duplicates, want 100 and none", len(got), dups)
 			}
-			waitFor(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
-			waitFor(t, 10*time.Second, "the topic to resume", func() bool { return parkedTopics(t, r, "") == 0 })
+			testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
+			testkit.WaitWithin(t, 10*time.Second, "the topic to resume", func() bool { return parkedTopics(t, r, "") == 0 })
 			if !logged(sink, "kafka takes the topic again", alarms, tt.reason) {
 				t.Errorf("no log line says that %s resumed", alarms)
 			}
@@ -143,7 +145,7 @@ func parkedTopics(t testing.TB, r *running, reason string) float64 {
 
 // logged reports whether one line of the log holds msg and every one of
 // the words.
-func logged(sink *logSink, msg string, words ...string) bool {
+func logged(sink *testkit.Buffer, msg string, words ...string) bool {
 	for line := range strings.Lines(sink.String()) {
 		if !strings.Contains(line, `"msg":"`+msg) {
 			continue

@@ -11,6 +11,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // BenchmarkIntake compares the intake (real durable buffer, fsync per
@@ -157,9 +159,9 @@ func runIntake(b *testing.B, broker, clientID string, n int) consumer {
 	return consumer{
 		connect: func() {
 			r = startSubscriber(b, cfg, q)
-			waitFor(b, "intake ready", r.Ready)
+			testkit.WaitFor(b, "intake ready", r.Ready)
 		},
-		done: func() bool { return metricValue(r.m.acked) >= float64(n) },
+		done: func() bool { return testkit.Value(b, r.m.acked) >= float64(n) },
 		stop: func() {
 			if err := r.stop(b); err != nil {
 				b.Fatal(err)

@@ -1,21 +1,15 @@
 package mqtt
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // Config validation names each bad field by its YAML key.
@@ -80,80 +74,15 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-type testPKI struct {
-	dir                          string
-	ca, serverCert, serverKey    string
-	clientCert, clientKey, other string // other: a key that matches no cert
-	caPool                       *x509.CertPool
-	server                       tls.Certificate
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) string {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey := key()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	p.caPool = x509.NewCertPool()
-	p.caPool.AddCert(caCert)
-	p.ca = writePEM(t, filepath.Join(p.dir, "ca.pem"), "CERTIFICATE", caDER)
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (certPath, keyPath string) {
-		k := key()
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, _ := x509.MarshalECPrivateKey(k)
-		return writePEM(t, filepath.Join(p.dir, name+".pem"), "CERTIFICATE", der),
-			writePEM(t, filepath.Join(p.dir, name+".key"), "EC PRIVATE KEY", kder)
-	}
-	p.serverCert, p.serverKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	p.clientCert, p.clientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
-	kder, _ := x509.MarshalECPrivateKey(key())
-	p.other = writePEM(t, filepath.Join(p.dir, "other.key"), "EC PRIVATE KEY", kder)
-	if p.server, err = tls.LoadX509KeyPair(p.serverCert, p.serverKey); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // TLS material is loaded by New, with an error naming the file's YAML key
 // and the problem: missing file, no PEM, key not matching the certificate.
 func TestTLSFileErrors(t *testing.T) {
-	p := newTestPKI(t)
-	garbage := filepath.Join(p.dir, "garbage.pem")
+	p := testkit.NewPKI(t)
+	garbage := filepath.Join(p.Dir, "garbage.pem")
 	if err := os.WriteFile(garbage, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	missing := filepath.Join(p.dir, "missing.pem")
+	missing := filepath.Join(p.Dir, "missing.pem")
 	tests := []struct {
 		name string
 		tls  TLS
@@ -161,16 +90,16 @@ func TestTLSFileErrors(t *testing.T) {
 	}{
 		{"missing ca", TLS{CAFile: missing}, []string{"mqtt.tls.ca_file", "missing.pem", "no such file"}},
 		{"ca not pem", TLS{CAFile: garbage}, []string{"mqtt.tls.ca_file", "garbage.pem", "no PEM certificate"}},
-		{"missing cert", TLS{CAFile: p.ca, CertFile: missing, KeyFile: p.clientKey}, []string{"mqtt.tls.cert_file", "no such file"}},
-		{"missing key", TLS{CAFile: p.ca, CertFile: p.clientCert, KeyFile: missing}, []string{"mqtt.tls.key_file", "no such file"}},
-		{"cert not pem", TLS{CertFile: garbage, KeyFile: p.clientKey}, []string{"mqtt.tls.cert_file", "garbage.pem"}},
-		{"key mismatch", TLS{CertFile: p.clientCert, KeyFile: p.other}, []string{"mqtt.tls.cert_file", "other.key", "does not match"}},
+		{"missing cert", TLS{CAFile: p.CAFile, CertFile: missing, KeyFile: p.ClientKeyFile}, []string{"mqtt.tls.cert_file", "no such file"}},
+		{"missing key", TLS{CAFile: p.CAFile, CertFile: p.ClientCertFile, KeyFile: missing}, []string{"mqtt.tls.key_file", "no such file"}},
+		{"cert not pem", TLS{CertFile: garbage, KeyFile: p.ClientKeyFile}, []string{"mqtt.tls.cert_file", "garbage.pem"}},
+		{"key mismatch", TLS{CertFile: p.ClientCertFile, KeyFile: p.OtherKeyFile}, []string{"mqtt.tls.cert_file", "other.key", "does not match"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig("ssl://127.0.0.1:8883")
 			cfg.TLS = tt.tls
-			_, err := New(cfg, testLogger(t), nil, &fakeSink{})
+			_, err := New(cfg, testkit.Logger(t), nil, &fakeSink{})
 			if !errors.Is(err, ErrTLSMaterial) {
 				t.Fatalf("New = %v, want ErrTLSMaterial", err)
 			}
@@ -184,28 +113,28 @@ func TestTLSFileErrors(t *testing.T) {
 // TLS: the intake verifies the broker against the configured CA and
 // presents its client certificate to a broker that requires one.
 func TestTLSClientCertificate(t *testing.T) {
-	p := newTestPKI(t)
+	p := testkit.NewPKI(t)
 	broker, _ := startMochi(t, &tls.Config{
-		Certificates: []tls.Certificate{p.server},
+		Certificates: []tls.Certificate{p.Server},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    p.caPool,
+		ClientCAs:    p.CAPool,
 		MinVersion:   tls.VersionTLS12,
 	})
 	cfg := testConfig(broker)
-	cfg.TLS = TLS{CAFile: p.ca, CertFile: p.clientCert, KeyFile: p.clientKey}
+	cfg.TLS = TLS{CAFile: p.CAFile, CertFile: p.ClientCertFile, KeyFile: p.ClientKeyFile}
 	sink := &fakeSink{}
 	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready over TLS", sub.Ready)
+	testkit.WaitFor(t, "subscriber ready over TLS", sub.Ready)
 
-	pubCfg := &tls.Config{RootCAs: p.caPool, MinVersion: tls.VersionTLS12}
-	pair, err := tls.LoadX509KeyPair(p.clientCert, p.clientKey)
+	pubCfg := &tls.Config{RootCAs: p.CAPool, MinVersion: tls.VersionTLS12}
+	pair, err := tls.LoadX509KeyPair(p.ClientCertFile, p.ClientKeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pubCfg.Certificates = []tls.Certificate{pair}
 	pub := newTLSPublisher(t, broker, pubCfg)
 	publish(t, pub, "devices/secure/telemetry", 1, false, []byte("over tls"))
-	waitFor(t, "record over TLS", func() bool { return sink.len() == 1 })
+	testkit.WaitFor(t, "record over TLS", func() bool { return sink.len() == 1 })
 }
 
 // absent returns the strings of want that s does not contain.

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // countingConn counts the writes that reach it and can be told to fail them.
@@ -176,7 +178,7 @@ func TestBufferedConnCloseWithStuckBroker(t *testing.T) {
 		}
 	}()
 	// Stuck: the kernel's buffers are full and pending is at its limit.
-	waitFor(t, "writes to back up", func() bool {
+	testkit.WaitFor(t, "writes to back up", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return len(c.pending)+16<<10 > writeBufferLimit

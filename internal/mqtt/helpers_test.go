@@ -5,9 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -17,10 +14,10 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 	edgebridgev1 "github.com/edgebridge/edgebridge/proto/edgebridge/v1"
 )
 
@@ -71,26 +68,6 @@ func (f *fakeSink) len() int {
 	return len(f.recs)
 }
 
-// waitFor polls cond until it holds, failing the test after a generous
-// deadline; it never asserts on elapsed time.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("EDGEBRIDGE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
 func testConfig(broker string) Config {
 	return Config{
 		NodeID:               "node-1",
@@ -113,11 +90,19 @@ type running struct {
 	done   chan error
 }
 
+// startReady is startSubscriber that waits until the Subscriber is ready.
+func startReady(t testing.TB, cfg Config, sink Sink) *running {
+	t.Helper()
+	r := startSubscriber(t, cfg, sink)
+	testkit.WaitFor(t, "subscriber ready", r.Ready)
+	return r
+}
+
 // startSubscriber runs a Subscriber until the test ends (or stop is called).
 func startSubscriber(t testing.TB, cfg Config, sink Sink) *running {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	s, err := New(cfg, testLogger(t), reg, sink)
+	s, err := New(cfg, testkit.Logger(t), reg, sink)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -178,27 +163,37 @@ func decode(t testing.TB, r buffer.Record) *edgebridgev1.Envelope {
 func assertNoSubscriberGoroutines(t testing.TB) {
 	t.Helper()
 	var stacks string
-	waitFor(t, "subscriber goroutines to exit", func() bool {
+	testkit.WaitFor(t, "subscriber goroutines to exit", func() bool {
 		buf := make([]byte, 1<<20)
 		stacks = string(buf[:runtime.Stack(buf, true)])
 		return !strings.Contains(stacks, "internal/mqtt.(*Subscriber)")
 	})
 }
 
-func payloadOf(device string, i int) []byte { return fmt.Appendf(nil, "%s:%08d", device, i) }
-
-// metricValue reads a counter or gauge (prometheus/testutil would add
-// go.sum entries this module does not carry).
-func metricValue(m prometheus.Metric) float64 {
-	var d dto.Metric
-	if err := m.Write(&d); err != nil {
-		panic(err)
-	}
-	if c := d.GetCounter(); c != nil {
-		return c.GetValue()
-	}
-	return d.GetGauge().GetValue()
+// spiedBroker starts an embedded broker with an ackSpy on clientID, and
+// returns a config for a Subscriber with that client id on it.
+func spiedBroker(t testing.TB, clientID string) (Config, *ackSpy) {
+	t.Helper()
+	cfg := testConfig("")
+	cfg.ClientID = clientID
+	spy := &ackSpy{client: cfg.ClientID}
+	cfg.URL, _ = startMochi(t, nil, spy)
+	return cfg, spy
 }
+
+// recordsByMQTTTopic waits until sink holds n records and returns them by
+// the MQTT topic in their envelope.
+func recordsByMQTTTopic(t testing.TB, sink *fakeSink, n int) map[string]buffer.Record {
+	t.Helper()
+	testkit.WaitFor(t, fmt.Sprintf("%d records", n), func() bool { return sink.len() == n })
+	out := map[string]buffer.Record{}
+	for _, r := range sink.records() {
+		out[decode(t, r).GetMqttTopic()] = r
+	}
+	return out
+}
+
+func payloadOf(device string, i int) []byte { return fmt.Appendf(nil, "%s:%08d", device, i) }
 
 func newTLSPublisher(t testing.TB, broker string, cfg *tls.Config) paho.Client {
 	t.Helper()

@@ -12,6 +12,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // hasRecord reports whether sink holds a record of a message with payload.
@@ -24,7 +25,7 @@ func hasRecord(t testing.TB, sink *fakeSink, payload string) bool {
 // had when connects was read, and is ready on it.
 func reconnected(t testing.TB, sub *running, connects float64) {
 	t.Helper()
-	waitFor(t, "reconnected and ready", func() bool { return metricValue(sub.m.connects) > connects && sub.Ready() })
+	testkit.WaitFor(t, "reconnected and ready", func() bool { return testkit.Value(t, sub.m.connects) > connects && sub.Ready() })
 }
 
 // Finding 13: a SUBSCRIBE makes the broker send every matching retained
@@ -65,7 +66,7 @@ func TestReconnectSubscribesOnlyWhenTheSessionIsGone(t *testing.T) {
 					if !ok {
 						t.Fatal("bridge not connected")
 					}
-					waitFor(t, "broker has every PUBACK", func() bool { return cl.State.Inflight.Len() == 0 })
+					testkit.WaitFor(t, "broker has every PUBACK", func() bool { return cl.State.Inflight.Len() == 0 })
 					cl.Stop(errors.New("dropped by the test"))
 				}}
 			},
@@ -93,16 +94,16 @@ func TestReconnectSubscribesOnlyWhenTheSessionIsGone(t *testing.T) {
 			cfg.MaxReconnectInterval = 200 * time.Millisecond
 			cfg.ConnectRetryInterval = 20 * time.Millisecond
 			sub := startSubscriber(t, cfg, sink)
-			waitFor(t, "bridge ready", sub.Ready)
-			waitFor(t, "retained messages", func() bool { return sink.len() >= 3 })
+			testkit.WaitFor(t, "bridge ready", sub.Ready)
+			testkit.WaitFor(t, "retained messages", func() bool { return sink.len() >= 3 })
 
 			for i := range 3 {
-				connects := metricValue(sub.m.connects)
+				connects := testkit.Value(t, sub.m.connects)
 				st.disrupt()
 				reconnected(t, sub, connects)
 				marker := fmt.Sprintf("after-reconnect-%d", i)
 				publish(t, newPublisher(t, st.url, "pub-"+marker), "devices/marker/telemetry", 1, false, []byte(marker))
-				waitFor(t, marker+" stored", func() bool { return hasRecord(t, sink, marker) })
+				testkit.WaitFor(t, marker+" stored", func() bool { return hasRecord(t, sink, marker) })
 			}
 			n := 0
 			for _, r := range sink.records() {
@@ -113,7 +114,7 @@ func TestReconnectSubscribesOnlyWhenTheSessionIsGone(t *testing.T) {
 			if n != tt.retained {
 				t.Errorf("%d retained records after 3 reconnects, want %d: a SUBSCRIBE to a kept session stores the retained messages again", n, tt.retained)
 			}
-			if got := metricValue(sub.m.sessionLost); got != tt.sessionLost {
+			if got := testkit.Value(t, sub.m.sessionLost); got != tt.sessionLost {
 				t.Errorf("edgebridge_mqtt_session_lost_total = %v, want %v", got, tt.sessionLost)
 			}
 		})
@@ -138,7 +139,7 @@ func TestRestartSubscribesTheCurrentRoutes(t *testing.T) {
 	cfg.ClientID = "bridge-restart"
 	cfg.Routes = cfg.Routes[:1]
 	first := startSubscriber(t, cfg, &fakeSink{})
-	waitFor(t, "first bridge ready", first.Ready)
+	testkit.WaitFor(t, "first bridge ready", first.Ready)
 	if err := first.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -146,10 +147,10 @@ func TestRestartSubscribesTheCurrentRoutes(t *testing.T) {
 	cfg.Routes = testConfig("").Routes // adds site/+/+/events
 	sink := &fakeSink{}
 	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "bridge ready", sub.Ready)
+	testkit.WaitFor(t, "bridge ready", sub.Ready)
 	publish(t, newPublisher(t, mq.url(), "pub"), "site/berlin/pump-7/events", 1, false, []byte("new route"))
-	waitFor(t, "message of the new route stored", func() bool { return hasRecord(t, sink, "new route") })
-	if got := metricValue(sub.m.sessionLost); got != 0 {
+	testkit.WaitFor(t, "message of the new route stored", func() bool { return hasRecord(t, sink, "new route") })
+	if got := testkit.Value(t, sub.m.sessionLost); got != 0 {
 		t.Errorf("edgebridge_mqtt_session_lost_total = %v after a restart onto a kept session, want 0", got)
 	}
 }
@@ -231,9 +232,9 @@ func TestSubackBelowTheRouteQoSIsNotReady(t *testing.T) {
 			pub := newPublisher(t, broker, "pub")
 
 			if tt.reason == "" {
-				waitFor(t, "bridge ready", sub.Ready)
+				testkit.WaitFor(t, "bridge ready", sub.Ready)
 				for _, r := range subscribeReasons {
-					if v := metricValue(sub.m.subscribeErrors.WithLabelValues(r)); v != 0 {
+					if v := testkit.Value(t, sub.m.subscribeErrors.WithLabelValues(r)); v != 0 {
 						t.Errorf("edgebridge_mqtt_subscribe_errors_total{reason=%q} = %v, want 0", r, v)
 					}
 				}
@@ -243,13 +244,13 @@ func TestSubackBelowTheRouteQoSIsNotReady(t *testing.T) {
 			if tt.reason == subscribeRefused {
 				// Retried on the connection: a second refusal came after
 				// the first left the loop.
-				waitFor(t, "two refusals counted", func() bool { return metricValue(errs) >= 2 })
+				testkit.WaitFor(t, "two refusals counted", func() bool { return testkit.Value(t, errs) >= 2 })
 			} else {
-				waitFor(t, "SUBACK handled", func() bool { return metricValue(errs) >= 1 || sub.Ready() })
+				testkit.WaitFor(t, "SUBACK handled", func() bool { return testkit.Value(t, errs) >= 1 || sub.Ready() })
 				// What the broker delivers at the lower QoS is stored, and
 				// the record says at which QoS it came.
 				publish(t, pub, topic, byte(tt.routeQoS), false, []byte("downgraded"))
-				waitFor(t, "message stored", func() bool { return hasRecord(t, sink, "downgraded") })
+				testkit.WaitFor(t, "message stored", func() bool { return hasRecord(t, sink, "downgraded") })
 				if q := decode(t, sink.records()[0]).GetQos(); q != uint32(tt.grant) {
 					t.Errorf("record qos %d, want the granted %d", q, tt.grant)
 				}
@@ -257,10 +258,10 @@ func TestSubackBelowTheRouteQoSIsNotReady(t *testing.T) {
 			if sub.Ready() {
 				t.Errorf("Ready() with %s granted %d for a QoS %d route", filter, tt.grant, tt.routeQoS)
 			}
-			if v := metricValue(sub.m.up); v != 0 {
+			if v := testkit.Value(t, sub.m.up); v != 0 {
 				t.Errorf("edgebridge_mqtt_up = %v, want 0", v)
 			}
-			if v := metricValue(errs); v < 1 {
+			if v := testkit.Value(t, errs); v < 1 {
 				t.Errorf("edgebridge_mqtt_subscribe_errors_total{reason=%q} = %v, want >= 1", tt.reason, v)
 			}
 		})
@@ -280,11 +281,11 @@ func TestDowngradedSubscriptionRecoversOnReconnect(t *testing.T) {
 	cfg.URL = broker
 	sub := startSubscriber(t, cfg, &fakeSink{})
 	errs := sub.m.subscribeErrors.WithLabelValues(subscribeQoSDowngraded)
-	waitFor(t, "downgrade counted", func() bool { return metricValue(errs) == 1 })
+	testkit.WaitFor(t, "downgrade counted", func() bool { return testkit.Value(t, errs) == 1 })
 
 	hook.set(nil) // the broker's policy is fixed
 	for i := range 2 {
-		connects := metricValue(sub.m.connects)
+		connects := testkit.Value(t, sub.m.connects)
 		cl, ok := srv.Clients.Get(cfg.ClientID)
 		if !ok {
 			t.Fatal("bridge not connected to mochi")
@@ -297,7 +298,7 @@ func TestDowngradedSubscriptionRecoversOnReconnect(t *testing.T) {
 	if got, want := subs.filters(), [][]string{{"devices/+/telemetry", "site/+/+/events"}, {"devices/+/telemetry"}}; !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("SUBSCRIBE filters per packet %q, want %q", got, want)
 	}
-	if v := metricValue(errs); v != 1 {
+	if v := testkit.Value(t, errs); v != 1 {
 		t.Errorf("edgebridge_mqtt_subscribe_errors_total{reason=qos_downgraded} = %v, want 1", v)
 	}
 }
@@ -346,16 +347,16 @@ func TestLateConnectionLostKeepsTheNewConnectionReady(t *testing.T) {
 	cfg := testConfig(broker)
 	cfg.ClientID = "bridge-late-lost"
 	sub := startSubscriber(t, cfg, &fakeSink{})
-	waitFor(t, "bridge ready", sub.Ready)
+	testkit.WaitFor(t, "bridge ready", sub.Ready)
 
-	connects := metricValue(sub.m.connects)
+	connects := testkit.Value(t, sub.m.connects)
 	sub.onConnect(nil) // the new connection (paho's real one stands in)
 	reconnected(t, sub, connects)
 	sub.onConnectionLost(nil, errors.New("the old connection, reported late"))
 	if !sub.Ready() {
 		t.Error("Ready() = false on a connected, subscribed bridge after a late OnConnectionLost")
 	}
-	if v := metricValue(sub.m.up); v != 1 {
+	if v := testkit.Value(t, sub.m.up); v != 1 {
 		t.Errorf("edgebridge_mqtt_up = %v, want 1", v)
 	}
 }

@@ -6,12 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 	"github.com/edgebridge/edgebridge/test/kafka"
 )
 
@@ -87,7 +88,9 @@ type env struct {
 	net    *edgeNet
 	relays []*relay
 	mq     *devstack.Mosquitto
-	br     *bridge
+	br     *devstack.Bridge
+	brLog  string      // the bridge's stdout and stderr, over every run
+	mem    *memSampler // the bridge's memory, over every run
 	v      *devstack.Verifier
 	t0     time.Time
 	link   string // how the slow link was made
@@ -202,7 +205,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.bridge != nil {
 		o.bridge(&cfg)
 	}
-	e.br = newBridge(t, e.dir, cfg, ns)
+	e.newBridge(cfg, ns)
 
 	e.v = devstack.NewVerifier()
 	vctx, vcancel := context.WithCancel(ctx)
@@ -210,6 +213,69 @@ func newEnv(t *testing.T, o envOpts) *env {
 	go func() { defer close(vdone); _ = e.v.Consume(vctx, e.kafka.Addrs(), e.topic) }()
 	t.Cleanup(func() { vcancel(); <-vdone })
 	return e
+}
+
+// newBridge writes cfg and sets up the real edgebridge binary (in network
+// namespace ns, when not empty), its log and its memory sampler; the
+// scenario starts it.
+func (e *env) newBridge(cfg devstack.BridgeConfig, ns string) {
+	t := e.t
+	t.Helper()
+	cfgPath := filepath.Join(e.dir, "edgebridge.yaml")
+	if err := cfg.WriteFile(cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	e.brLog = filepath.Join(e.dir, "edgebridge.log")
+	e.br = &devstack.Bridge{Bin: bridgeBin, Config: cfgPath, LogFile: e.brLog, Metrics: cfg.HTTPListen}
+	if ns != "" {
+		e.br.Prefix = []string{"ip", "netns", "exec", ns}
+	}
+	e.mem = sampleMemory(e.br.PID)
+	t.Cleanup(func() {
+		e.mem.close()
+		e.br.Kill()
+		if t.Failed() {
+			out, _ := os.ReadFile(e.brLog)
+			if len(out) > 6000 {
+				out = out[len(out)-6000:]
+			}
+			t.Logf("bridge log tail:\n%s", out)
+		}
+	})
+}
+
+// launchBridge starts the bridge process; it waits for nothing.
+func (e *env) launchBridge() {
+	e.t.Helper()
+	if err := e.br.Launch(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// bridgeReady waits (up to 2 minutes) for the bridge's /readyz.
+func (e *env) bridgeReady() error {
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	return e.br.WaitReady(ctx)
+}
+
+// startBridge starts the bridge and waits until it is ready.
+func (e *env) startBridge() {
+	e.t.Helper()
+	e.launchBridge()
+	if err := e.bridgeReady(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// metric returns the sum of every series of name, or -1 when /metrics
+// cannot be read.
+func (e *env) metric(name string) float64 {
+	m, err := e.br.Scrape()
+	if err != nil {
+		return -1
+	}
+	return m[name]
 }
 
 // waitFor polls cond every 50ms until it holds or timeout passes.
@@ -229,7 +295,7 @@ func (e *env) waitFor(what string, timeout time.Duration, cond func() bool) {
 func (e *env) gauge(name string) float64 {
 	e.t.Helper()
 	for range 50 {
-		if v := e.br.metric(name); v >= 0 {
+		if v := e.metric(name); v >= 0 {
 			return v
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -243,6 +309,36 @@ func (e *env) gauge(name string) float64 {
 // a broker restart.
 func newDevices(url string, n, messages int, rate float64) *devstack.Devices {
 	return &devstack.Devices{BrokerURL: url, N: n, Messages: messages, Rate: rate, Reconnect: true}
+}
+
+// traffic is devices publishing in the background until stop or the end
+// of the test.
+type traffic struct {
+	*devstack.Devices
+	cancel context.CancelFunc
+	done   <-chan error // Run's result
+}
+
+// startTraffic starts n devices publishing at rate messages per second in
+// all, riding through broker restarts, until stopped.
+func (e *env) startTraffic(n int, rate float64) *traffic {
+	ctx, cancel := context.WithCancel(e.ctx)
+	e.t.Cleanup(cancel)
+	d := newDevices(e.mq.URL(), n, 1_000_000, rate)
+	return &traffic{Devices: d, cancel: cancel, done: e.runDevices(ctx, d)}
+}
+
+// stop stops the devices and waits for them.
+func (tr *traffic) stop() {
+	tr.cancel()
+	<-tr.done
+}
+
+// waitPublished waits up to timeout until d published n more messages.
+func (e *env) waitPublished(what string, d *devstack.Devices, n int64, timeout time.Duration) {
+	e.t.Helper()
+	target := d.Published.Load() + n
+	e.waitFor(what, timeout, func() bool { return d.Published.Load() >= target })
 }
 
 // runDevices starts d in the background; the returned channel gets its
@@ -271,7 +367,7 @@ func (e *env) verify(name string, d *devstack.Devices, timeout time.Duration, r 
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	peak, _ := e.br.memory()
+	peak, _ := e.mem.memory()
 	r.Scenario = name
 	r.Messages, r.Lost, r.Duplicates = res.Acked, max(0, res.Lost-dropped), res.Duplicates
 	if dropped > 0 {
@@ -314,4 +410,30 @@ func (e *env) verify(name string, d *devstack.Devices, timeout time.Duration, r 
 		e.t.Errorf("%d out of order, %d bad records, %d devices split across partitions: %s", res.OutOfOrder, res.Bad, res.Split, res.Detail)
 	}
 	return res
+}
+
+const (
+	mBuffered = "edgebridge_buffer_records"
+	mForward  = "edgebridge_forward_records_total"
+	mKafkaUp  = "edgebridge_kafka_up"
+	mAcked    = "edgebridge_mqtt_acked_total"
+	mDropped  = "edgebridge_buffer_dropped_records_total"
+)
+
+// sleepCtx waits d: the length of an outage is the point of the test.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+}
+
+func httpGet(hostport, path string) (int, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + hostport + path)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }

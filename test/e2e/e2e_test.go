@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // stack is a mosquitto, a kfake Kafka and the real bridge configured for
@@ -22,7 +23,7 @@ type stack struct {
 	kafka  *devstack.Kafka
 	topic  string
 	bridge *devstack.Bridge
-	out    *syncBuffer // the bridge's log, printed if the test fails
+	out    *testkit.Buffer // the bridge's log, printed if the test fails
 }
 
 // startStack starts the broker, Kafka with topic and the bridge, and waits
@@ -63,7 +64,7 @@ func startStack(ctx context.Context, t *testing.T, nodeID, topic string) *stack 
 	if err := bc.WriteFile(cfgPath); err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &testkit.Buffer{}
 	s := &stack{broker: broker, kafka: kafka, topic: topic, out: out,
 		bridge: &devstack.Bridge{Bin: bin, Config: cfgPath, Output: out, Metrics: bc.HTTPListen}}
 	t.Cleanup(func() {
@@ -87,6 +88,18 @@ func (s *stack) startBridge(ctx context.Context, t *testing.T) {
 	if err := s.bridge.WaitReady(sctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startVerified starts the stack for a test of at most timeout, and a
+// verifier of its topic. The context ends with the test.
+func startVerified(t *testing.T, timeout time.Duration, nodeID, topic string) (context.Context, *stack, *devstack.Verifier) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel) // should startStack fail the test
+	st := startStack(ctx, t, nodeID, topic)
+	v := st.verifier(ctx, t)
+	t.Cleanup(cancel) // the first clean-up: the devices stop before their broker goes
+	return ctx, st, v
 }
 
 // verifier starts a verifier reading the topic from its start, through
@@ -122,11 +135,8 @@ func TestKafkaOutageAndSIGKILL(t *testing.T) {
 		topic    = "iot.telemetry"
 		outage   = 3 * time.Second
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	st := startStack(ctx, t, "e2e-node", topic)
+	ctx, st, v := startVerified(t, 3*time.Minute, "e2e-node", topic)
 	kafka, bridge := st.kafka, st.bridge
-	v := st.verifier(ctx, t)
 	sim, simDone := st.startDevices(ctx, devices, messages, 10000)
 
 	// Drive the faults by progress, not by time: cut Kafka at 20%, kill the

@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os/exec"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,11 +19,8 @@ func TestSecondSignalExitsAtOnceWithoutLoss(t *testing.T) {
 		messages = 400
 		topic    = "iot.telemetry"
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	st := startStack(ctx, t, "signal-node", topic)
+	ctx, st, v := startVerified(t, 2*time.Minute, "signal-node", topic)
 	kafka, bridge := st.kafka, st.bridge
-	v := st.verifier(ctx, t)
 
 	// Kafka goes away mid-stream, so that the forwarder holds records in
 	// flight and the shutdown has to wait for their flush.
@@ -86,24 +81,3 @@ func TestSecondSignalExitsAtOnceWithoutLoss(t *testing.T) {
 		t.Error(err)
 	}
 }
-
-// syncBuffer is an io.Writer the bridge's output goes to while the test
-// reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
-}
-
-func (b *syncBuffer) String() string { return string(b.Bytes()) }

@@ -46,17 +46,24 @@ func NewVerifier() *Verifier {
 	return &Verifier{seen: map[string][]uint16{}, max: map[string]int{}, partitions: map[string]map[int32]bool{}}
 }
 
-// Consume reads topic from the start until ctx is done, feeding v. It
-// survives the broker going away and coming back.
-func (v *Verifier) Consume(ctx context.Context, brokers []string, topic string) error {
-	cl, err := kgo.NewClient(
+// TopicReader is a Kafka client that reads topic from its start and rides
+// through the broker going away: a fetch waits up to maxWait and takes up
+// to maxBytes, and a failed request is tried again every retry.
+func TopicReader(brokers []string, topic string, maxWait time.Duration, maxBytes int32, retry time.Duration) (*kgo.Client, error) {
+	return kgo.NewClient(
 		kgo.SeedBrokers(brokers...),
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(200*time.Millisecond),
-		kgo.FetchMaxBytes(16<<20),
-		kgo.RetryBackoffFn(func(int) time.Duration { return 200 * time.Millisecond }),
+		kgo.FetchMaxWait(maxWait),
+		kgo.FetchMaxBytes(maxBytes),
+		kgo.RetryBackoffFn(func(int) time.Duration { return retry }),
 	)
+}
+
+// Consume reads topic from the start until ctx is done, feeding v. It
+// survives the broker going away and coming back.
+func (v *Verifier) Consume(ctx context.Context, brokers []string, topic string) error {
+	cl, err := TopicReader(brokers, topic, 200*time.Millisecond, 16<<20, 200*time.Millisecond)
 	if err != nil {
 		return fmt.Errorf("verifier client: %w", err)
 	}

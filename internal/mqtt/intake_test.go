@@ -18,6 +18,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // startMochi runs an embedded broker on a loopback ephemeral port and
@@ -26,7 +28,7 @@ import (
 func startMochi(t testing.TB, tlsCfg *tls.Config, hooks ...mochi.Hook) (string, *mochi.Server) {
 	t.Helper()
 	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err := srv.AddHook(new(allowAll), nil); err != nil {
+	if err := srv.AddHook(new(devstack.AllowAll), nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range hooks {
@@ -63,20 +65,6 @@ func (h *publishedHook) OnPublished(_ *mochi.Client, pk packets.Packet) {
 	default:
 	}
 }
-
-// allowAll lets every client connect, publish and subscribe. (mochi's
-// auth.AllowHook would pull its YAML dependency into go.sum.)
-type allowAll struct{ mochi.HookBase }
-
-func (h *allowAll) ID() string { return "allow-all" }
-
-func (h *allowAll) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
-}
-
-func (h *allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
-
-func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool { return true }
 
 // ackSpy records, per client, the packet ids of the PUBLISHes the broker
 // sent and of the PUBACKs it got back, in order.
@@ -136,18 +124,12 @@ func TestEnvelopeAndRouting(t *testing.T) {
 	}
 	sink := &fakeSink{}
 	before := time.Now()
-	sub := startSubscriber(t, testConfig(broker), sink)
-	waitFor(t, "subscriber ready", sub.Ready)
+	sub := startReady(t, testConfig(broker), sink)
 
 	binary := []byte{0, 1, 2, 0xff, 0xfe}
 	publish(t, pub, "devices/dev-1/telemetry", 1, false, binary)
 	publish(t, pub, "devices/dev-2/telemetry", 0, false, []byte("q0"))
-	waitFor(t, "3 records", func() bool { return sink.len() == 3 })
-
-	byTopic := map[string]buffer.Record{}
-	for _, r := range sink.records() {
-		byTopic[decode(t, r).GetMqttTopic()] = r
-	}
+	byTopic := recordsByMQTTTopic(t, sink, 3)
 	tests := []struct {
 		topic, kafka, device string
 		payload              []byte
@@ -178,11 +160,11 @@ func TestEnvelopeAndRouting(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "2 QoS 1 acks counted", func() bool { return metricValue(sub.m.acked) == 2 })
-	if got := metricValue(sub.m.received); got != 3 {
+	testkit.WaitFor(t, "2 QoS 1 acks counted", func() bool { return testkit.Value(t, sub.m.acked) == 2 })
+	if got := testkit.Value(t, sub.m.received); got != 3 {
 		t.Errorf("edgebridge_mqtt_received_total = %v, want 3", got)
 	}
-	if got := metricValue(sub.m.up); got != 1 {
+	if got := testkit.Value(t, sub.m.up); got != 1 {
 		t.Errorf("edgebridge_mqtt_up = %v, want 1", got)
 	}
 	if sink.overlap.Load() {
@@ -194,11 +176,7 @@ func TestEnvelopeAndRouting(t *testing.T) {
 // the sink has not returned, and the PUBACKs, once it did, carry the
 // packet ids in the order the broker sent the messages.
 func TestNoPubackBeforeCommitInOrder(t *testing.T) {
-	cfg := testConfig("")
-	cfg.ClientID = "bridge-spy"
-	spy := &ackSpy{client: cfg.ClientID}
-	broker, _ := startMochi(t, nil, spy)
-	cfg.URL = broker
+	cfg, spy := spiedBroker(t, "bridge-spy")
 
 	const n = 300
 	release := make(chan struct{})
@@ -213,26 +191,25 @@ func TestNoPubackBeforeCommitInOrder(t *testing.T) {
 			return ctx.Err()
 		}
 	}}
-	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
-	pub := newPublisher(t, broker, "pub")
+	sub := startReady(t, cfg, sink)
+	pub := newPublisher(t, cfg.URL, "pub")
 	for i := range n {
 		publish(t, pub, fmt.Sprintf("devices/d%d/telemetry", i%7), 1, false, payloadOf("d", i))
 	}
 	<-holding
-	waitFor(t, "all messages sent to the bridge", func() bool {
+	testkit.WaitFor(t, "all messages sent to the bridge", func() bool {
 		sent, _ := spy.snapshot()
 		return len(sent) == n
 	})
 	// Everything reached the bridge; the first Append is still held.
 	// Wait until every message is in the pipeline, so a PUBACK sent too
 	// early would have had every chance to be written.
-	waitFor(t, "messages received", func() bool { return metricValue(sub.m.received) == n })
+	testkit.WaitFor(t, "messages received", func() bool { return testkit.Value(t, sub.m.received) == n })
 	if _, acks := spy.snapshot(); len(acks) != 0 {
 		t.Fatalf("broker got %d PUBACKs before the sink committed anything", len(acks))
 	}
 	close(release)
-	waitFor(t, "all PUBACKs", func() bool {
+	testkit.WaitFor(t, "all PUBACKs", func() bool {
 		_, acks := spy.snapshot()
 		return len(acks) == n
 	})
@@ -261,27 +238,21 @@ func TestRejectedMessagesAreDeadLettered(t *testing.T) {
 	// First run subscribes to old/+/data too; the broker keeps that
 	// subscription in the session after the route is removed.
 	first := startSubscriber(t, cfg, &fakeSink{})
-	waitFor(t, "first subscriber ready", first.Ready)
+	testkit.WaitFor(t, "first subscriber ready", first.Ready)
 	if err := first.stop(t); err != nil {
 		t.Fatal(err)
 	}
 
 	cfg.Routes = cfg.Routes[:2]
 	sink := &fakeSink{}
-	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
+	sub := startReady(t, cfg, sink)
 	pub := newPublisher(t, broker, "pub")
 	big := bytes.Repeat([]byte("x"), 100)
 	publish(t, pub, "devices//telemetry", 1, false, []byte("no device"))
 	publish(t, pub, "devices/dev-9/telemetry", 1, false, big)
 	publish(t, pub, "old/dev-3/data", 1, false, []byte("stale route"))
 	publish(t, pub, "devices/dev-1/telemetry", 1, false, []byte("fine"))
-	waitFor(t, "4 records", func() bool { return sink.len() == 4 })
-
-	got := map[string]buffer.Record{}
-	for _, r := range sink.records() {
-		got[decode(t, r).GetMqttTopic()] = r
-	}
+	got := recordsByMQTTTopic(t, sink, 4)
 	tests := []struct {
 		topic, reason, kafka, key string
 	}{
@@ -302,22 +273,18 @@ func TestRejectedMessagesAreDeadLettered(t *testing.T) {
 		t.Errorf("oversized dead letter: payload %d bytes, attributes %v; want all 100 bytes and payload_bytes=100", len(e.GetPayload()), e.GetAttributes())
 	}
 	for _, reason := range []string{ReasonNoDeviceID, ReasonPayloadTooLarge, ReasonNoRoute} {
-		if v := metricValue(sub.m.rejected.WithLabelValues(reason)); v != 1 {
+		if v := testkit.Value(t, sub.m.rejected.WithLabelValues(reason)); v != 1 {
 			t.Errorf("edgebridge_mqtt_rejected_total{reason=%q} = %v, want 1", reason, v)
 		}
 	}
 	// Dead letters are acknowledged like the rest: the broker forgets them.
-	waitFor(t, "4 acks", func() bool { return metricValue(sub.m.acked) == 4 })
+	testkit.WaitFor(t, "4 acks", func() bool { return testkit.Value(t, sub.m.acked) == 4 })
 }
 
 // A failing sink (an I/O error) is retried with the same batch, in order,
 // and nothing is acknowledged until it succeeds.
 func TestSinkErrorsAreRetried(t *testing.T) {
-	cfg := testConfig("")
-	cfg.ClientID = "bridge-retry"
-	spy := &ackSpy{client: cfg.ClientID}
-	broker, _ := startMochi(t, nil, spy)
-	cfg.URL = broker
+	cfg, spy := spiedBroker(t, "bridge-retry")
 	fails := 3
 	var mu sync.Mutex
 	sink := &fakeSink{}
@@ -333,13 +300,12 @@ func TestSinkErrorsAreRetried(t *testing.T) {
 		}
 		return nil
 	}
-	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
-	pub := newPublisher(t, broker, "pub")
+	sub := startReady(t, cfg, sink)
+	pub := newPublisher(t, cfg.URL, "pub")
 	publish(t, pub, "devices/a/telemetry", 1, false, []byte("1"))
-	waitFor(t, "record stored", func() bool { return sink.len() == 1 })
-	waitFor(t, "PUBACK", func() bool { _, a := spy.snapshot(); return len(a) == 1 })
-	if v := metricValue(sub.m.commitErrors); v != 3 {
+	testkit.WaitFor(t, "record stored", func() bool { return sink.len() == 1 })
+	testkit.WaitFor(t, "PUBACK", func() bool { _, a := spy.snapshot(); return len(a) == 1 })
+	if v := testkit.Value(t, sub.m.commitErrors); v != 3 {
 		t.Errorf("edgebridge_mqtt_commit_errors_total = %v, want 3", v)
 	}
 }
@@ -347,15 +313,10 @@ func TestSinkErrorsAreRetried(t *testing.T) {
 // A sink that is closed for good (buffer.ErrClosed) stops the intake: Run
 // returns an error naming it, and nothing is acknowledged.
 func TestClosedSinkStopsRun(t *testing.T) {
-	cfg := testConfig("")
-	cfg.ClientID = "bridge-closed"
-	spy := &ackSpy{client: cfg.ClientID}
-	broker, _ := startMochi(t, nil, spy)
-	cfg.URL = broker
+	cfg, spy := spiedBroker(t, "bridge-closed")
 	sink := &fakeSink{hook: func(context.Context, []buffer.Record) error { return buffer.ErrClosed }}
-	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
-	pub := newPublisher(t, broker, "pub")
+	sub := startReady(t, cfg, sink)
+	pub := newPublisher(t, cfg.URL, "pub")
 	publish(t, pub, "devices/a/telemetry", 1, false, []byte("1"))
 	select {
 	case err := <-sub.done:
@@ -391,8 +352,7 @@ func TestStopWithBlockedSink(t *testing.T) {
 		<-ctx.Done()
 		return fmt.Errorf("%w: %w", buffer.ErrFull, ctx.Err())
 	}}
-	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
+	sub := startReady(t, cfg, sink)
 	pub := newPublisher(t, broker, "pub")
 	for i := range 50 {
 		publish(t, pub, "devices/a/telemetry", 1, false, payloadOf("a", i))
@@ -410,24 +370,19 @@ func TestStopWithBlockedSink(t *testing.T) {
 // Shutdown: what was received before the stop is committed and
 // acknowledged when the sink allows it (fewer duplicates on restart).
 func TestStopCommitsWhatWasReceived(t *testing.T) {
-	cfg := testConfig("")
-	cfg.ClientID = "bridge-drain"
-	spy := &ackSpy{client: cfg.ClientID}
-	broker, _ := startMochi(t, nil, spy)
-	cfg.URL = broker
+	cfg, spy := spiedBroker(t, "bridge-drain")
 	release := make(chan struct{})
 	sink := &fakeSink{hook: func(ctx context.Context, recs []buffer.Record) error {
 		<-release
 		return nil
 	}}
-	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "subscriber ready", sub.Ready)
-	pub := newPublisher(t, broker, "pub")
+	sub := startReady(t, cfg, sink)
+	pub := newPublisher(t, cfg.URL, "pub")
 	const n = 20
 	for i := range n {
 		publish(t, pub, "devices/a/telemetry", 1, false, payloadOf("a", i))
 	}
-	waitFor(t, "messages received", func() bool { return metricValue(sub.m.received) == n })
+	testkit.WaitFor(t, "messages received", func() bool { return testkit.Value(t, sub.m.received) == n })
 	sub.cancel()
 	close(release)
 	if err := sub.stop(t); err != nil {
@@ -436,7 +391,7 @@ func TestStopCommitsWhatWasReceived(t *testing.T) {
 	if sink.len() != n {
 		t.Errorf("sink holds %d records, want %d", sink.len(), n)
 	}
-	waitFor(t, "PUBACKs", func() bool { _, a := spy.snapshot(); return len(a) == n })
+	testkit.WaitFor(t, "PUBACKs", func() bool { _, a := spy.snapshot(); return len(a) == n })
 }
 
 func TestNewRejectsBadArguments(t *testing.T) {
@@ -446,12 +401,12 @@ func TestNewRejectsBadArguments(t *testing.T) {
 	if _, err := New(cfg, nil, nil, &fakeSink{}); err != nil {
 		t.Errorf("New with nil logger and registerer: %v", err)
 	}
-	if _, err := New(cfg, testLogger(t), nil, nil); err == nil {
+	if _, err := New(cfg, testkit.Logger(t), nil, nil); err == nil {
 		t.Error("New with nil sink succeeded")
 	}
 	bad := cfg
 	bad.Routes = nil
-	if _, err := New(bad, testLogger(t), nil, &fakeSink{}); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "routes") {
+	if _, err := New(bad, testkit.Logger(t), nil, &fakeSink{}); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "routes") {
 		t.Errorf("New without routes = %v", err)
 	}
 }

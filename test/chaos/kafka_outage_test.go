@@ -3,39 +3,18 @@
 package chaos
 
 import (
-	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/edgebridge/edgebridge/internal/devstack"
 )
-
-const (
-	mBuffered = "edgebridge_buffer_records"
-	mForward  = "edgebridge_forward_records_total"
-	mKafkaUp  = "edgebridge_kafka_up"
-	mAcked    = "edgebridge_mqtt_acked_total"
-	mDropped  = "edgebridge_buffer_dropped_records_total"
-)
-
-// sleepCtx waits d: the length of an outage is the point of the test.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	select {
-	case <-time.After(d):
-	case <-ctx.Done():
-	}
-}
 
 // Contract 2, 4: Kafka is unreachable for a long time while traffic goes
 // on; the backlog lives on disk (memory stays flat) and drains after the
 // heal while live traffic continues.
 func TestS2LongPartition(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.br.startReady(e.ctx)
+	e.startBridge()
 	outage := pick(60*time.Second, 10*time.Minute)
 	after := pick(30*time.Second, 2*time.Minute)
 	r := pick(4000.0, 2000.0)
@@ -48,9 +27,9 @@ func TestS2LongPartition(t *testing.T) {
 	e.kafka.Broker(0).Stop(30 * time.Second)
 	cut := time.Now()
 	sleepCtx(e.ctx, outage/4)
-	rssEarly, _ := procMem(e.br.pid())
+	rssEarly, _ := procMem(e.br.PID())
 	sleepCtx(e.ctx, outage-time.Since(cut))
-	rssLate, _ := procMem(e.br.pid())
+	rssLate, _ := procMem(e.br.PID())
 	buffered := e.gauge(mBuffered)
 	if up := e.gauge(mKafkaUp); up != 0 {
 		t.Errorf("edgebridge_kafka_up = %v after %s without Kafka", up, outage)
@@ -67,7 +46,7 @@ func TestS2LongPartition(t *testing.T) {
 	if err := <-ddone; err != nil {
 		t.Fatalf("devices: %v", err)
 	}
-	peak, samples := e.br.memory()
+	peak, samples := e.mem.memory()
 	t.Logf("outage %s: %.0f records buffered, drained in %s with live traffic (%.0f forwarded, net backlog drain %s); RSS at 1/4 of the outage %s, at its end %s, peak %s, %d samples",
 		outage, buffered, drainDur.Round(time.Millisecond), forwarded, rate(buffered, drainDur), mib(rssEarly), mib(rssLate), mib(peak), len(samples))
 	// Flat: the backlog is on disk. Allow for GC slack, not for growth
@@ -89,18 +68,15 @@ func TestS3Blackhole(t *testing.T) {
 	hold := pick(30*time.Second, 5*time.Minute)
 	run := func(t *testing.T, name string, netns bool, cut, heal func(e *env)) {
 		e := newEnv(t, envOpts{netns: netns})
-		e.br.startReady(e.ctx)
-		d := newDevices(e.mq.URL(), 20, 1_000_000, 2000)
-		dctx, dcancel := context.WithCancel(e.ctx)
-		defer dcancel()
-		ddone := e.runDevices(dctx, d)
+		e.startBridge()
+		d := e.startTraffic(20, 2000)
 		e.waitFor("traffic", time.Minute, func() bool { return e.gauge(mForward) >= 10000 })
 		cut(e)
 		t0 := time.Now()
 		e.waitFor("edgebridge_kafka_up to drop to 0 (timeouts firing)", 60*time.Second, func() bool { return e.gauge(mKafkaUp) == 0 })
 		detected := time.Since(t0)
 		sleepCtx(e.ctx, hold-time.Since(t0))
-		if code, _ := httpGet(e.br.http.Metrics, "/healthz"); code != http.StatusOK {
+		if code, _ := httpGet(e.br.Metrics, "/healthz"); code != http.StatusOK {
 			t.Errorf("/healthz = %d during the blackhole: a Kafka outage must not fail liveness", code)
 		}
 		buffered := e.gauge(mBuffered)
@@ -108,11 +84,9 @@ func TestS3Blackhole(t *testing.T) {
 		healed := time.Now()
 		e.waitFor("the backlog to drain", 10*time.Minute, func() bool { return e.gauge(mBuffered) < 2000 })
 		drain := time.Since(healed)
-		target := d.Published.Load() + 5000
-		e.waitFor("traffic after the heal", time.Minute, func() bool { return d.Published.Load() >= target })
-		dcancel()
-		<-ddone
-		e.verify(name, d, 5*time.Minute, row{
+		e.waitPublished("traffic after the heal", d.Devices, 5000, time.Minute)
+		d.stop()
+		e.verify(name, d.Devices, 5*time.Minute, row{
 			Drain: rate(buffered, drain),
 			Notes: fmt.Sprintf("%s for %s under 2k msg/s; Kafka reported down after %s; %.0f buffered, drained in %s",
 				map[bool]string{true: "every packet on the Kafka link dropped (iptables DROP in the namespace)", false: "Kafka broker SIGSTOPped"}[netns],
@@ -139,16 +113,6 @@ func TestS3Blackhole(t *testing.T) {
 	})
 }
 
-func httpGet(hostport, path string) (int, error) {
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + hostport + path)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
 // Contract 2, 3: leader failover on three brokers (RF 3, min ISR 2). One
 // broker is SIGKILLed under load: the others take over. Then two are
 // stopped: acks=all fails with NOT_ENOUGH_REPLICAS and the bridge holds the
@@ -158,12 +122,9 @@ func TestS4LeaderFailover(t *testing.T) {
 	if err := e.kafka.CreateTopic(e.ctx, "probe", 3); err != nil {
 		t.Fatal(err)
 	}
-	e.br.startReady(e.ctx)
+	e.startBridge()
 	const r = 2000.0
-	d := newDevices(e.mq.URL(), 20, 1_000_000, r)
-	dctx, dcancel := context.WithCancel(e.ctx)
-	defer dcancel()
-	ddone := e.runDevices(dctx, d)
+	d := e.startTraffic(20, r)
 	e.waitFor("traffic", time.Minute, func() bool { return e.gauge(mForward) >= 10000 })
 
 	// 1. SIGKILL one broker: leaders move, production goes on.
@@ -203,112 +164,20 @@ func TestS4LeaderFailover(t *testing.T) {
 	}
 	e.waitFor("the backlog to drain", 10*time.Minute, func() bool { return e.gauge(mBuffered) < r })
 	drain := time.Since(restored)
-	target := d.Published.Load() + 5000
-	e.waitFor("traffic after the restore", time.Minute, func() bool { return d.Published.Load() >= target })
-	dcancel()
-	<-ddone
-	e.verify("4 leader failover", d, 5*time.Minute, row{
+	e.waitPublished("traffic after the restore", d.Devices, 5000, time.Minute)
+	d.stop()
+	e.verify("4 leader failover", d.Devices, 5*time.Minute, row{
 		Drain: rate(buffered, drain),
 		Notes: fmt.Sprintf("3 brokers, RF 3, min ISR 2, 2k msg/s: 1 SIGKILLed (10k more records acked %s later), then 2 stopped: NOT_ENOUGH_REPLICAS for %s, %.0f held in the buffer, drained %s after the first broker restart began (JVM start included)",
 			failover.Round(100*time.Millisecond), hold, buffered, drain.Round(100*time.Millisecond)),
 	}, 0)
 }
 
-// mountTmpfs mounts a tmpfs of size at a new directory; unmounted in
-// cleanup (registered before the bridge's, so it runs after the bridge is
-// gone).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	needRoot(t, "a tmpfs mount")
-	dir := filepath.Join(t.TempDir(), "small-disk")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := run("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = run("umount", "-l", dir) })
-	return filepath.Join(dir, "buffer")
-}
-
-// Contract 1, 4: the buffer's filesystem fills during a partition. With
-// when_full block the bridge stops acknowledging and mosquitto keeps the
-// rest: nothing is lost. With drop_oldest exactly the counted drops are
-// missing.
-func TestS7DiskFull(t *testing.T) {
-	t.Run("block", func(t *testing.T) {
-		dir := mountTmpfs(t, "48m")
-		e := newEnv(t, envOpts{bufferDir: dir, bridge: func(c *devstack.BridgeConfig) {
-			c.MaxBytes, c.SegmentBytes, c.MinFreeDisk, c.WhenFull = "1GiB", "4MiB", "2MiB", "block"
-		}})
-		e.br.startReady(e.ctx)
-		e.kafka.Broker(0).Stop(30 * time.Second)
-		d := newDevices(e.mq.URL(), 20, pick(20000, 50000), 0)
-		if err := <-e.runDevices(e.ctx, d); err != nil {
-			t.Fatalf("devices: %v", err)
-		}
-		// The bridge stops taking messages once the disk is full.
-		var last float64 = -1
-		e.waitFor("the bridge to stop acknowledging", 5*time.Minute, func() bool {
-			a := e.gauge(mAcked)
-			stable := a == last
-			last = a
-			time.Sleep(time.Second)
-			return stable
-		})
-		acked := e.gauge(mAcked)
-		if acked >= float64(d.Total()) {
-			t.Fatalf("the bridge acknowledged all %d messages: the disk never filled (make the test write more)", d.Total())
-		}
-		buffered := e.gauge(mBuffered)
-		t.Logf("disk full: bridge acknowledged %.0f of %d, %.0f buffered; mosquitto holds the rest", acked, d.Total(), buffered)
-		if err := e.kafka.Restart(e.ctx, e.kafka.Broker(0)); err != nil {
-			t.Fatal(err)
-		}
-		healed := time.Now()
-		e.waitFor("every message in Kafka", 10*time.Minute, func() bool { return e.v.Counts().Unique >= d.Total() })
-		e.verify("7a disk full: block", d, 5*time.Minute, row{
-			Drain: rate(float64(d.Total())-acked+buffered, time.Since(healed)),
-			Notes: fmt.Sprintf("buffer on a 48 MiB tmpfs, Kafka down: the bridge stopped acknowledging at %.0f of %d messages (%.0f buffered), mosquitto held the rest", acked, d.Total(), buffered),
-		}, 0)
-	})
-	t.Run("drop_oldest", func(t *testing.T) {
-		dir := mountTmpfs(t, "96m")
-		e := newEnv(t, envOpts{bufferDir: dir, bridge: func(c *devstack.BridgeConfig) {
-			c.MaxBytes, c.SegmentBytes, c.MinFreeDisk, c.WhenFull = "16MiB", "4MiB", "2MiB", "drop_oldest"
-		}})
-		e.br.startReady(e.ctx)
-		e.kafka.Broker(0).Stop(30 * time.Second)
-		d := newDevices(e.mq.URL(), 20, pick(15000, 50000), 0)
-		if err := <-e.runDevices(e.ctx, d); err != nil {
-			t.Fatalf("devices: %v", err)
-		}
-		e.waitFor("the bridge to take every message", 5*time.Minute, func() bool { return e.gauge(mAcked) >= float64(d.Total()) })
-		dropped := e.gauge(mDropped)
-		buffered := e.gauge(mBuffered)
-		if dropped == 0 {
-			t.Fatalf("no drops with %d messages into max_bytes 16MiB: the test proves nothing", d.Total())
-		}
-		if err := e.kafka.Restart(e.ctx, e.kafka.Broker(0)); err != nil {
-			t.Fatal(err)
-		}
-		healed := time.Now()
-		e.waitFor("the buffer to drain", 10*time.Minute, func() bool { return e.gauge(mBuffered) == 0 })
-		e.verify("7b disk full: drop_oldest", d, 5*time.Minute, row{
-			Drain: rate(buffered, time.Since(healed)),
-			Notes: fmt.Sprintf("max_bytes 16MiB on a 96 MiB tmpfs, Kafka down: %.0f dropped and counted in %s; %.0f kept and delivered", dropped, mDropped, buffered),
-		}, int64(dropped))
-		if got := e.gauge(mDropped); got != dropped {
-			t.Errorf("drops went on after the partition: %v then %v", dropped, got)
-		}
-	})
-}
-
 // Contract 2: a slow, lossy uplink (300ms each way, 5% loss each way).
 // Throughput is reported; nothing is lost.
 func TestS8SlowLossyUplink(t *testing.T) {
 	e := newEnv(t, envOpts{netns: true, slowLink: true})
-	e.br.startReady(e.ctx)
+	e.startBridge()
 	dur := pick(60*time.Second, 5*time.Minute)
 	const r = 1000.0
 	const n = 20
@@ -327,43 +196,5 @@ func TestS8SlowLossyUplink(t *testing.T) {
 		Drain: rate(float64(d.Total()), took),
 		Notes: fmt.Sprintf("%.0f msg/s offered for %s; %s; all in Kafka %s after the first publish",
 			r, dur, e.link, took.Round(100*time.Millisecond)),
-	}, 0)
-}
-
-// Contract 2: start-up with a large backlog. The bridge is SIGKILLed with
-// 1M records buffered; how long until it is ready and produces again.
-func TestS9RestartWithBacklog(t *testing.T) {
-	e := newEnv(t, envOpts{})
-	e.br.startReady(e.ctx)
-	total := pick(1_000_000, 1_000_000)
-	e.kafka.Broker(0).Stop(30 * time.Second)
-	d := newDevices(e.mq.URL(), 50, total/50, 0)
-	fill := time.Now()
-	if err := <-e.runDevices(e.ctx, d); err != nil {
-		t.Fatalf("devices: %v", err)
-	}
-	e.waitFor("every record in the buffer", 10*time.Minute, func() bool { return e.gauge(mBuffered) >= float64(total) })
-	filled := time.Since(fill)
-	e.br.kill()
-	if err := e.kafka.Restart(e.ctx, e.kafka.Broker(0)); err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Now()
-	e.br.start()
-	if err := e.br.waitReady(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	ready := time.Since(t0)
-	e.waitFor("the first produce", 5*time.Minute, func() bool { return e.br.metric(mForward) > 0 })
-	first := time.Since(t0)
-	// 1M records drain at tens of thousands per second on loopback; minutes
-	// here means the forwarder or the buffer is crawling.
-	e.waitFor("the backlog to drain (at least ~4k rec/s)", 4*time.Minute, func() bool { return e.gauge(mBuffered) == 0 })
-	drain := time.Since(t0)
-	t.Logf("filled %d in %s; after SIGKILL: ready in %s, first produce in %s, drained in %s", total, filled.Round(time.Millisecond), ready.Round(time.Millisecond), first.Round(time.Millisecond), drain.Round(time.Millisecond))
-	e.verify("9 restart with 1M buffered", d, 5*time.Minute, row{
-		Drain: rate(float64(total), drain-first),
-		Notes: fmt.Sprintf("%d records buffered (Kafka down, filled in %s), bridge SIGKILLed and started: ready (/readyz) in %s, first produce in %s, drained in %s",
-			total, filled.Round(time.Second), ready.Round(time.Millisecond), first.Round(time.Millisecond), drain.Round(time.Second)),
 	}, 0)
 }

@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgebridge/edgebridge/internal/buffer"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
 // mosquitto is a real broker run by a test, on a loopback ephemeral port,
@@ -102,7 +102,7 @@ func (m *mosquitto) start() {
 	}
 	m.exit = make(chan struct{})
 	go func(cmd *exec.Cmd, exit chan struct{}) { _ = cmd.Wait(); close(exit) }(m.cmd, m.exit)
-	waitFor(m.t, "mosquitto to listen", func() bool {
+	testkit.WaitFor(m.t, "mosquitto to listen", func() bool {
 		select {
 		case <-m.exit:
 			log, _ := os.ReadFile(filepath.Join(m.dir, "mosquitto.log"))
@@ -140,7 +140,7 @@ func (m *mosquitto) kill() {
 // openBuffer opens the real durable buffer in dir.
 func openBuffer(t testing.TB, dir string) *buffer.Queue {
 	t.Helper()
-	q, err := buffer.Open(buffer.Config{Dir: dir, MinFreeDisk: -1}, testLogger(t), prometheus.NewRegistry())
+	q, err := buffer.Open(buffer.Config{Dir: dir, MinFreeDisk: -1}, testkit.Logger(t), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatalf("open buffer: %v", err)
 	}
@@ -253,9 +253,9 @@ func TestHelperBridgeChild(t *testing.T) {
 	}}
 	_ = q // held open, as by the daemon, when the SIGKILL comes
 	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "ready", sub.Ready)
+	testkit.WaitFor(t, "ready", sub.Ready)
 	fmt.Println("child: ready")
-	waitFor(t, "messages", func() bool { return metricValue(sub.m.received) >= float64(want) })
+	testkit.WaitFor(t, "messages", func() bool { return testkit.Value(t, sub.m.received) >= float64(want) })
 	fmt.Println("child: received")
 	select {} // until SIGKILL
 }
@@ -287,14 +287,7 @@ func TestRedeliveryAfterSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	lines := testkit.Lines(out)
 	expect := func(want string) {
 		t.Helper()
 		timeout := time.After(60 * time.Second)
@@ -362,20 +355,20 @@ func TestNoPubackBeforeCommitAtMosquitto(t *testing.T) {
 		return nil
 	}}
 	sub := startSubscriber(t, cfg, sink)
-	waitFor(t, "bridge ready", sub.Ready)
+	testkit.WaitFor(t, "bridge ready", sub.Ready)
 	pub := newPublisher(t, mq.url(), "pub")
 	const committed, held = 10, 40
 	for i := range committed {
 		publish(t, pub, "devices/o/telemetry", 1, false, payloadOf("o", i))
 	}
-	waitFor(t, "first messages acknowledged", func() bool { return metricValue(sub.m.acked) == committed })
+	testkit.WaitFor(t, "first messages acknowledged", func() bool { return testkit.Value(t, sub.m.acked) == committed })
 	mu.Lock()
 	blocking = true
 	mu.Unlock()
 	for i := committed; i < committed+held; i++ {
 		publish(t, pub, "devices/o/telemetry", 1, false, payloadOf("o", i))
 	}
-	waitFor(t, "held messages received", func() bool { return metricValue(sub.m.received) == committed+held })
+	testkit.WaitFor(t, "held messages received", func() bool { return testkit.Value(t, sub.m.received) == committed+held })
 	if err := sub.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +465,7 @@ func TestPerDeviceOrderAcrossReconnects(t *testing.T) {
 	cfg.MaxReconnectInterval = 200 * time.Millisecond
 	cfg.ConnectRetryInterval = 20 * time.Millisecond
 	sub := startSubscriber(t, cfg, q)
-	waitFor(t, "bridge ready", sub.Ready)
+	testkit.WaitFor(t, "bridge ready", sub.Ready)
 
 	devices := []string{"d0", "d1", "d2", "d3", "d4"}
 	const per = 4000
@@ -489,10 +482,10 @@ func TestPerDeviceOrderAcrossReconnects(t *testing.T) {
 	}()
 	total := len(devices) * per
 	for _, at := range []float64{0.2, 0.5, 0.8} {
-		waitFor(t, "progress", func() bool { return metricValue(sub.m.acked) >= at*float64(total) })
-		lost := metricValue(sub.m.connLost)
+		testkit.WaitFor(t, "progress", func() bool { return testkit.Value(t, sub.m.acked) >= at*float64(total) })
+		lost := testkit.Value(t, sub.m.connLost)
 		proxy.cut()
-		waitFor(t, "reconnect", func() bool { return metricValue(sub.m.connLost) > lost && sub.Ready() })
+		testkit.WaitFor(t, "reconnect", func() bool { return testkit.Value(t, sub.m.connLost) > lost && sub.Ready() })
 	}
 	<-pubDone
 	seen := map[string]int{}
@@ -519,7 +512,7 @@ func TestBacklogDrainedInOrder(t *testing.T) {
 	cfg := testConfig(mq.url())
 	cfg.ClientID = "bridge-backlog"
 	first := startSubscriber(t, cfg, &fakeSink{})
-	waitFor(t, "session created", first.Ready)
+	testkit.WaitFor(t, "session created", first.Ready)
 	if err := first.stop(t); err != nil {
 		t.Fatal(err)
 	}

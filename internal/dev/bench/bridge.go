@@ -5,42 +5,19 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 )
 
-// BridgeConfig renders the bridge's config file for a run: production
-// defaults everywhere (zstd, linger 5ms, acks=all, an fsync per group
-// commit), a buffer large enough for the backlog scenarios, and pprof on.
-func BridgeConfig(nodeID, mqttURL string, brokers []string, topic, bufferDir, listen string) string {
-	q := strconv.Quote
-	bs := make([]string, len(brokers))
-	for i, b := range brokers {
-		bs[i] = q(b)
+// bridgeConfig is the bridge's config for a run: production defaults
+// everywhere (zstd, linger 5ms, acks=all, an fsync per group commit), a
+// buffer large enough for the backlog scenarios, and pprof on.
+func bridgeConfig(nodeID, mqttURL string, brokers []string, topic, bufferDir, listen string) devstack.BridgeConfig {
+	return devstack.BridgeConfig{
+		NodeID: nodeID, MQTTURL: mqttURL, Filter: TopicFilter, Brokers: brokers, Topic: topic,
+		BufferDir: bufferDir, MaxBytes: "4GiB", HTTPListen: listen, Pprof: true, Production: true,
 	}
-	return fmt.Sprintf(`# written by edgebridge-bench
-node_id: %s
-shutdown_timeout: 10s
-mqtt:
-  url: %s
-routes:
-  - filter: %s
-    kafka_topic: %s
-buffer:
-  dir: %s
-  max_bytes: 4GiB
-kafka:
-  brokers: [%s]
-http:
-  listen: %s
-  pprof: true
-log:
-  level: info
-  format: text
-`, q(nodeID), q(mqttURL), q(TopicFilter), q(topic), q(bufferDir), strings.Join(bs, ", "), q(listen))
 }
 
 // profile fetches a CPU profile of d (whole seconds, at least one) from

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgebridge/edgebridge/internal/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
@@ -213,7 +213,7 @@ func newBridge(o Options, node, mqttURL string, brokers []string, topic string) 
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := filepath.Join(dir, "edgebridge.yaml")
-	if err := os.WriteFile(cfg, []byte(BridgeConfig(node, mqttURL, brokers, topic, filepath.Join(dir, "buffer"), listen)), 0o644); err != nil {
+	if err := bridgeConfig(node, mqttURL, brokers, topic, filepath.Join(dir, "buffer"), listen).WriteFile(cfg); err != nil {
 		return nil, err
 	}
 	logFile, err := os.Create(cfg + ".log")

@@ -7,6 +7,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
 )
 
 // Consumer reads the bridge's Kafka topic from the start and notes each
@@ -18,14 +20,7 @@ type Consumer struct {
 
 // NewConsumer connects to brokers; Run consumes.
 func NewConsumer(brokers []string, topic string) (*Consumer, error) {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers...),
-		kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(500*time.Millisecond),
-		kgo.FetchMaxBytes(64<<20),
-		kgo.RetryBackoffFn(func(int) time.Duration { return 100 * time.Millisecond }),
-	)
+	cl, err := devstack.TopicReader(brokers, topic, 500*time.Millisecond, 64<<20, 100*time.Millisecond)
 	if err != nil {
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}

@@ -168,6 +168,24 @@ func TestDevicesOnMochi(t *testing.T) {
 	}
 }
 
+// loadBridgeConfig writes c, with the addresses and paths of a test, and
+// loads it as edgebridge does, failing the test if edgebridge rejects it.
+func loadBridgeConfig(t *testing.T, c BridgeConfig) *config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	c.NodeID, c.MQTTURL, c.Brokers, c.Topic = "n1", "tcp://127.0.0.1:1883", []string{"127.0.0.1:9092"}, "t"
+	c.BufferDir, c.HTTPListen = filepath.Join(dir, "buffer"), "127.0.0.1:0"
+	path := filepath.Join(dir, "edgebridge.yaml")
+	if err := c.WriteFile(path); err != nil {
+		t.Fatal(err)
+	}
+	got, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("edgebridge rejects the dev stack's config: %v\n%s", err, c.YAML())
+	}
+	return got
+}
+
 // The config file the dev stack writes is one edgebridge accepts, with the
 // dev stack's buffer defaults and with a test's own.
 func TestBridgeConfigLoads(t *testing.T) {
@@ -184,18 +202,7 @@ func TestBridgeConfigLoads(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			c := tt.cfg
-			c.NodeID, c.MQTTURL, c.Brokers, c.Topic = "n1", "tcp://127.0.0.1:1883", []string{"127.0.0.1:9092"}, "t"
-			c.BufferDir, c.HTTPListen = filepath.Join(dir, "buffer"), "127.0.0.1:0"
-			path := filepath.Join(dir, "edgebridge.yaml")
-			if err := c.WriteFile(path); err != nil {
-				t.Fatal(err)
-			}
-			got, err := config.Load(path)
-			if err != nil {
-				t.Fatalf("edgebridge rejects the dev stack's config: %v\n%s", err, c.YAML())
-			}
+			got := loadBridgeConfig(t, tt.cfg)
 			if b := got.Buffer; b.MaxBytes != tt.maxBytes || b.SegmentBytes != tt.segmentBytes || b.WhenFull != tt.whenFull {
 				t.Errorf("buffer max_bytes %d segment_bytes %d when_full %q, want %d %d %q",
 					b.MaxBytes, b.SegmentBytes, b.WhenFull, tt.maxBytes, tt.segmentBytes, tt.whenFull)
@@ -204,6 +211,19 @@ func TestBridgeConfigLoads(t *testing.T) {
 				t.Errorf("kafka metadata_min_age %s metadata_max_age %s, want 500ms 5s", f.MetadataMinAge, f.MetadataMaxAge)
 			}
 		})
+	}
+}
+
+// The bench's config (Production) is one edgebridge accepts, with
+// edgebridge's own Kafka defaults, not the dev stack's pacing, and pprof on.
+func TestProductionBridgeConfigLoads(t *testing.T) {
+	got := loadBridgeConfig(t, BridgeConfig{MaxBytes: "4GiB", Pprof: true, Production: true})
+	if got.Buffer.MaxBytes != 4<<30 || !got.HTTP.Pprof {
+		t.Errorf("buffer max_bytes %d, http.pprof %v; want 4GiB and true", got.Buffer.MaxBytes, got.HTTP.Pprof)
+	}
+	if f := got.Forward; f.MetadataMinAge == 500*time.Millisecond || f.ProduceRequestTimeout == 3*time.Second {
+		t.Errorf("kafka metadata_min_age %s produce_request_timeout %s: the dev stack's pacing, want edgebridge's defaults",
+			f.MetadataMinAge, f.ProduceRequestTimeout)
 	}
 }
 

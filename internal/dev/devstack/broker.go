@@ -41,7 +41,7 @@ func StartMochi(log *slog.Logger) (*Mochi, error) {
 	// The default (8192) silently drops what a busy subscriber has not read.
 	caps.MaximumClientWritesPending = 1 << 16
 	srv := mochi.New(&mochi.Options{Capabilities: caps, Logger: log})
-	if err := srv.AddHook(new(allowAll), nil); err != nil {
+	if err := srv.AddHook(new(AllowAll), nil); err != nil {
 		return nil, fmt.Errorf("mochi auth hook: %w", err)
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0"})
@@ -52,16 +52,18 @@ func StartMochi(log *slog.Logger) (*Mochi, error) {
 	return &Mochi{srv: srv, addr: tcp.Address()}, nil
 }
 
-// allowAll lets every client connect, publish and subscribe (loopback only).
-// mochi's own auth.AllowHook would pull in a second YAML module.
-type allowAll struct{ mochi.HookBase }
+// AllowAll is a mochi hook that lets every client connect, publish and
+// subscribe (loopback only); the mqtt package's tests add it to their own
+// embedded brokers. mochi's own auth.AllowHook would pull in a second YAML
+// module.
+type AllowAll struct{ mochi.HookBase }
 
-func (h *allowAll) ID() string { return "allow-all" }
-func (h *allowAll) Provides(b byte) bool {
+func (h *AllowAll) ID() string { return "allow-all" }
+func (h *AllowAll) Provides(b byte) bool {
 	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
 }
-func (h *allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
-func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool              { return true }
+func (h *AllowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+func (h *AllowAll) OnACLCheck(*mochi.Client, string, bool) bool              { return true }
 
 func (m *Mochi) URL() string  { return "tcp://" + m.addr }
 func (m *Mochi) Close() error { return m.srv.Close() }
