@@ -63,12 +63,7 @@ type problems struct {
 }
 
 func (p *problems) add(e *Error) {
-	id := e.Key + "\x00" + e.Msg
-	if e.Cause != nil {
-		var fe *field.Error
-		errors.As(e.Cause, &fe)
-		id = e.Key + "\x00" + fe.Error()
-	}
+	id := e.Error()
 	if p.seen == nil {
 		p.seen = map[string]bool{}
 	}
@@ -84,29 +79,22 @@ func (p *problems) invalid(key, format string, args ...any) {
 }
 
 // component records every problem err, a component's Validate, is made of,
-// each under the key its *field.Error names. A problem two components share
-// (node_id) is reported once, and not at all when resolve already has.
-func (p *problems) component(err error) {
+// each under the key its *field.Error names, after in (the component's
+// sentinel, nil for none). node_id is a key of the file's top level, which
+// resolve checks with the same rule (field.NodeID): the components' copies
+// of it are not reported again.
+func (p *problems) component(err, in error) {
 	field.Walk(err, func(e error) {
-		key := field.Key(e)
-		if key == "node_id" && p.has("node_id") {
-			return
-		}
-		if key == "" { // a component error without a key: a bug, but said
+		var fe *field.Error
+		if !errors.As(e, &fe) || fe.Key == "" { // a component error without a key: a bug, but said
 			p.add(&Error{File: p.file, Msg: e.Error(), Err: ErrInvalid})
 			return
 		}
-		p.add(&Error{File: p.file, Key: key, Cause: e, Err: ErrInvalid})
-	})
-}
-
-func (p *problems) has(key string) bool {
-	for _, e := range p.errs {
-		if ce, ok := e.(*Error); ok && ce.Key == key && ce.Cause == nil {
-			return true
+		if fe.Key == "node_id" {
+			return
 		}
-	}
-	return false
+		p.add(&Error{File: p.file, Key: fe.Key, Cause: fe, in: in, Err: ErrInvalid})
+	})
 }
 
 func (p *problems) err() error { return errors.Join(p.errs...) }
@@ -136,6 +124,8 @@ func resolve(f *file, opts Options, p *problems) {
 	}
 	if f.NodeID == "" {
 		p.invalid("node_id", "is empty and neither $NODE_NAME nor the hostname could supply it")
+	} else if fe := field.NodeID(f.NodeID); fe != nil {
+		p.add(&Error{File: p.file, Key: fe.Key, Cause: fe, Err: ErrInvalid})
 	}
 	if f.HTTP.PprofListen == "" {
 		f.HTTP.PprofListen = DefaultPprofListen
@@ -172,7 +162,7 @@ func buildMQTT(f file, p *problems) mqtt.Config {
 	copyByName(reflect.ValueOf(&c).Elem(), reflect.ValueOf(f.MQTT), "mqtt", p.invalid)
 	copyByName(reflect.ValueOf(&c.Routes).Elem(), reflect.ValueOf(f.Routes), "routes", p.invalid)
 	c = c.WithDefaults()
-	p.component(c.Validate())
+	p.component(c.Validate(), mqtt.ErrInvalidConfig)
 	return c
 }
 
@@ -180,7 +170,7 @@ func buildBuffer(f file, p *problems) buffer.Config {
 	var c buffer.Config
 	copyByName(reflect.ValueOf(&c).Elem(), reflect.ValueOf(f.Buffer), "buffer", p.invalid)
 	c = c.WithDefaults()
-	p.component(c.Validate())
+	p.component(c.Validate(), nil)
 	for _, n := range []struct {
 		key    string
 		v, max int64
@@ -219,7 +209,7 @@ func buildForward(f file, mq mqtt.Config, p *problems) forward.Config {
 		c.ShutdownTimeout = (f.ShutdownTimeout - drain) / 2
 	}
 	c = c.WithDefaults()
-	p.component(c.Validate())
+	p.component(c.Validate(), forward.ErrInvalidConfig)
 	return c
 }
 

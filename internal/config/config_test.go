@@ -420,6 +420,13 @@ func TestErrors(t *testing.T) {
 			want: `node_id: "edge/+" must be at most 253 printable ASCII characters`,
 		},
 		{
+			name:   "node_id is a key of the file's top level, not of one component",
+			yaml:   base + "kafka:\n  brokers: [a:9092]\nnode_id: \"a b\"\n",
+			is:     ErrInvalid,
+			want:   "edgebridge.yaml: node_id: \"a b\" must be at most 253 printable ASCII characters",
+			absent: "invalid mqtt config: node_id",
+		},
+		{
 			name: "listen without port",
 			yaml: "http:\n  listen: localhost\n",
 			is:   ErrInvalid,

@@ -22,15 +22,18 @@ var (
 // problem is not tied to one line (a missing required key, a cross-field rule).
 //
 // A problem a component's Validate found has its *field.Error as Cause,
-// whose text names the key itself: the Error says it as it is, after the
-// file's name.
+// whose text names the key itself: the Error says it after the file's name
+// and the component's sentinel, as the component does ("f.yaml: invalid
+// kafka config: kafka.linger must be ..."; buffer has no sentinel). node_id,
+// a key of the file's top level, is the file's: "f.yaml: node_id: ...".
 type Error struct {
 	File  string
 	Line  int
 	Key   string
 	Msg   string
 	Err   error // one of the sentinels above
-	Cause error // the component's error, or nil
+	Cause error // the *field.Error of the problem, or nil
+	in    error // the sentinel of the component that found it (mqtt.ErrInvalidConfig), or nil
 }
 
 func (e *Error) Error() string {
@@ -40,6 +43,8 @@ func (e *Error) Error() string {
 	}
 	msg := e.Msg
 	switch {
+	case e.Cause != nil && e.in != nil:
+		msg = e.in.Error() + ": " + e.Cause.Error()
 	case e.Cause != nil:
 		msg = e.Cause.Error()
 	case e.Key != "":
@@ -52,8 +57,11 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() []error {
-	if e.Cause != nil {
-		return []error{e.Err, e.Cause}
+	errs := []error{e.Err}
+	for _, err := range []error{e.in, e.Cause} {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return []error{e.Err}
+	return errs
 }
