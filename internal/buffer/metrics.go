@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgebridge/edgebridge/internal/promreg"
 )
 
 // Drop reasons, the values of the reason label of
@@ -130,25 +132,15 @@ func newMetrics(q *Queue) *metrics {
 	return m
 }
 
-// register registers every metric with reg; a nil reg registers nothing
-// (the metrics are kept, and read by nobody). On failure, a metric already
-// registered (another queue on the same registry) among them, it
-// unregisters what it registered and returns the error.
+// register registers every metric with reg (see promreg.Register: a nil
+// reg registers nothing; one that refuses a metric, another queue's on the
+// same registry, leaves none of them registered).
 func (m *metrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	all := []prometheus.Collector{
+	_, err := promreg.Register(reg,
 		m.appended, m.acked, m.dropped, m.deadLetters, m.requeued, m.commits, m.fsyncs, m.written, m.commitErrs, m.quarantined, m.damagedFiles,
-		m.gauges,
-	}
-	for i, c := range all {
-		if err := reg.Register(c); err != nil {
-			for _, done := range all[:i] {
-				reg.Unregister(done)
-			}
-			return fmt.Errorf("register metrics: %w", err)
-		}
+		m.gauges)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
 	}
 	return nil
 }

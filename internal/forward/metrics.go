@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgebridge/edgebridge/internal/promreg"
 )
 
 // failureReasons are the reason labels classify and the Producer can give;
@@ -33,8 +35,14 @@ type metrics struct {
 	inFlightB   prometheus.Gauge
 	parked      prometheus.Gauge
 	topics      *prometheus.GaugeVec
+
+	unregister func() // takes the metrics above back from the registerer
 }
 
+// newMetrics builds the forwarder's metrics and registers them with reg
+// (see promreg.Register: a nil reg registers nothing; a refused one leaves
+// none registered). m.unregister takes them back, for a New that fails
+// later.
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		records: prometheus.NewCounter(prometheus.CounterOpts{
@@ -93,13 +101,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range failureReasons {
 		m.failed.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{
+	var err error
+	m.unregister, err = promreg.Register(reg,
 		m.records, m.failed, m.retries, m.reordered, m.latency, m.up, m.lastSuccess,
-		m.dataLoss, m.inFlight, m.inFlightB, m.parked, m.topics,
-	} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register forward metrics: %w", err)
-		}
+		m.dataLoss, m.inFlight, m.inFlightB, m.parked, m.topics)
+	if err != nil {
+		return nil, fmt.Errorf("register forward metrics: %w", err)
 	}
 	return m, nil
 }

@@ -100,17 +100,15 @@ type flight struct {
 // New validates cfg, loads the TLS material, registers the metrics on reg
 // and creates the Kafka client (which connects lazily). Run must be called
 // to forward and, when it returns, to close the client. A nil log discards
-// the log; with a nil reg the metrics are kept but registered nowhere
-// anyone gathers (a registry of the Producer's own); a nil src is an error.
-func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*Producer, error) {
+// the log; a nil reg keeps the metrics (the client's too) unregistered; a
+// nil src is an error, and so is a reg that refuses the metrics (another
+// forwarder's). A New that fails leaves none of them registered.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (_ *Producer, err error) {
 	if src == nil {
 		return nil, errors.New("new forwarder: nil source")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	if reg == nil {
-		reg = prometheus.NewRegistry() // the metrics are kept, and gathered by no one
 	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -124,8 +122,13 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (*
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			m.unregister()
+		}
+	}()
 	log = log.With("component", "forward")
-	bo := retry.Policy{Initial: cfg.Backoff.Initial, Max: cfg.Backoff.Max}
+	bo := cfg.Backoff
 	p := &Producer{
 		cfg:      cfg,
 		log:      log,

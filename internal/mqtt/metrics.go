@@ -1,6 +1,10 @@
 package mqtt
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgebridge/edgebridge/internal/promreg"
+)
 
 type metrics struct {
 	received      prometheus.Counter
@@ -19,6 +23,9 @@ type metrics struct {
 	sessionLost     prometheus.Counter
 }
 
+// newMetrics builds the intake's metrics and registers them with reg (see
+// promreg.Register: a nil reg registers nothing; a refused one leaves none
+// registered).
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		received: prometheus.NewCounter(prometheus.CounterOpts{
@@ -79,13 +86,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range subscribeReasons {
 		m.subscribeErrors.WithLabelValues(r)
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.received, m.acked, m.rejected, m.dropped, m.batchSize, m.commitSeconds, m.commitErrors, m.up, m.connects, m.connLost, m.subscribeErrors, m.sessionLost} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if _, err := promreg.Register(reg, m.received, m.acked, m.rejected, m.dropped, m.batchSize, m.commitSeconds, m.commitErrors, m.up, m.connects, m.connLost, m.subscribeErrors, m.sessionLost); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

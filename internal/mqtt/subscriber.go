@@ -134,10 +134,12 @@ const pipelineBatches = 3
 
 // New checks cfg, loads its TLS files and registers the metrics. It does
 // not connect: Run does. A nil log discards the log; a nil reg keeps the
-// metrics unregistered; a nil sink is an error.
+// metrics unregistered; a nil sink is an error, and so is a reg that
+// refuses the metrics (another intake's), which then leaves none of them
+// registered.
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, sink Sink) (*Subscriber, error) {
 	if sink == nil {
-		return nil, errors.New("mqtt: nil sink")
+		return nil, errors.New("new intake: nil sink")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -684,7 +686,7 @@ func (s *Subscriber) commit(ctx context.Context, handoff <-chan *batch, acks cha
 func (s *Subscriber) appendRetry(ctx context.Context, b *batch) error {
 	s.m.batchSize.Observe(float64(len(b.recs)))
 	op := retry.Op{
-		Policy:    appendRetry,
+		Policy:    appendPolicy,
 		Log:       s.log,
 		What:      "sink append",
 		Permanent: func(err error) bool { return ctx.Err() != nil || permanent(err) },
@@ -712,9 +714,9 @@ func (s *Subscriber) appendRetry(ctx context.Context, b *batch) error {
 	}
 }
 
-// appendRetry paces retries of a failed sink append: a disk that failed
+// appendPolicy paces retries of a failed sink append: a disk that failed
 // may be back in milliseconds, and intake waits for it.
-var appendRetry = retry.Policy{Initial: 50 * time.Millisecond, Max: 5 * time.Second}
+var appendPolicy = retry.Policy{Initial: 50 * time.Millisecond, Max: 5 * time.Second}
 
 // permanent decides which sink errors no retry can fix.
 func permanent(err error) bool {
