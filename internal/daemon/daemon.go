@@ -83,12 +83,17 @@ func (c *component) stop() error {
 // Every step only waits: committed records are on disk before their PUBACK,
 // so a second signal may end the process at any point without loss.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, build Build) error {
-	reg := server.NewRegistry(build.Version, build.Revision)
+	reg, err := server.NewRegistry(build.Version, build.Revision)
+	if err != nil {
+		return err
+	}
 	log.Info("starting edgebridge", "version", build.Version, "revision", build.Revision,
 		"node_id", cfg.NodeID, "mqtt_url", cfg.MQTT.URL, "mqtt_client_id", cfg.MQTT.ClientID,
 		"kafka_brokers", cfg.Forward.Brokers, "buffer_dir", cfg.Buffer.Dir, "routes", len(cfg.MQTT.Routes))
 
-	warnInsecure(cfg, log, reg)
+	if err := warnInsecure(cfg, log, reg); err != nil {
+		return err
+	}
 
 	q, err := buffer.Open(cfg.Buffer, log, reg)
 	if err != nil {
@@ -189,15 +194,18 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, build Build)
 // warnInsecure makes the settings that turn a security check off visible:
 // a warning at start and a gauge an alert can watch, since nothing else
 // about a bridge that accepts any certificate looks wrong.
-func warnInsecure(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) {
+func warnInsecure(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) error {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "edgebridge_kafka_tls_insecure_skip_verify",
 		Help: "1 while kafka.tls.insecure_skip_verify turns off the check of the brokers' certificates: anyone on the path can pose as Kafka.",
 	})
-	reg.MustRegister(g)
+	if err := reg.Register(g); err != nil {
+		return fmt.Errorf("register daemon metrics: %w", err)
+	}
 	if cfg.Forward.TLS.InsecureSkipVerify {
 		g.Set(1)
 		log.Warn("kafka broker certificates are not verified: kafka.tls.insecure_skip_verify is for tests only, anyone on the path can pose as kafka",
 			"component", "forward")
 	}
+	return nil
 }

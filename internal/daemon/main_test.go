@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/edgebridge/edgebridge/internal/buffer"
 	"github.com/edgebridge/edgebridge/internal/config"
 	"github.com/edgebridge/edgebridge/internal/dev/devstack"
@@ -278,5 +280,18 @@ func TestBufferDamageEndsRunForARestart(t *testing.T) {
 	cancel2()
 	if err := <-done; err != nil {
 		t.Fatalf("Run after the restart = %v\n%s", err, logs.String())
+	}
+}
+
+// A registry that already holds the daemon's gauge is an error from Run's
+// set-up, never a panic.
+func TestWarnInsecureDuplicateIsAnError(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := &config.Config{}
+	if err := warnInsecure(cfg, slog.New(slog.DiscardHandler), reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := warnInsecure(cfg, slog.New(slog.DiscardHandler), reg); err == nil || !strings.Contains(err.Error(), "register daemon metrics") {
+		t.Errorf("second registration: %v, want a registration error", err)
 	}
 }

@@ -30,6 +30,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgebridge/edgebridge/internal/promreg"
 )
 
 // Config configures the server.
@@ -239,9 +241,9 @@ func (s *Server) serveChecks(w http.ResponseWriter, r *http.Request, checks []Ch
 // NewRegistry returns a registry with the Go runtime and process collectors
 // and edgebridge_build_info{version,revision,goversion} = 1; every component
 // registers its own metrics on it.
-func NewRegistry(version, revision string) *prometheus.Registry {
+func NewRegistry(version, revision string) (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(
+	_, err := promreg.Register(reg,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -254,5 +256,8 @@ func NewRegistry(version, revision string) *prometheus.Registry {
 			},
 		}, func() float64 { return 1 }),
 	)
-	return reg
+	if err != nil {
+		return nil, fmt.Errorf("register process metrics: %w", err)
+	}
+	return reg, nil
 }

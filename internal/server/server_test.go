@@ -21,7 +21,11 @@ func newTestServer(t *testing.T, cfg Config, live, ready []Check) *Server {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
-	s, err := New(cfg, slog.New(slog.DiscardHandler), NewRegistry("v1.2.3", "abc123"), live, ready)
+	reg, err := NewRegistry("v1.2.3", "abc123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, slog.New(slog.DiscardHandler), reg, live, ready)
 	if err != nil {
 		t.Fatal(err)
 	}
