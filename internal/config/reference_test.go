@@ -231,12 +231,17 @@ func TestReadmeReferenceNamesEveryKey(t *testing.T) {
 
 // The comment of each component field that names its key and a default
 // ("yaml: mqtt.keepalive. Default 30s.") gives the default the code has:
-// comments are read too, and drift there fails here as in the README.
+// comments are read too, and drift there fails here as in the README. A
+// comment may name several keys, each followed by its own default ("Its
+// Initial is yaml: kafka.backoff.initial, default 100ms; its Max is yaml:
+// kafka.backoff.max, default 10s."); a default value in a comment that
+// names no key cannot be checked, and is an error: say how it is derived
+// instead.
 func TestFieldCommentsGiveTheDefaults(t *testing.T) {
 	defaults := map[string]string{}
 	toNode(reflect.ValueOf(defaultFile()), "", func(key, value string) { defaults[key] = value })
 	keyRE := regexp.MustCompile(`yaml: ([a-z_.\[\]]*[a-z_])`)
-	defRE := regexp.MustCompile(`Default ("[^"]*"|[^\s:;]+?)[.;]?(?:\s|$)`)
+	defRE := regexp.MustCompile(`(?:Default|[(,;] default) ("[^"]*"|[^\s:;,()]+?)[.;,)]?(?:\s|$)`)
 	checked := 0
 	for _, path := range []string{"../mqtt/config.go", "../mqtt/routes.go", "../forward/config.go", "../buffer/config.go", "config.go"} {
 		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ParseComments)
@@ -250,24 +255,55 @@ func TestFieldCommentsGiveTheDefaults(t *testing.T) {
 			}
 			for _, fd := range st.Fields.List {
 				text := strings.Join(strings.Fields(fd.Doc.Text()), " ")
-				keys, def := keyRE.FindAllStringSubmatch(text, -1), defRE.FindStringSubmatch(text)
-				if len(keys) != 1 || def == nil {
+				keys := keyRE.FindAllStringSubmatchIndex(text, -1)
+				if len(keys) == 0 {
+					if def := defRE.FindStringSubmatch(text); def != nil && strings.ContainsAny(def[1][:1], `0123456789"`) {
+						t.Errorf("%s: the comment of %s gives a default (%s) but names no key to check it by", path, fd.Names, def[1])
+					}
 					continue
 				}
-				key, doc := keys[0][1], strings.Trim(def[1], `"`)
-				code, ok := defaults[key]
-				if !ok || code == "" {
-					continue // derived or none: said in words
-				}
-				checked++
-				if canonical(doc) != canonical(code) {
-					t.Errorf("%s: the comment of %s gives the default %s; DefaultConfig's is %s", path, key, doc, code)
+				for i, k := range keys {
+					end := len(text)
+					if i+1 < len(keys) {
+						end = keys[i+1][0]
+					}
+					def := defRE.FindStringSubmatch(text[k[0]:end])
+					if def == nil {
+						continue
+					}
+					key, doc := text[k[2]:k[3]], strings.Trim(def[1], `"`)
+					code, ok := defaults[key]
+					if !ok || code == "" {
+						continue // derived or none: said in words
+					}
+					checked++
+					if canonical(doc) != canonical(code) {
+						t.Errorf("%s: the comment of %s gives the default %s; DefaultConfig's is %s", path, key, doc, code)
+					}
 				}
 			}
 			return true
 		})
 	}
-	if checked < 30 {
+	if checked < 35 {
 		t.Errorf("only %d field comments checked: the comments' form changed?", checked)
+	}
+}
+
+// forward.Config.ShutdownTimeout is no key of the file: parse derives it
+// from shutdown_timeout and mqtt.drain_timeout. forward's DefaultConfig,
+// for a forwarder built without this package, is what the file's defaults
+// give.
+func TestForwardShutdownTimeoutIsDerivedFromTheDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(minimal), opts(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := (cfg.ShutdownTimeout - cfg.MQTT.DrainTimeout) / 2
+	if cfg.Forward.ShutdownTimeout != want {
+		t.Errorf("forward's ShutdownTimeout = %s, want (shutdown_timeout - mqtt.drain_timeout) / 2 = %s", cfg.Forward.ShutdownTimeout, want)
+	}
+	if def := forward.DefaultConfig().ShutdownTimeout; def != want {
+		t.Errorf("forward.DefaultConfig().ShutdownTimeout = %s; the file's defaults give %s", def, want)
 	}
 }

@@ -78,14 +78,18 @@ type Config struct {
 	// kafka.metadata_max_age. Default 60s; at most 60s.
 	MetadataMaxAge time.Duration
 	// Backoff paces retries: of client requests, of records Kafka failed,
-	// and of buffer operations that failed. yaml: kafka.backoff.initial
-	// (default 100ms), kafka.backoff.max (default 10s).
+	// and of buffer operations that failed. Its Initial is yaml:
+	// kafka.backoff.initial, default 100ms; its Max is yaml:
+	// kafka.backoff.max, default 10s.
 	Backoff retry.Policy
 	// ShutdownTimeout bounds the flush of records in flight when Run's
 	// context ends, and then again the acks of what was flushed; what is
 	// not acknowledged by then stays in the buffer. It is no key of the
-	// file: the daemon sets it to (shutdown_timeout - mqtt.drain_timeout)
-	// / 2, which is 10s with the defaults. Default 10s.
+	// file: the config package derives it as (shutdown_timeout -
+	// mqtt.drain_timeout) / 2, so that the intake's drain and the two waits
+	// here stay within shutdown_timeout. DefaultConfig's, for a forwarder
+	// built without the config package, is what the file's defaults give
+	// (a config test holds the two equal).
 	ShutdownTimeout time.Duration
 	// TLS to the brokers.
 	TLS TLS
@@ -171,7 +175,7 @@ func DefaultConfig() Config {
 		MetadataMinAge:         time.Second,
 		MetadataMaxAge:         60 * time.Second,
 		Backoff:                retry.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second},
-		ShutdownTimeout:        10 * time.Second,
+		ShutdownTimeout:        10 * time.Second, // see ShutdownTimeout: what the file's defaults give
 	}
 }
 
