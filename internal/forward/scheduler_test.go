@@ -356,6 +356,39 @@ var schedulerRows = []struct {
 		}
 	}},
 	{"L13", func(t *testing.T) {
+		x, fs, f := stalledLane(t)
+		x.fail(kerr.NotLeaderForPartition, fs[0])
+		l := x.wantLane(0, laneFailed)
+		within(t, "retry time", l.retryAt, x.now.Add(schedBackoff/2), x.now.Add(schedBackoff))
+		if l.tries != 1 || l.skippedFrom != fs[0].seq {
+			t.Fatalf("tries %d, skipped from %d; want 1 and %d (before the stall's %d)", l.tries, l.skippedFrom, fs[0].seq, f.seq)
+		}
+		x.wantLog("kafka failed records, resending them from the buffer")
+		// A batch rejected: retry now, the record a suspect.
+		x, fs, _ = stalledLane(t)
+		x.fail(kerr.MessageTooLarge, fs[0])
+		if l := x.wantLane(0, laneFailed); !l.retryAt.Equal(x.now) || x.s.suspects[fs[0].seq] != l {
+			t.Fatalf("retry at %v, suspect %v; want now and a suspect", l.retryAt, x.s.suspects[fs[0].seq] != nil)
+		}
+	}},
+	{"L14", func(t *testing.T) {
+		x, f, _ := isolatingLane(t)
+		x.fail(kerr.NotLeaderForPartition, f)
+		l := x.wantLane(0, laneFailed)
+		within(t, "retry time", l.retryAt, x.now.Add(schedBackoff/2), x.now.Add(schedBackoff))
+		if l.skippedFrom != f.seq || x.s.suspects[f.seq] != l {
+			t.Fatalf("skipped from %d, still suspect %v; want %d and true", l.skippedFrom, x.s.suspects[f.seq] == l, f.seq)
+		}
+		// After the backoff it is sent alone again.
+		x.now = x.now.Add(schedBackoff)
+		x.wantUnpark(f.seq)
+		g := x.again(f)
+		x.wantAdmit(g, actProduce)
+		if x.wantLane(0, laneIsolating); !g.isolated {
+			t.Fatal("the suspect is not isolated again")
+		}
+	}},
+	{"L15", func(t *testing.T) {
 		x := newSchedFixture(t)
 		fs := x.produce(schedTopic, 0, 2)
 		x.fail(kerr.NotLeaderForPartition, fs[1])
@@ -366,7 +399,7 @@ var schedulerRows = []struct {
 			t.Fatalf("retry at %v after %d tries from %d, want %v, 1, %d", l.retryAt, l.tries, l.skippedFrom, retryAt, fs[0].seq)
 		}
 	}},
-	{"L14", func(t *testing.T) {
+	{"L16", func(t *testing.T) {
 		x := newSchedFixture(t)
 		fs := x.produce(schedTopic, 0, 2)
 		x.fail(kerr.NotLeaderForPartition, fs[0])
@@ -376,7 +409,7 @@ var schedulerRows = []struct {
 			t.Fatalf("reordered %v, want 1", got)
 		}
 	}},
-	{"L15", func(t *testing.T) {
+	{"L17", func(t *testing.T) {
 		x := newSchedFixture(t)
 		f := x.produce(schedTopic, 0, 1)[0]
 		x.fail(kerr.NotLeaderForPartition, f)
@@ -393,7 +426,7 @@ var schedulerRows = []struct {
 			t.Fatalf("records %v, want 1", got)
 		}
 	}},
-	{"L16", func(t *testing.T) {
+	{"L18", func(t *testing.T) {
 		x, f, other := isolatingLane(t)
 		f.err = kerr.MessageTooLarge
 		x.s.settled([]*flight{f}, true, []deadLetter{{f: f, reason: "message_too_large", done: true}}, false, x.now)
@@ -405,7 +438,7 @@ var schedulerRows = []struct {
 			t.Fatalf("failed{message_too_large} %v, want 1", got)
 		}
 	}},
-	{"L17", func(t *testing.T) {
+	{"L19", func(t *testing.T) {
 		x := newSchedFixture(t)
 		a := x.produce(schedTopic, 0, schedWindow/2)
 		x.produce(schedTopic, 1, schedWindow/2-1)
@@ -433,7 +466,7 @@ var schedulerRows = []struct {
 			t.Fatalf("a lane on probation may hold %d records, want 1", maxRecs)
 		}
 	}},
-	{"L18", func(t *testing.T) {
+	{"L20", func(t *testing.T) {
 		x, fs, f := stalledLane(t)
 		round := x.lane(0).round.Load()
 		x.ack(fs[:2]...)
@@ -443,13 +476,13 @@ var schedulerRows = []struct {
 		}
 		x.wantLog("partition resumed")
 	}},
-	{"L19", func(t *testing.T) {
+	{"L21", func(t *testing.T) {
 		x, fs, _ := stalledLane(t)
 		x.ack(fs[0])
 		x.wantUnpark(0)
 		x.wantLane(0, laneStalled)
 	}},
-	{"L20", func(t *testing.T) {
+	{"L22", func(t *testing.T) {
 		x := newSchedFixture(t)
 		f := x.produce(schedTopic, 0, 1)[0]
 		x.fail(kerr.NotLeaderForPartition, f)
@@ -460,7 +493,7 @@ var schedulerRows = []struct {
 			t.Fatal("a failed lane resumed without a new round")
 		}
 	}},
-	{"L21", func(t *testing.T) {
+	{"L23", func(t *testing.T) {
 		x := newSchedFixture(t)
 		fs := x.produce(schedTopic, 0, 2)
 		x.fail(kerr.NotLeaderForPartition, fs[0])
@@ -476,7 +509,7 @@ var schedulerRows = []struct {
 		}
 		x.wantLane(0, laneFailed)
 	}},
-	{"L22", func(t *testing.T) {
+	{"L24", func(t *testing.T) {
 		x, f, other := isolatingLane(t)
 		x.wantAdmit(x.again(other), actSkip) // L8
 		x.ack(f)                             // sent alone, Kafka took it: the culprit is another one
@@ -508,6 +541,16 @@ var schedulerRows = []struct {
 		}
 	}},
 	{"T3", func(t *testing.T) {
+		x := newSchedFixture(t)
+		f := x.rec(schedTopic, 0)
+		x.s.parkTopicMetadata(schedTopic, f.seq, "topic_authorization_failed", kerr.TopicAuthorizationFailed, x.now)
+		tp := x.wantTopic(topicParked)
+		within(t, "retry time", tp.retryAt, x.now.Add(schedTopicBo/2), x.now.Add(schedTopicBo))
+		if tp.skippedFrom != f.seq || metric(x.m.topics.WithLabelValues("topic_authorization_failed")) != 1 {
+			t.Fatalf("skipped from %d, gauge %v", tp.skippedFrom, metric(x.m.topics.WithLabelValues("topic_authorization_failed")))
+		}
+	}},
+	{"T4", func(t *testing.T) {
 		x, f := parkedTopic(t)
 		g := x.rec(schedTopic, 1)
 		x.wantAdmit(g, actSkip)
@@ -519,7 +562,7 @@ var schedulerRows = []struct {
 			t.Fatalf("skipped from %d, want %d", tp.skippedFrom, f.seq)
 		}
 	}},
-	{"T4", func(t *testing.T) {
+	{"T5", func(t *testing.T) {
 		x := newSchedFixture(t)
 		f := x.produce(schedTopic, 0, 1)[0]
 		g := x.produce(schedTopic, 1, 1)[0] // in flight when the topic is parked
@@ -535,21 +578,21 @@ var schedulerRows = []struct {
 		}
 		x.wantLog("kafka refuses a topic for another reason now")
 	}},
-	{"T5", func(t *testing.T) {
+	{"T6", func(t *testing.T) {
 		x, f := parkedTopic(t)
 		x.now = x.now.Add(schedTopicBo)
 		x.wantUnpark(f.seq)
 		x.wantTopic(topicProbing)
 	}},
-	{"T6", func(t *testing.T) {
+	{"T7", func(t *testing.T) {
 		probingTopic(t)
 	}},
-	{"T7", func(t *testing.T) {
+	{"T8", func(t *testing.T) {
 		x, _ := probingTopic(t)
 		x.wantAdmit(x.rec(schedTopic, 1), actSkip)
 		x.wantTopic(topicProbing)
 	}},
-	{"T8", func(t *testing.T) {
+	{"T9", func(t *testing.T) {
 		x, probe := probingTopic(t)
 		interrupted := false
 		x.reading(func() { interrupted = true })
@@ -558,7 +601,7 @@ var schedulerRows = []struct {
 			t.Fatalf("probe ok %v, read interrupted %v", tp.probeOK, interrupted)
 		}
 	}},
-	{"T9", func(t *testing.T) {
+	{"T10", func(t *testing.T) {
 		x, probe := probingTopic(t)
 		skipped := x.rec(schedTopic, 1)
 		x.wantAdmit(skipped, actSkip)
@@ -570,7 +613,7 @@ var schedulerRows = []struct {
 		}
 		x.wantLog("kafka takes the topic again")
 	}},
-	{"T10", func(t *testing.T) {
+	{"T11", func(t *testing.T) {
 		x, probe := probingTopic(t)
 		x.fail(kerr.TopicAuthorizationFailed, probe)
 		if tp := x.wantTopic(topicParked); tp.tries != 2 {
