@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
@@ -126,7 +126,7 @@ func (x *schedFixture) wantLane(part int32, want laneState) *lane {
 	if l.state != want {
 		x.t.Fatalf("lane %d is %v, want %v", part, l.state, want)
 	}
-	if got, want := metric(x.m.parked), float64(x.s.parked); got != want {
+	if got, want := testkit.Value(x.t, x.m.parked), float64(x.s.parked); got != want {
 		x.t.Fatalf("parked partitions gauge %v, scheduler counts %v", got, want)
 	}
 	return l
@@ -156,13 +156,6 @@ func (x *schedFixture) wantUnpark(from uint64) time.Time {
 		x.t.Fatalf("unpark rewinds to before seq %d, want %d", got, from)
 	}
 	return next
-}
-
-// metric is the value of a counter or gauge.
-func metric(m prometheus.Metric) float64 {
-	var d dto.Metric
-	_ = m.Write(&d)
-	return d.GetCounter().GetValue() + d.GetGauge().GetValue()
 }
 
 func within(t *testing.T, what string, got, lo, hi time.Time) {
@@ -244,7 +237,7 @@ var schedulerRows = []struct {
 		if f.lane != l || f.rec.Context != l.round.Load().ctx || l.lastProgress != x.now {
 			t.Fatal("a produced record does not carry its lane and round")
 		}
-		if got := metric(x.m.inFlight); got != 1 || x.s.waiting.Load() != 1 {
+		if got := testkit.Value(t, x.m.inFlight); got != 1 || x.s.waiting.Load() != 1 {
 			t.Fatalf("in-flight gauge %v, waiting %d; want 1", got, x.s.waiting.Load())
 		}
 	}},
@@ -331,8 +324,8 @@ var schedulerRows = []struct {
 		x.fail(kerr.NotLeaderForPartition, f)
 		l := x.wantLane(0, laneFailed)
 		within(t, "retry time", l.retryAt, x.now.Add(schedBackoff/2), x.now.Add(schedBackoff))
-		if l.tries != 1 || metric(x.m.retries) != 1 || l.skippedFrom != f.seq {
-			t.Fatalf("tries %d, retries %v, skipped from %d", l.tries, metric(x.m.retries), l.skippedFrom)
+		if l.tries != 1 || testkit.Value(t, x.m.retries) != 1 || l.skippedFrom != f.seq {
+			t.Fatalf("tries %d, retries %v, skipped from %d", l.tries, testkit.Value(t, x.m.retries), l.skippedFrom)
 		}
 		x.wantLog("kafka failed records, resending them from the buffer")
 	}},
@@ -405,7 +398,7 @@ var schedulerRows = []struct {
 		x.fail(kerr.NotLeaderForPartition, fs[0])
 		x.ack(fs[1])
 		x.wantLane(0, laneFailed)
-		if got := metric(x.m.reordered); got != 1 {
+		if got := testkit.Value(t, x.m.reordered); got != 1 {
 			t.Fatalf("reordered %v, want 1", got)
 		}
 	}},
@@ -422,7 +415,7 @@ var schedulerRows = []struct {
 		if l := x.wantLane(0, laneOpen); l.tries != 0 || l.probation {
 			t.Fatalf("tries %d, probation %v after an ack", l.tries, l.probation)
 		}
-		if got := metric(x.m.records); got != 1 {
+		if got := testkit.Value(t, x.m.records); got != 1 {
 			t.Fatalf("records %v, want 1", got)
 		}
 	}},
@@ -434,7 +427,7 @@ var schedulerRows = []struct {
 		if _, ok := x.s.suspects[other.seq]; ok || len(x.s.suspects) != 0 {
 			t.Fatal("the lane's other suspects stay after the culprit went to dead letters")
 		}
-		if got := metric(x.m.failed.WithLabelValues("message_too_large")); got != 1 {
+		if got := testkit.Value(t, x.m.failed.WithLabelValues("message_too_large")); got != 1 {
 			t.Fatalf("failed{message_too_large} %v, want 1", got)
 		}
 	}},
@@ -525,7 +518,7 @@ var schedulerRows = []struct {
 		if tp.reason != "topic_authorization_failed" || tp.skippedFrom != f.seq {
 			t.Fatalf("reason %q skipped from %d", tp.reason, tp.skippedFrom)
 		}
-		if got := metric(x.m.topics.WithLabelValues("topic_authorization_failed")); got != 1 {
+		if got := testkit.Value(t, x.m.topics.WithLabelValues("topic_authorization_failed")); got != 1 {
 			t.Fatalf("parked topics gauge %v, want 1", got)
 		}
 		x.wantLog("kafka refuses a topic")
@@ -536,8 +529,8 @@ var schedulerRows = []struct {
 		x.s.parkTopicMetadata(schedTopic, f.seq, "metadata", kerr.LeaderNotAvailable, x.now)
 		tp := x.wantTopic(topicParked)
 		within(t, "retry time", tp.retryAt, x.now.Add(schedBackoff/2), x.now.Add(schedBackoff))
-		if tp.skippedFrom != f.seq || metric(x.m.topics.WithLabelValues("metadata")) != 1 {
-			t.Fatalf("skipped from %d, metadata gauge %v", tp.skippedFrom, metric(x.m.topics.WithLabelValues("metadata")))
+		if tp.skippedFrom != f.seq || testkit.Value(t, x.m.topics.WithLabelValues("metadata")) != 1 {
+			t.Fatalf("skipped from %d, metadata gauge %v", tp.skippedFrom, testkit.Value(t, x.m.topics.WithLabelValues("metadata")))
 		}
 	}},
 	{"T3", func(t *testing.T) {
@@ -546,8 +539,8 @@ var schedulerRows = []struct {
 		x.s.parkTopicMetadata(schedTopic, f.seq, "topic_authorization_failed", kerr.TopicAuthorizationFailed, x.now)
 		tp := x.wantTopic(topicParked)
 		within(t, "retry time", tp.retryAt, x.now.Add(schedTopicBo/2), x.now.Add(schedTopicBo))
-		if tp.skippedFrom != f.seq || metric(x.m.topics.WithLabelValues("topic_authorization_failed")) != 1 {
-			t.Fatalf("skipped from %d, gauge %v", tp.skippedFrom, metric(x.m.topics.WithLabelValues("topic_authorization_failed")))
+		if tp.skippedFrom != f.seq || testkit.Value(t, x.m.topics.WithLabelValues("topic_authorization_failed")) != 1 {
+			t.Fatalf("skipped from %d, gauge %v", tp.skippedFrom, testkit.Value(t, x.m.topics.WithLabelValues("topic_authorization_failed")))
 		}
 	}},
 	{"T4", func(t *testing.T) {
@@ -572,7 +565,7 @@ var schedulerRows = []struct {
 			t.Fatalf("reason %q after %d tries, want unknown_topic after 1", tp.reason, tp.tries)
 		}
 		for reason, want := range map[string]float64{"unknown_topic": 1, "topic_authorization_failed": 0} {
-			if got := metric(x.m.topics.WithLabelValues(reason)); got != want {
+			if got := testkit.Value(t, x.m.topics.WithLabelValues(reason)); got != want {
 				t.Fatalf("parked topics{%s} = %v, want %v", reason, got, want)
 			}
 		}
@@ -608,7 +601,7 @@ var schedulerRows = []struct {
 		x.ack(probe)
 		x.wantUnpark(skipped.seq)
 		x.wantTopic(topicOpen)
-		if got := metric(x.m.topics.WithLabelValues("topic_authorization_failed")); got != 0 || x.s.parkedTopics != 0 {
+		if got := testkit.Value(t, x.m.topics.WithLabelValues("topic_authorization_failed")); got != 0 || x.s.parkedTopics != 0 {
 			t.Fatalf("parked topics gauge %v, count %d after the topic resumed", got, x.s.parkedTopics)
 		}
 		x.wantLog("kafka takes the topic again")
