@@ -92,12 +92,6 @@ func TestConfigValidate(t *testing.T) {
 // id, checked on the franz-go client New builds: what the broker sees.
 func TestNewClientOptions(t *testing.T) {
 	p, _ := newUnstarted(t, validConfig())
-	log, _ := testkit.CaptureLogs(t)
-	p, err := New(validConfig(), log, prometheus.NewRegistry(), newMemSource())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.cl.Close()
 	opt := func(o any) any { return p.cl.OptValue(o) }
 	checks := []struct {
 		name string
