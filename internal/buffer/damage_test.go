@@ -2,9 +2,7 @@ package buffer
 
 import (
 	"bytes"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -153,64 +151,4 @@ func TestDamagedPageFailsCheck(t *testing.T) {
 		t.Fatalf("salvaged %d of %d records", n, len(all))
 	}
 	appendN(t, q, "dev", 0, 1)
-}
-
-// Disk full (ENOSPC on commit) behaves like block: no crash, committed
-// data intact, appends wait and resume once space frees. Runs on a tiny
-// tmpfs the test mounts, so it needs root.
-func TestDiskFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs (CI runs as root)")
-	}
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	dir := filepath.Join(mnt, "buffer")
-	// Take most of the space with a file an operator could delete.
-	filler := filepath.Join(mnt, "filler")
-	if err := os.WriteFile(filler, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{Dir: dir, MinFreeDisk: -1, MaxBytes: 64 << 20, SegmentBytes: 1 << 20}
-	q := mustOpen(t, cfg)
-	defer q.Close()
-
-	stored, full := appendUntilStuck(t, q, func(i int) []Record { return recs("dev", i*50, 50) },
-		func() bool { return q.Writable() != nil })
-	if werr := q.Writable(); !strings.Contains(werr.Error(), "no space") {
-		t.Fatalf("Writable on a full disk: %v", werr)
-	}
-	// The append waits. Free space and it completes by itself.
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-full.errc; err != nil {
-		t.Fatalf("append after space was freed: %v", err)
-	}
-	full.cancel()
-	stored = append(stored, full.recs...)
-	if len(stored) < 100 {
-		t.Fatalf("only %d records fit before the disk filled: test setup wrong", len(stored))
-	}
-	got := readAll(t, q, 0)
-	if len(got) != len(stored) {
-		t.Fatalf("after disk full: %d records, want %d", len(got), len(stored))
-	}
-	for i := range got {
-		if got[i].Seq != stored[i].Seq || !bytes.Equal(got[i].Value, stored[i].Value) {
-			t.Fatalf("record %d differs after disk full", i)
-		}
-	}
-	if err := q.Writable(); err != nil {
-		t.Fatalf("still not writable: %v", err)
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
-	checkFiles(t, dir)
-	if _, err := Open(cfg, testkit.Logger(t), nil); err != nil && !errors.Is(err, ErrClosed) {
-		t.Fatalf("reopen after disk full: %v", err)
-	}
 }

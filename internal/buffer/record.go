@@ -35,7 +35,7 @@ type Record struct {
 	Value []byte
 	// Reason: on Append, set means "store as a dead letter with this
 	// reason"; on a dead letter DeadLetters returns, the stored reason;
-	// empty on every record Read returns. See Record.
+	// empty on every record Read returns. See the type's comment.
 	Reason string
 }
 

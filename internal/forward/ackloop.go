@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -138,9 +139,9 @@ func (p *Producer) logDeadLetter(f *flight, reason string, now time.Time) {
 }
 
 // retry runs op until it succeeds or ctx ends, with backoff; it logs the
-// first failure and the recovery, not every try. It reports whether op
-// succeeded.
+// first failure, at Error, and the recovery, not every try. It reports
+// whether op succeeded.
 func (p *Producer) retry(ctx context.Context, what string, op func() error) bool {
-	o := retry.Op{Policy: p.bo, Log: p.log, What: "buffer operation", Attrs: []any{"op", what}}
+	o := retry.Op{Policy: p.bo, Log: p.log, Level: slog.LevelError, What: "buffer operation", Attrs: []any{"op", what}}
 	return o.Do(ctx, func(context.Context) error { return op() }) == nil
 }

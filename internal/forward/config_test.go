@@ -91,13 +91,7 @@ func TestConfigValidate(t *testing.T) {
 // Pitfalls acks 0, missing timeouts, stale metadata and the default client
 // id, checked on the franz-go client New builds: what the broker sees.
 func TestNewClientOptions(t *testing.T) {
-	p := newIdleProducer(t, validConfig())
-	log, _ := testkit.CaptureLogs(t)
-	p, err := New(validConfig(), log, prometheus.NewRegistry(), newMemSource())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.cl.Close()
+	p, _ := newUnstarted(t, validConfig())
 	opt := func(o any) any { return p.cl.OptValue(o) }
 	checks := []struct {
 		name string
@@ -198,17 +192,4 @@ func TestNoClientTelemetryUnlessEnabled(t *testing.T) {
 	if n := offAsked.Load(); n != 0 {
 		t.Errorf("default producer sent %d GetTelemetrySubscriptions requests, want 0 (kafka.client_metrics is off)", n)
 	}
-}
-
-// newIdleProducer returns a Producer of cfg that never runs; its client is
-// closed when the test ends.
-func newIdleProducer(t *testing.T, cfg Config) *Producer {
-	t.Helper()
-	log, _ := testkit.CaptureLogs(t)
-	p, err := New(cfg, log, prometheus.NewRegistry(), newMemSource())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.cl.Close)
-	return p
 }

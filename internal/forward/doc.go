@@ -94,11 +94,12 @@
 //     on metadata or produce, an unknown topic), or whose metadata Kafka
 //     answers with any other error, is parked: its records are skipped and
 //     stay in the buffer, in order, and the others flow. After a capped
-//     backoff (5s doubling to 5m; a metadata error is asked again after the
-//     usual backoff) one record is sent as a probe; once Kafka takes it the
-//     cursor is rewound to the topic's first skipped record. A parked topic
-//     shows in edgebridge_forward_parked_topics{reason} and is logged when
-//     it is parked and when it resumes.
+//     backoff (5s doubling to 5m; a metadata error that is not a refusal
+//     is asked again after kafka.backoff) one record is sent as a probe;
+//     once Kafka takes it the cursor is rewound to the topic's first
+//     skipped record. A parked topic shows in
+//     edgebridge_forward_parked_topics{reason} and is logged when it is
+//     parked and when it resumes.
 //   - A topic that can never be written (no topic, a name Kafka rejects)
 //     sends its records to dead letters.
 //
@@ -146,27 +147,33 @@
 //	L10  open          settled: failure, retriable                        failed        retry after backoff, log
 //	L11  open          settled: failure, cancelled with its round         failed        retry now
 //	L12  open          settled: failure, batch rejected                   failed        retry now; record suspect
-//	L13  failed        settled: another failure of the same round         failed        retry time kept
-//	L14  failed        settled: ack of a record after the failed one      failed        count reordered
-//	L15  any           settled: ack                                       same          backoff and probation reset
-//	L16  isolating     settled: the suspect dead-lettered                 isolating     the lane's suspects cleared
-//	L17  open,stalled  reclaim: lanes without progress hold more than     failed        round cancelled, probation,
+//	L13  stalled       settled: failure (a cause of L10-L12)              failed        as L10-L12 by the cause
+//	L14  isolating     settled: the suspect failed, not for its batch     failed        as L10-L11; still suspect
+//	                   (retriable, or cancelled with its round)
+//	L15  failed        settled: another failure of the same round         failed        retry time kept
+//	L16  failed        settled: ack of a record after the failed one      failed        count reordered
+//	L17  any           settled: ack                                       same          backoff and probation reset
+//	L18  isolating     settled: the suspect dead-lettered                 isolating     the lane's suspects cleared
+//	L19  open,stalled  reclaim: lanes without progress hold more than     failed        round cancelled, probation,
 //	                   half of the window, this one among the largest                   retry after backoff, log
-//	L18  stalled       unpark: lane at half its share or less             open          same round, rewind, log
-//	L19  stalled       unpark: lane above half its share                  stalled
-//	L20  failed        unpark: nothing in flight, retry time passed       open          new round, rewind
-//	L21  failed        unpark: records in flight, or before retry time    failed        next wake at retry time
-//	L22  isolating     unpark: nothing in flight                          open          new round, rewind
+//	L20  stalled       unpark: lane at half its share or less             open          same round, rewind, log
+//	L21  stalled       unpark: lane above half its share                  stalled
+//	L22  failed        unpark: nothing in flight, retry time passed       open          new round, rewind
+//	L23  failed        unpark: records in flight, or before retry time    failed        next wake at retry time
+//	L24  isolating     unpark: nothing in flight                          open          new round, rewind
 //	T1   open          settled: failure, topic refused                    parked        skip, gauge, log
-//	T2   open          metadata: topic answered with an error             parked        retry after kafka.backoff
-//	T3   parked        admit (and before its partitions are asked)        parked        skip
-//	T4   parked        settled: refused for another reason                parked        gauge moves, log
-//	T5   parked        unpark: retry time passed                          probing       rewind
-//	T6   probing       admit: no probe in flight                          probing       produce the probe
-//	T7   probing       admit: probe in flight                             probing       skip
-//	T8   probing       settled: the probe acked                           probing       interrupt the reader
-//	T9   probing       unpark: the probe was acked                        open          rewind, log
-//	T10  probing       settled: the probe refused                         parked        longer wait
+//	T2   open          metadata: topic answered with an error that is     parked        retry after kafka.backoff
+//	                   not a refusal (reason metadata)
+//	T3   open          metadata: refused, TOPIC_AUTHORIZATION_FAILED or   parked        retry after 5s-5m, as T1
+//	                   UNKNOWN_TOPIC_ID
+//	T4   parked        admit (and before its partitions are asked)        parked        skip
+//	T5   parked        settled: refused for another reason                parked        gauge moves, log
+//	T6   parked        unpark: retry time passed                          probing       rewind
+//	T7   probing       admit: no probe in flight                          probing       produce the probe
+//	T8   probing       admit: probe in flight                             probing       skip
+//	T9   probing       settled: the probe acked                           probing       interrupt the reader
+//	T10  probing       unpark: the probe was acked                        open          rewind, log
+//	T11  probing       settled: the probe refused                         parked        longer wait
 //
 // # Kafka up
 //

@@ -325,3 +325,51 @@ func checkOrder(t testing.TB, recs []got) (dups int) {
 	}
 	return dups
 }
+
+// gathered sums the samples of the metric family name in reg.
+func gathered(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// openQueue opens the real buffer in dir.
+func openQueue(t testing.TB, dir string) *buffer.Queue {
+	t.Helper()
+	log, _ := testkit.CaptureLogs(t)
+	q, err := buffer.Open(buffer.Config{Dir: dir, MinFreeDisk: -1}, log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatalf("open buffer: %v", err)
+	}
+	return q
+}
+
+// appendN appends n records of size bytes for keys dev-0.. in batches.
+func appendN(t testing.TB, q *buffer.Queue, n, keys, size int) {
+	t.Helper()
+	value := make([]byte, size)
+	batch := make([]buffer.Record, 0, 500)
+	for i := range n {
+		batch = append(batch, buffer.Record{Topic: testTopic, Key: []byte(fmt.Sprintf("dev-%d", i%keys)), Value: value})
+		if len(batch) == cap(batch) || i == n-1 {
+			if err := q.Append(context.Background(), batch); err != nil {
+				t.Fatalf("append: %v", err)
+			}
+			batch = batch[:0]
+		}
+	}
+}

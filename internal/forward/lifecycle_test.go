@@ -38,14 +38,13 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 	if err := p.Run(context.Background()); !errors.Is(err, ErrRunTwice) {
 		t.Errorf("second Run = %v, want ErrRunTwice", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
+	defer func() {
+		if t.Failed() {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines before, %d after Run returned:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+			t.Logf("%d goroutines before, %d after Run returned:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	}()
+	testkit.WaitWithin(t, 10*time.Second, "Run's goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 // ProducerOnDataLossDetected is wired to a log line and a counter. (kfake

@@ -2,21 +2,13 @@ package forward
 
 import (
 	"context"
-	"fmt"
-	"math"
 	"net"
-	"runtime"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/edgebridge/edgebridge/internal/buffer"
 	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
 
@@ -69,148 +61,6 @@ func TestClusterRestartMidStream(t *testing.T) {
 		delivered, dups, testkit.Value(t, r.p.m.retries), testkit.Value(t, r.p.m.dataLoss))
 }
 
-// genSource is a Source that makes its records when they are read, so that
-// a backlog of any size costs no memory in the test itself but one bit per
-// record.
-type genSource struct {
-	n     uint64
-	value []byte
-	mu    sync.Mutex
-	gone  []uint64 // bitset of acked and dead-lettered sequences
-}
-
-func newGenSource(n, size int) *genSource {
-	return &genSource{n: uint64(n), value: make([]byte, size), gone: make([]uint64, n/64+1)}
-}
-
-func (s *genSource) Read(ctx context.Context, after uint64, maxRecords, maxBytes int) ([]buffer.Record, error) {
-	s.mu.Lock()
-	var out []buffer.Record
-	size := 0
-	for seq := after + 1; seq <= s.n && len(out) < maxRecords; seq++ {
-		if s.gone[seq/64]&(1<<(seq%64)) != 0 {
-			continue
-		}
-		if len(out) > 0 && size+len(s.value) > maxBytes {
-			break
-		}
-		size += len(s.value)
-		out = append(out, buffer.Record{Seq: seq, Time: time.Now(), Topic: testTopic,
-			Key: []byte("dev-" + strconv.FormatUint(seq%100, 10)), Value: append([]byte(nil), s.value...)})
-	}
-	s.mu.Unlock()
-	if len(out) > 0 {
-		return out, nil
-	}
-	<-ctx.Done()
-	return nil, ctx.Err()
-}
-
-func (s *genSource) Ack(_ context.Context, seqs []uint64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, seq := range seqs {
-		s.gone[seq/64] |= 1 << (seq % 64)
-	}
-	return nil
-}
-
-func (s *genSource) DeadLetter(_ context.Context, seq uint64, _ string) error {
-	return s.Ack(context.Background(), []uint64{seq})
-}
-
-// Backpressure: with Kafka taking nothing (produce blackholed), the heap
-// with a backlog of a million records is the heap with a thousand: the
-// forwarder holds one window, the backlog stays in the buffer.
-func TestMemoryFlatWithBacklog(t *testing.T) {
-	heap := func(backlog int) uint64 {
-		c := newCluster(t)
-		var swallowed atomic.Int64
-		c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-			c.KeepControl()
-			swallowed.Add(1)
-			return nil, nil, true
-		})
-		cfg := testConfig(c.ListenAddrs())
-		cfg.MaxBufferedRecords = 1000
-		cfg.ShutdownTimeout = 100 * time.Millisecond
-		src := newGenSource(backlog, 250)
-		r := start(t, cfg, src)
-		testkit.WaitWithin(t, 20*time.Second, "the window to fill", func() bool { return r.p.inFlight() == cfg.MaxBufferedRecords })
-		// Sample only once a produce request was built: its compression
-		// encoder is part of the steady state (sampling earlier read a
-		// few MiB less in some runs, under qemu).
-		testkit.WaitWithin(t, 20*time.Second, "a produce request", func() bool { return swallowed.Load() > 0 })
-		// The live floor: the least of a few samples after a GC (pooled
-		// encoders and the previous cluster's garbage vary by a few MiB).
-		low := uint64(math.MaxUint64)
-		for range 3 {
-			runtime.GC()
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			low = min(low, ms.HeapAlloc)
-		}
-		r.stop(t)
-		c.Close()
-		return low
-	}
-	small := heap(1_000)
-	large := heap(1_000_000)
-	t.Logf("heap with the window full: backlog 1k %.1f MiB, backlog 1M %.1f MiB", mib(small), mib(large))
-	// The 1M backlog is 250 MiB of values and the source's own bitset is
-	// 122 KiB: anything that grew with the backlog would be tens to
-	// hundreds of MiB. 16 MiB is above the noise of this measurement.
-	if diff := int64(large) - int64(small); diff > 16<<20 {
-		t.Errorf("heap grew by %.1f MiB with the backlog", mib(uint64(diff)))
-	}
-}
-
-func mib(b uint64) float64 { return float64(b) / (1 << 20) }
-
-// openQueue opens the real buffer in dir.
-func openQueue(t testing.TB, dir string) *buffer.Queue {
-	t.Helper()
-	log, _ := testkit.CaptureLogs(t)
-	q, err := buffer.Open(buffer.Config{Dir: dir, MinFreeDisk: -1}, log, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatalf("open buffer: %v", err)
-	}
-	return q
-}
-
-// appendN appends n records of size bytes for keys dev-0.. in batches.
-func appendN(t testing.TB, q *buffer.Queue, n, keys, size int) {
-	t.Helper()
-	value := make([]byte, size)
-	batch := make([]buffer.Record, 0, 500)
-	for i := range n {
-		batch = append(batch, buffer.Record{Topic: testTopic, Key: []byte(fmt.Sprintf("dev-%d", i%keys)), Value: value})
-		if len(batch) == cap(batch) || i == n-1 {
-			if err := q.Append(context.Background(), batch); err != nil {
-				t.Fatalf("append: %v", err)
-			}
-			batch = batch[:0]
-		}
-	}
-}
-
-// Contract 2 and 3 with the real buffer: 100k records appended to bbolt all
-// reach Kafka in per-device order and the buffer is empty after.
-func TestRealBufferNormalFlow(t *testing.T) {
-	const n = 100_000
-	q := openQueue(t, t.TempDir())
-	defer q.Close()
-	appendN(t, q, n, 97, 100)
-	c := newCluster(t)
-	r := start(t, testConfig(c.ListenAddrs()), q)
-	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, 60*time.Second)
-	if dups := checkOrder(t, recs); dups != 0 {
-		t.Errorf("%d duplicates", dups)
-	}
-	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return q.Stats().Records == 0 })
-	r.stop(t)
-}
-
 // Restart with the real buffer: records buffered while Kafka was away and
 // the forwarder stopped are sent after the next start, from the reopened
 // files.
@@ -245,4 +95,38 @@ func TestRealBufferRestart(t *testing.T) {
 	}
 	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return q.Stats().Records == 0 })
 	r.stop(t)
+}
+
+// Shutdown and restart: with Kafka gone, Run still returns within its
+// deadline, nothing is deleted, and the next Producer sends it all.
+func TestRestartSendsWhatStayedBuffered(t *testing.T) {
+	const n = 2000
+	dead := newCluster(t)
+	deadAddrs := dead.ListenAddrs()
+	dead.Close()
+	src := newMemSource()
+	src.fill(n, 20, 100)
+
+	cfg := testConfig(deadAddrs)
+	cfg.ShutdownTimeout = 300 * time.Millisecond
+	r := start(t, cfg, src)
+	testkit.WaitWithin(t, 10*time.Second, "a read of the buffer", func() bool {
+		src.mu.Lock()
+		defer src.mu.Unlock()
+		return src.reads > 0
+	})
+	stopped := time.Now()
+	r.stop(t)
+	if took := time.Since(stopped); took > 5*time.Second {
+		t.Errorf("Run took %v to return with Kafka gone", took)
+	}
+	if got := src.remaining(); got != n {
+		t.Fatalf("%d records left the buffer without Kafka", n-got)
+	}
+
+	c := newCluster(t)
+	start(t, testConfig(c.ListenAddrs()), src)
+	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, n, 30*time.Second)
+	checkOrder(t, recs)
+	testkit.WaitWithin(t, 10*time.Second, "the buffer to empty", func() bool { return src.remaining() == 0 })
 }

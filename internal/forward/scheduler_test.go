@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
@@ -126,7 +126,7 @@ func (x *schedFixture) wantLane(part int32, want laneState) *lane {
 	if l.state != want {
 		x.t.Fatalf("lane %d is %v, want %v", part, l.state, want)
 	}
-	if got, want := metric(x.m.parked), float64(x.s.parked); got != want {
+	if got, want := testkit.Value(x.t, x.m.parked), float64(x.s.parked); got != want {
 		x.t.Fatalf("parked partitions gauge %v, scheduler counts %v", got, want)
 	}
 	return l
@@ -156,13 +156,6 @@ func (x *schedFixture) wantUnpark(from uint64) time.Time {
 		x.t.Fatalf("unpark rewinds to before seq %d, want %d", got, from)
 	}
 	return next
-}
-
-// metric is the value of a counter or gauge.
-func metric(m prometheus.Metric) float64 {
-	var d dto.Metric
-	_ = m.Write(&d)
-	return d.GetCounter().GetValue() + d.GetGauge().GetValue()
 }
 
 func within(t *testing.T, what string, got, lo, hi time.Time) {
@@ -244,7 +237,7 @@ var schedulerRows = []struct {
 		if f.lane != l || f.rec.Context != l.round.Load().ctx || l.lastProgress != x.now {
 			t.Fatal("a produced record does not carry its lane and round")
 		}
-		if got := metric(x.m.inFlight); got != 1 || x.s.waiting.Load() != 1 {
+		if got := testkit.Value(t, x.m.inFlight); got != 1 || x.s.waiting.Load() != 1 {
 			t.Fatalf("in-flight gauge %v, waiting %d; want 1", got, x.s.waiting.Load())
 		}
 	}},
@@ -331,8 +324,8 @@ var schedulerRows = []struct {
 		x.fail(kerr.NotLeaderForPartition, f)
 		l := x.wantLane(0, laneFailed)
 		within(t, "retry time", l.retryAt, x.now.Add(schedBackoff/2), x.now.Add(schedBackoff))
-		if l.tries != 1 || metric(x.m.retries) != 1 || l.skippedFrom != f.seq {
-			t.Fatalf("tries %d, retries %v, skipped from %d", l.tries, metric(x.m.retries), l.skippedFrom)
+		if l.tries != 1 || testkit.Value(t, x.m.retries) != 1 || l.skippedFrom != f.seq {
+			t.Fatalf("tries %d, retries %v, skipped from %d", l.tries, testkit.Value(t, x.m.retries), l.skippedFrom)
 		}
 		x.wantLog("kafka failed records, resending them from the buffer")
 	}},
@@ -356,6 +349,39 @@ var schedulerRows = []struct {
 		}
 	}},
 	{"L13", func(t *testing.T) {
+		x, fs, f := stalledLane(t)
+		x.fail(kerr.NotLeaderForPartition, fs[0])
+		l := x.wantLane(0, laneFailed)
+		within(t, "retry time", l.retryAt, x.now.Add(schedBackoff/2), x.now.Add(schedBackoff))
+		if l.tries != 1 || l.skippedFrom != fs[0].seq {
+			t.Fatalf("tries %d, skipped from %d; want 1 and %d (before the stall's %d)", l.tries, l.skippedFrom, fs[0].seq, f.seq)
+		}
+		x.wantLog("kafka failed records, resending them from the buffer")
+		// A batch rejected: retry now, the record a suspect.
+		x, fs, _ = stalledLane(t)
+		x.fail(kerr.MessageTooLarge, fs[0])
+		if l := x.wantLane(0, laneFailed); !l.retryAt.Equal(x.now) || x.s.suspects[fs[0].seq] != l {
+			t.Fatalf("retry at %v, suspect %v; want now and a suspect", l.retryAt, x.s.suspects[fs[0].seq] != nil)
+		}
+	}},
+	{"L14", func(t *testing.T) {
+		x, f, _ := isolatingLane(t)
+		x.fail(kerr.NotLeaderForPartition, f)
+		l := x.wantLane(0, laneFailed)
+		within(t, "retry time", l.retryAt, x.now.Add(schedBackoff/2), x.now.Add(schedBackoff))
+		if l.skippedFrom != f.seq || x.s.suspects[f.seq] != l {
+			t.Fatalf("skipped from %d, still suspect %v; want %d and true", l.skippedFrom, x.s.suspects[f.seq] == l, f.seq)
+		}
+		// After the backoff it is sent alone again.
+		x.now = x.now.Add(schedBackoff)
+		x.wantUnpark(f.seq)
+		g := x.again(f)
+		x.wantAdmit(g, actProduce)
+		if x.wantLane(0, laneIsolating); !g.isolated {
+			t.Fatal("the suspect is not isolated again")
+		}
+	}},
+	{"L15", func(t *testing.T) {
 		x := newSchedFixture(t)
 		fs := x.produce(schedTopic, 0, 2)
 		x.fail(kerr.NotLeaderForPartition, fs[1])
@@ -366,17 +392,17 @@ var schedulerRows = []struct {
 			t.Fatalf("retry at %v after %d tries from %d, want %v, 1, %d", l.retryAt, l.tries, l.skippedFrom, retryAt, fs[0].seq)
 		}
 	}},
-	{"L14", func(t *testing.T) {
+	{"L16", func(t *testing.T) {
 		x := newSchedFixture(t)
 		fs := x.produce(schedTopic, 0, 2)
 		x.fail(kerr.NotLeaderForPartition, fs[0])
 		x.ack(fs[1])
 		x.wantLane(0, laneFailed)
-		if got := metric(x.m.reordered); got != 1 {
+		if got := testkit.Value(t, x.m.reordered); got != 1 {
 			t.Fatalf("reordered %v, want 1", got)
 		}
 	}},
-	{"L15", func(t *testing.T) {
+	{"L17", func(t *testing.T) {
 		x := newSchedFixture(t)
 		f := x.produce(schedTopic, 0, 1)[0]
 		x.fail(kerr.NotLeaderForPartition, f)
@@ -389,11 +415,11 @@ var schedulerRows = []struct {
 		if l := x.wantLane(0, laneOpen); l.tries != 0 || l.probation {
 			t.Fatalf("tries %d, probation %v after an ack", l.tries, l.probation)
 		}
-		if got := metric(x.m.records); got != 1 {
+		if got := testkit.Value(t, x.m.records); got != 1 {
 			t.Fatalf("records %v, want 1", got)
 		}
 	}},
-	{"L16", func(t *testing.T) {
+	{"L18", func(t *testing.T) {
 		x, f, other := isolatingLane(t)
 		f.err = kerr.MessageTooLarge
 		x.s.settled([]*flight{f}, true, []deadLetter{{f: f, reason: "message_too_large", done: true}}, false, x.now)
@@ -401,11 +427,11 @@ var schedulerRows = []struct {
 		if _, ok := x.s.suspects[other.seq]; ok || len(x.s.suspects) != 0 {
 			t.Fatal("the lane's other suspects stay after the culprit went to dead letters")
 		}
-		if got := metric(x.m.failed.WithLabelValues("message_too_large")); got != 1 {
+		if got := testkit.Value(t, x.m.failed.WithLabelValues("message_too_large")); got != 1 {
 			t.Fatalf("failed{message_too_large} %v, want 1", got)
 		}
 	}},
-	{"L17", func(t *testing.T) {
+	{"L19", func(t *testing.T) {
 		x := newSchedFixture(t)
 		a := x.produce(schedTopic, 0, schedWindow/2)
 		x.produce(schedTopic, 1, schedWindow/2-1)
@@ -433,7 +459,7 @@ var schedulerRows = []struct {
 			t.Fatalf("a lane on probation may hold %d records, want 1", maxRecs)
 		}
 	}},
-	{"L18", func(t *testing.T) {
+	{"L20", func(t *testing.T) {
 		x, fs, f := stalledLane(t)
 		round := x.lane(0).round.Load()
 		x.ack(fs[:2]...)
@@ -443,13 +469,13 @@ var schedulerRows = []struct {
 		}
 		x.wantLog("partition resumed")
 	}},
-	{"L19", func(t *testing.T) {
+	{"L21", func(t *testing.T) {
 		x, fs, _ := stalledLane(t)
 		x.ack(fs[0])
 		x.wantUnpark(0)
 		x.wantLane(0, laneStalled)
 	}},
-	{"L20", func(t *testing.T) {
+	{"L22", func(t *testing.T) {
 		x := newSchedFixture(t)
 		f := x.produce(schedTopic, 0, 1)[0]
 		x.fail(kerr.NotLeaderForPartition, f)
@@ -460,7 +486,7 @@ var schedulerRows = []struct {
 			t.Fatal("a failed lane resumed without a new round")
 		}
 	}},
-	{"L21", func(t *testing.T) {
+	{"L23", func(t *testing.T) {
 		x := newSchedFixture(t)
 		fs := x.produce(schedTopic, 0, 2)
 		x.fail(kerr.NotLeaderForPartition, fs[0])
@@ -476,7 +502,7 @@ var schedulerRows = []struct {
 		}
 		x.wantLane(0, laneFailed)
 	}},
-	{"L22", func(t *testing.T) {
+	{"L24", func(t *testing.T) {
 		x, f, other := isolatingLane(t)
 		x.wantAdmit(x.again(other), actSkip) // L8
 		x.ack(f)                             // sent alone, Kafka took it: the culprit is another one
@@ -492,7 +518,7 @@ var schedulerRows = []struct {
 		if tp.reason != "topic_authorization_failed" || tp.skippedFrom != f.seq {
 			t.Fatalf("reason %q skipped from %d", tp.reason, tp.skippedFrom)
 		}
-		if got := metric(x.m.topics.WithLabelValues("topic_authorization_failed")); got != 1 {
+		if got := testkit.Value(t, x.m.topics.WithLabelValues("topic_authorization_failed")); got != 1 {
 			t.Fatalf("parked topics gauge %v, want 1", got)
 		}
 		x.wantLog("kafka refuses a topic")
@@ -503,11 +529,21 @@ var schedulerRows = []struct {
 		x.s.parkTopicMetadata(schedTopic, f.seq, "metadata", kerr.LeaderNotAvailable, x.now)
 		tp := x.wantTopic(topicParked)
 		within(t, "retry time", tp.retryAt, x.now.Add(schedBackoff/2), x.now.Add(schedBackoff))
-		if tp.skippedFrom != f.seq || metric(x.m.topics.WithLabelValues("metadata")) != 1 {
-			t.Fatalf("skipped from %d, metadata gauge %v", tp.skippedFrom, metric(x.m.topics.WithLabelValues("metadata")))
+		if tp.skippedFrom != f.seq || testkit.Value(t, x.m.topics.WithLabelValues("metadata")) != 1 {
+			t.Fatalf("skipped from %d, metadata gauge %v", tp.skippedFrom, testkit.Value(t, x.m.topics.WithLabelValues("metadata")))
 		}
 	}},
 	{"T3", func(t *testing.T) {
+		x := newSchedFixture(t)
+		f := x.rec(schedTopic, 0)
+		x.s.parkTopicMetadata(schedTopic, f.seq, "topic_authorization_failed", kerr.TopicAuthorizationFailed, x.now)
+		tp := x.wantTopic(topicParked)
+		within(t, "retry time", tp.retryAt, x.now.Add(schedTopicBo/2), x.now.Add(schedTopicBo))
+		if tp.skippedFrom != f.seq || testkit.Value(t, x.m.topics.WithLabelValues("topic_authorization_failed")) != 1 {
+			t.Fatalf("skipped from %d, gauge %v", tp.skippedFrom, testkit.Value(t, x.m.topics.WithLabelValues("topic_authorization_failed")))
+		}
+	}},
+	{"T4", func(t *testing.T) {
 		x, f := parkedTopic(t)
 		g := x.rec(schedTopic, 1)
 		x.wantAdmit(g, actSkip)
@@ -519,7 +555,7 @@ var schedulerRows = []struct {
 			t.Fatalf("skipped from %d, want %d", tp.skippedFrom, f.seq)
 		}
 	}},
-	{"T4", func(t *testing.T) {
+	{"T5", func(t *testing.T) {
 		x := newSchedFixture(t)
 		f := x.produce(schedTopic, 0, 1)[0]
 		g := x.produce(schedTopic, 1, 1)[0] // in flight when the topic is parked
@@ -529,27 +565,27 @@ var schedulerRows = []struct {
 			t.Fatalf("reason %q after %d tries, want unknown_topic after 1", tp.reason, tp.tries)
 		}
 		for reason, want := range map[string]float64{"unknown_topic": 1, "topic_authorization_failed": 0} {
-			if got := metric(x.m.topics.WithLabelValues(reason)); got != want {
+			if got := testkit.Value(t, x.m.topics.WithLabelValues(reason)); got != want {
 				t.Fatalf("parked topics{%s} = %v, want %v", reason, got, want)
 			}
 		}
 		x.wantLog("kafka refuses a topic for another reason now")
 	}},
-	{"T5", func(t *testing.T) {
+	{"T6", func(t *testing.T) {
 		x, f := parkedTopic(t)
 		x.now = x.now.Add(schedTopicBo)
 		x.wantUnpark(f.seq)
 		x.wantTopic(topicProbing)
 	}},
-	{"T6", func(t *testing.T) {
+	{"T7", func(t *testing.T) {
 		probingTopic(t)
 	}},
-	{"T7", func(t *testing.T) {
+	{"T8", func(t *testing.T) {
 		x, _ := probingTopic(t)
 		x.wantAdmit(x.rec(schedTopic, 1), actSkip)
 		x.wantTopic(topicProbing)
 	}},
-	{"T8", func(t *testing.T) {
+	{"T9", func(t *testing.T) {
 		x, probe := probingTopic(t)
 		interrupted := false
 		x.reading(func() { interrupted = true })
@@ -558,19 +594,19 @@ var schedulerRows = []struct {
 			t.Fatalf("probe ok %v, read interrupted %v", tp.probeOK, interrupted)
 		}
 	}},
-	{"T9", func(t *testing.T) {
+	{"T10", func(t *testing.T) {
 		x, probe := probingTopic(t)
 		skipped := x.rec(schedTopic, 1)
 		x.wantAdmit(skipped, actSkip)
 		x.ack(probe)
 		x.wantUnpark(skipped.seq)
 		x.wantTopic(topicOpen)
-		if got := metric(x.m.topics.WithLabelValues("topic_authorization_failed")); got != 0 || x.s.parkedTopics != 0 {
+		if got := testkit.Value(t, x.m.topics.WithLabelValues("topic_authorization_failed")); got != 0 || x.s.parkedTopics != 0 {
 			t.Fatalf("parked topics gauge %v, count %d after the topic resumed", got, x.s.parkedTopics)
 		}
 		x.wantLog("kafka takes the topic again")
 	}},
-	{"T10", func(t *testing.T) {
+	{"T11", func(t *testing.T) {
 		x, probe := probingTopic(t)
 		x.fail(kerr.TopicAuthorizationFailed, probe)
 		if tp := x.wantTopic(topicParked); tp.tries != 2 {

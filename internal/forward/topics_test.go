@@ -208,3 +208,54 @@ func answered[A any](t *testing.T, what string, err error, answers func() []A, c
 		}
 	}
 }
+
+// Topic-wide errors: a topic Kafka refuses until an operator acts
+// (authorization, unknown topic) is parked with its records kept; one that
+// can never be written (a name Kafka rejects, no topic at all) goes to dead
+// letters. The other topic keeps flowing either way.
+func TestTopicErrors(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "secret", "bad"))
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "secret", Err: kerr.TopicAuthorizationFailed, Count: -1})
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "bad", Err: kerr.InvalidTopicException, Count: -1})
+	src := newMemSource()
+	want := map[uint64]string{}
+	kept := 0
+	for i := range 600 {
+		switch i % 4 {
+		case 0:
+			src.add(testTopic, []byte("dev-"+strconv.Itoa(i%7)), []byte("ok"))
+		case 1:
+			src.add("secret", []byte("dev-1"), []byte("x"))
+			kept++
+		case 2:
+			want[src.add("bad", []byte("dev-1"), []byte("x"))] = "invalid_topic"
+		case 3:
+			src.add("no-such-topic", []byte("dev-1"), []byte("x"))
+			kept++
+		}
+	}
+	want[src.add("", []byte("dev-1"), []byte("x"))] = "no_topic"
+	r := start(t, testConfig(c.ListenAddrs()), src)
+
+	recs := newConsumer(t, c.ListenAddrs(), testTopic).until(t, 150, 30*time.Second)
+	checkOrder(t, recs)
+	testkit.WaitWithin(t, 20*time.Second, "the dead letters", func() bool { return len(src.deadLetters()) == len(want) })
+	testkit.WaitWithin(t, 20*time.Second, "only the parked topics' records in the buffer", func() bool { return src.remaining() == kept })
+	dl := src.deadLetters()
+	for seq, reason := range want {
+		if dl[seq] != reason {
+			t.Errorf("seq %d: dead letter reason %q, want %q", seq, dl[seq], reason)
+		}
+	}
+	for _, reason := range []string{"topic_authorization_failed", "unknown_topic"} {
+		testkit.WaitWithin(t, 20*time.Second, "a topic parked for "+reason, func() bool {
+			return parkedTopics(t, r, reason) == 1
+		})
+	}
+	if got := parkedTopics(t, r, ""); got != 2 {
+		t.Errorf("edgebridge_forward_parked_topics = %v, want 2", got)
+	}
+	if got := src.remaining(); got != kept {
+		t.Errorf("%d records in the buffer, want the %d of the parked topics", got, kept)
+	}
+}

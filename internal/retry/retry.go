@@ -66,10 +66,13 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 // Op is one operation retried until it succeeds.
 type Op struct {
 	Policy Policy
-	// Log receives one warning at the first failure and one line when the
-	// operation succeeds after failing, never a line per attempt. Nil: no
-	// log.
+	// Log receives one line at the first failure (at Level) and one at
+	// Info when the operation succeeds after failing, never a line per
+	// attempt. Nil: no log.
 	Log *slog.Logger
+	// Level is the level of the first-failure line; nil means
+	// slog.LevelWarn. A slog.Level is a Leveler: Level: slog.LevelError.
+	Level slog.Leveler
 	// What names the operation in the log ("connect", "sink append").
 	What string
 	// Attrs are added to both log lines.
@@ -82,18 +85,16 @@ type Op struct {
 }
 
 // Do calls f until it returns nil, it returns a permanent error, or ctx is
-// done, waiting Policy.Delay between tries. It returns nil on success, else
-// the last error f returned (ctx's error when f never ran).
+// done, waiting Policy.Delay between tries. f is always called once, even
+// when ctx is done already: only the retries stop with ctx. It returns nil
+// on success, else the last error f returned.
 func (o Op) Do(ctx context.Context, f func(context.Context) error) error {
 	var (
 		first time.Time
 		last  error
 	)
 	for n := 1; ; n++ {
-		if err := ctx.Err(); err != nil {
-			if last == nil {
-				return err
-			}
+		if n > 1 && ctx.Err() != nil {
 			return last
 		}
 		err := f(ctx)
@@ -114,7 +115,11 @@ func (o Op) Do(ctx context.Context, f func(context.Context) error) error {
 		if n == 1 {
 			first = time.Now()
 			if o.Log != nil {
-				o.Log.Warn(o.What+" failed, retrying", append([]any{"err", err, "retry_in", d.Round(time.Millisecond)}, o.Attrs...)...)
+				level := slog.LevelWarn
+				if o.Level != nil {
+					level = o.Level.Level()
+				}
+				o.Log.Log(context.Background(), level, o.What+" failed, retrying", append([]any{"err", err, "retry_in", d.Round(time.Millisecond)}, o.Attrs...)...)
 			}
 		}
 		if !Sleep(ctx, d) {

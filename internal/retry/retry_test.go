@@ -141,8 +141,41 @@ func TestDoStopsWithContext(t *testing.T) {
 	if !errors.Is(err, refused) || calls != 1 {
 		t.Fatalf("err %v after %d calls, want the last error after 1", err, calls)
 	}
-	err = Op{}.Do(ctx, func(context.Context) error { t.Fatal("f ran on a done context"); return nil })
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("err %v, want context.Canceled", err)
+	// On a context done already, the first attempt is made; no retry.
+	calls = 0
+	err = Op{}.Do(ctx, func(context.Context) error { calls++; return refused })
+	if !errors.Is(err, refused) || calls != 1 {
+		t.Fatalf("err %v after %d calls on a done context, want refused after 1", err, calls)
+	}
+}
+
+func TestDoFirstFailureLevel(t *testing.T) {
+	for _, tc := range []struct {
+		level slog.Leveler
+		want  string
+	}{
+		{nil, "level=WARN"},
+		{slog.LevelError, "level=ERROR"},
+	} {
+		var buf bytes.Buffer
+		calls := 0
+		err := Op{
+			Policy: Policy{Initial: time.Microsecond, Max: time.Microsecond},
+			Log:    slog.New(slog.NewTextHandler(&buf, nil)),
+			Level:  tc.level,
+			What:   "ack",
+		}.Do(context.Background(), func(context.Context) error {
+			if calls++; calls == 1 {
+				return errors.New("refused")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Do: %v", err)
+		}
+		line, _, _ := strings.Cut(buf.String(), "\n")
+		if !strings.Contains(line, "ack failed, retrying") || !strings.Contains(line, tc.want) {
+			t.Errorf("Level %v: first line %q, want the failure at %s", tc.level, line, tc.want)
+		}
 	}
 }

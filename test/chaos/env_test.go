@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgebridge/edgebridge/internal/dev/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 	"github.com/edgebridge/edgebridge/test/kafka"
 )
 
@@ -278,16 +279,24 @@ func (e *env) metric(name string) float64 {
 	return m[name]
 }
 
-// waitFor polls cond every 50ms until it holds or timeout passes.
+// waitFor polls cond every 50ms (each poll may scrape the bridge) until it
+// holds, and fails the test, with what the verifier counted, when timeout
+// passes or the test's own deadline does.
 func (e *env) waitFor(what string, timeout time.Duration, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) || e.ctx.Err() != nil {
-			e.t.Fatalf("timed out after %s waiting for %s (verifier: %+v)", timeout, what, e.v.Counts())
+	held := false
+	defer func() {
+		if !held {
+			e.t.Logf("verifier: %+v", e.v.Counts())
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	}()
+	testkit.WaitEvery(e.t, timeout, 50*time.Millisecond, what, func() bool {
+		if err := e.ctx.Err(); err != nil {
+			e.t.Fatalf("waiting for %s: %v", what, err)
+		}
+		return cond()
+	})
+	held = true
 }
 
 // gauge reads a metric of the bridge, failing the test if /metrics does
@@ -419,14 +428,6 @@ const (
 	mAcked    = "edgebridge_mqtt_acked_total"
 	mDropped  = "edgebridge_buffer_dropped_records_total"
 )
-
-// sleepCtx waits d: the length of an outage is the point of the test.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	select {
-	case <-time.After(d):
-	case <-ctx.Done():
-	}
-}
 
 func httpGet(hostport, path string) (int, error) {
 	c := http.Client{Timeout: 5 * time.Second}

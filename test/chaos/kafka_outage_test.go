@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/edgebridge/edgebridge/internal/retry"
 )
 
 // Contract 2, 4: Kafka is unreachable for a long time while traffic goes
@@ -26,9 +28,9 @@ func TestS2LongPartition(t *testing.T) {
 
 	e.kafka.Broker(0).Stop(30 * time.Second)
 	cut := time.Now()
-	sleepCtx(e.ctx, outage/4)
+	retry.Sleep(e.ctx, outage/4)
 	rssEarly, _ := procMem(e.br.PID())
-	sleepCtx(e.ctx, outage-time.Since(cut))
+	retry.Sleep(e.ctx, outage-time.Since(cut))
 	rssLate, _ := procMem(e.br.PID())
 	buffered := e.gauge(mBuffered)
 	if up := e.gauge(mKafkaUp); up != 0 {
@@ -75,7 +77,7 @@ func TestS3Blackhole(t *testing.T) {
 		t0 := time.Now()
 		e.waitFor("edgebridge_kafka_up to drop to 0 (timeouts firing)", 60*time.Second, func() bool { return e.gauge(mKafkaUp) == 0 })
 		detected := time.Since(t0)
-		sleepCtx(e.ctx, hold-time.Since(t0))
+		retry.Sleep(e.ctx, hold-time.Since(t0))
 		if code, _ := httpGet(e.br.Metrics, "/healthz"); code != http.StatusOK {
 			t.Errorf("/healthz = %d during the blackhole: a Kafka outage must not fail liveness", code)
 		}
@@ -148,7 +150,7 @@ func TestS4LeaderFailover(t *testing.T) {
 	}
 	b0 := e.gauge(mBuffered)
 	hold := pick(30*time.Second, 3*time.Minute)
-	sleepCtx(e.ctx, hold)
+	retry.Sleep(e.ctx, hold)
 	held := e.gauge(mBuffered) - b0
 	if held < r*hold.Seconds()/2 {
 		t.Errorf("buffer grew by %.0f records in %s of NOT_ENOUGH_REPLICAS at %.0f msg/s: the bridge is not holding the data", held, hold, r)

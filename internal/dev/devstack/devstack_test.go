@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/edgebridge/edgebridge/internal/config"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 	edgebridgev1 "github.com/edgebridge/edgebridge/proto/edgebridge/v1"
 )
 
@@ -109,9 +110,8 @@ func TestKafkaSurvivesRestart(t *testing.T) {
 	cctx, ccancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- v.Consume(cctx, []string{k.Addr()}, "t") }()
-	for v.Counts().Unique < 2 && ctx.Err() == nil {
-		time.Sleep(10 * time.Millisecond)
-	}
+	deadline, _ := ctx.Deadline()
+	testkit.WaitWithin(t, time.Until(deadline), "the verifier to read both records", func() bool { return v.Counts().Unique >= 2 })
 	ccancel()
 	<-done
 	if err := v.Check(1, 2); err != nil {
@@ -160,9 +160,8 @@ func TestDevicesOnMochi(t *testing.T) {
 	if d.Published.Load() != 600 {
 		t.Fatalf("published = %d", d.Published.Load())
 	}
-	for got.Load() < 600 && ctx.Err() == nil {
-		time.Sleep(10 * time.Millisecond)
-	}
+	deadline, _ := ctx.Deadline()
+	testkit.WaitWithin(t, time.Until(deadline), "the subscriber to get every message", func() bool { return got.Load() >= 600 })
 	if got.Load() != 600 || disorder.Load() {
 		t.Fatalf("subscriber got %d, disorder %v", got.Load(), disorder.Load())
 	}

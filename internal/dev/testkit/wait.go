@@ -28,12 +28,20 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 // metadata refresh).
 func WaitWithin(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	WaitEvery(t, timeout, pollEvery, what, cond)
+}
+
+// WaitEvery is WaitWithin checking cond every poll rather than every
+// 2ms: for a condition that costs a request (a scrape of a child
+// process's /metrics) or would load the system a test measures.
+func WaitEvery(t testing.TB, timeout, poll time.Duration, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
-		time.Sleep(pollEvery)
+		time.Sleep(poll)
 	}
 }
 
