@@ -203,6 +203,7 @@ func startWith(t testing.TB, cfg Config, src Source, log *slog.Logger) *running 
 	// A parked topic is tried again within a test's patience
 	// (TestParkedTopicBackoffDefaults checks the real waits).
 	p.sched.topicBo = testTopicBackoff
+	p.renew = testTopicBackoff
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{p: p, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- p.Run(ctx) }()

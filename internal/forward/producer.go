@@ -55,6 +55,7 @@ type Producer struct {
 	cl      *kgo.Client
 	m       *metrics
 	bo      retry.Policy // of client requests, reads, Source operations, partition look-ups
+	renew   retry.Policy // of new clients after a refused producer ID (renewClient)
 	sched   *scheduler
 	kst     *kafkaState
 	part    *partitioner
@@ -129,13 +130,17 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (_
 	}()
 	log = log.With("component", "forward")
 	bo := cfg.Backoff
+	// A parked topic and a client refused a producer ID wait for an
+	// operator: long, capped waits.
+	operatorBo := retry.Policy{Initial: topicRetryInitial, Max: topicRetryMax}
 	p := &Producer{
 		cfg:      cfg,
 		log:      log,
 		src:      src,
 		m:        m,
 		bo:       bo,
-		sched:    newScheduler(cfg, bo, retry.Policy{Initial: topicRetryInitial, Max: topicRetryMax}, log, m),
+		renew:    operatorBo,
+		sched:    newScheduler(cfg, bo, operatorBo, log, m),
 		part:     newPartitioner(),
 		results:  make(chan *flight, cfg.MaxBufferedRecords+1),
 		ctypeHdr: []byte(edgebridgev1.ContentType),
@@ -466,7 +471,7 @@ func (p *Producer) renewClient(now time.Time) {
 		return
 	}
 	p.clientTries++
-	p.nextClient = now.Add(p.sched.topicBo.Delay(p.clientTries))
+	p.nextClient = now.Add(p.renew.Delay(p.clientTries))
 	if p.clientTries == 1 {
 		p.log.Warn("kafka refuses this client a producer ID, records wait in the buffer; asking again with a new client",
 			"retry_in", p.nextClient.Sub(now).Round(time.Millisecond))
