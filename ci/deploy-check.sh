@@ -4,7 +4,9 @@
 #  1. Dockerfile.arm64's build line, extracted and run verbatim, makes a
 #     static arm64 binary that prints its version under qemu-aarch64-static.
 #  2. tools/deploycheck (a separate Go module, so k8s.io/api, kustomize and
-#     Prometheus never reach the shipped binary's go.mod) renders the K3s
+#     Prometheus never reach the shipped binary's go.mod; it takes the
+#     repository's own module through `replace ... => ../` for the shared
+#     test kit and dev stack, internal/dev) renders the K3s
 #     kustomizations and decodes every object strictly into the Kubernetes
 #     API types, runs `edgebridge validate` on the deployed config with the
 #     DaemonSet's environment, starts the example mosquitto.conf, loads the

@@ -1,12 +1,9 @@
 package deploycheck
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,20 +13,21 @@ import (
 	"testing"
 	"time"
 
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // live is the real edgebridge binary running against an in-process Kafka
-// (kfake) and an embedded MQTT broker (mochi), after it forwarded messages.
+// and an embedded MQTT broker (devstack's), after it forwarded messages.
 type live struct {
-	// addr is host:port of its /metrics, /healthz and /readyz.
-	addr string
+	br   *devstack.Bridge
+	logs *testkit.Buffer // what it printed, for failure messages
+	// forwarded is set once the bridge has forwarded the traffic and
+	// families, series and scrape hold a /metrics read after that.
+	forwarded bool
 	// families is its /metrics, parsed.
 	families map[string]*dto.MetricFamily
 	// series holds every sample name a query may use: the family names,
@@ -68,12 +66,27 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// requireLive returns the running bridge once it has forwarded the traffic
+// startLive published, with its /metrics loaded.
 func requireLive(t *testing.T) *live {
 	t.Helper()
 	if liveErr != nil {
 		t.Fatalf("run the edgebridge binary for a /metrics scrape: %v", liveErr)
 	}
-	return liveBridge
+	l := liveBridge
+	if !l.forwarded {
+		defer func() {
+			if !l.forwarded { // WaitFor failed the test: the next ones fail at once
+				liveErr = fmt.Errorf("edgebridge did not forward %d messages to Kafka (%s)", liveMessages, t.Name())
+				t.Logf("edgebridge output:\n%s\nlast /metrics:\n%s", l.logs.String(), l.scrape)
+			}
+		}()
+		testkit.WaitFor(t, fmt.Sprintf("edgebridge to forward %d messages to Kafka", liveMessages), func() bool {
+			return l.load() == nil && sum(l.families["edgebridge_forward_records_total"]) >= liveMessages
+		})
+		l.forwarded = true
+	}
+	return l
 }
 
 // binary returns $EDGEBRIDGE_BIN, or builds the binary from the repository
@@ -97,6 +110,10 @@ const (
 	liveMessages = 200
 )
 
+// startLive starts Kafka, an MQTT broker and the bridge, waits until the
+// bridge is ready and publishes liveMessages through the broker, so that
+// client and latency metrics exist with their labels; requireLive waits
+// until they are forwarded.
 func startLive(bin string) (_ *live, stop func(), err error) {
 	var cleanups []func()
 	stop = func() {
@@ -116,114 +133,52 @@ func startLive(bin string) (_ *live, stop func(), err error) {
 	}
 	cleanups = append(cleanups, func() { os.RemoveAll(dir) })
 
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, liveTopic))
+	kafka, err := devstack.StartKafka(filepath.Join(dir, "kafka"), liveTopic, 2)
 	if err != nil {
-		return nil, stop, fmt.Errorf("start kfake: %w", err)
-	}
-	cleanups = append(cleanups, kafka.Close)
-
-	broker := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if err := broker.AddHook(new(allowAll), nil); err != nil {
 		return nil, stop, err
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0"})
-	if err := broker.AddListener(tcp); err != nil {
-		return nil, stop, err
-	}
-	if err := broker.Serve(); err != nil {
+	cleanups = append(cleanups, kafka.Stop)
+	broker, err := devstack.StartMochi(slog.New(slog.DiscardHandler))
+	if err != nil {
 		return nil, stop, err
 	}
 	cleanups = append(cleanups, func() { broker.Close() })
 
-	httpAddr, err := freeAddr()
+	port, err := devstack.FreePort()
 	if err != nil {
 		return nil, stop, err
 	}
-	cfg := fmt.Sprintf(`node_id: deploycheck
-shutdown_timeout: 10s
-mqtt:
-  url: tcp://%s
-routes:
-  - filter: devices/+/telemetry
-    kafka_topic: %s
-buffer:
-  dir: %s
-  max_bytes: 64MiB
-  min_free_disk: -1
-kafka:
-  brokers: [%q]
-http:
-  listen: %s
-log:
-  format: text
-`, tcp.Address(), liveTopic, filepath.Join(dir, "buffer"), kafka.ListenAddrs()[0], httpAddr)
+	cfg := devstack.BridgeConfig{
+		NodeID: "deploycheck", MQTTURL: broker.URL(), Brokers: []string{kafka.Addr()}, Topic: liveTopic,
+		BufferDir: filepath.Join(dir, "buffer"), MaxBytes: "64MiB", MinFreeDisk: "-1",
+		HTTPListen: fmt.Sprintf("127.0.0.1:%d", port), LogFormat: "text", Production: true,
+	}
 	cfgPath := filepath.Join(dir, "edgebridge.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+	if err := cfg.WriteFile(cfgPath); err != nil {
 		return nil, stop, err
 	}
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "run", "--config", cfgPath)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
+	l := &live{logs: &testkit.Buffer{}}
+	l.br = &devstack.Bridge{Bin: bin, Config: cfgPath, Output: l.logs, Metrics: cfg.HTTPListen}
+	if err := l.br.Launch(); err != nil {
 		return nil, stop, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	cleanups = append(cleanups, func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("%s\nedgebridge output:\n%s", fmt.Sprintf(format, args...), logs.String())
-	}
+	cleanups = append(cleanups, func() { _ = l.br.Stop(20 * time.Second) })
 
-	l := &live{addr: httpAddr}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := waitFor(ctx, exited, func() bool { code, _, _ := l.get("/readyz"); return code == http.StatusOK }); err != nil {
-		return nil, stop, fail("edgebridge did not become ready: %v", err)
+	if err := l.br.WaitReady(ctx); err != nil {
+		return nil, stop, fmt.Errorf("%v\nedgebridge output:\n%s", err, l.logs.String())
 	}
-	// Traffic, so client and latency metrics exist with their labels.
-	for i := range liveMessages {
-		topic := fmt.Sprintf("devices/dev-%d/telemetry", i%10)
-		if err := broker.Publish(topic, []byte(fmt.Sprintf(`{"n":%d}`, i)), false, 1); err != nil {
-			return nil, stop, fmt.Errorf("publish: %w", err)
-		}
-	}
-	if err := waitFor(ctx, exited, func() bool {
-		if err := l.load(); err != nil {
-			return false
-		}
-		return sum(l.families["edgebridge_forward_records_total"]) >= liveMessages
-	}); err != nil {
-		return nil, stop, fail("edgebridge did not forward %d messages to Kafka: %v\n%s", liveMessages, err, l.scrape)
+	devices := &devstack.Devices{BrokerURL: broker.URL(), N: 10, Messages: liveMessages / 10}
+	if err := devices.Run(ctx); err != nil {
+		return nil, stop, fmt.Errorf("publish: %w", err)
 	}
 	return l, stop, nil
 }
 
-// waitFor polls cond until it holds, the process exits or ctx ends.
-func waitFor(ctx context.Context, exited chan error, cond func() bool) error {
-	for !cond() {
-		select {
-		case err := <-exited:
-			exited <- err
-			return fmt.Errorf("edgebridge exited: %v", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
 // load scrapes and parses /metrics.
 func (l *live) load() error {
-	code, body, err := l.get("/metrics")
+	code, body, err := l.br.Get("/metrics")
 	if err != nil {
 		return err
 	}
@@ -249,17 +204,6 @@ func (l *live) load() error {
 	return nil
 }
 
-func (l *live) get(path string) (int, string, error) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + l.addr + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
 // names lists the exported series names, for failure messages.
 func (l *live) names() string {
 	var n []string
@@ -282,25 +226,6 @@ func sum(f *dto.MetricFamily) float64 {
 	}
 	return s
 }
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// allowAll lets every client connect, publish and subscribe (loopback only).
-type allowAll struct{ mochi.HookBase }
-
-func (h *allowAll) ID() string { return "allow-all" }
-func (h *allowAll) Provides(b byte) bool {
-	return bytes.Contains([]byte{mochi.OnConnectAuthenticate, mochi.OnACLCheck}, []byte{b})
-}
-func (h *allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
-func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool              { return true }
 
 // TestLiveMetricsScrape prints what the binary exports (with -v), the list
 // every rule and dashboard query is checked against.

@@ -1,20 +1,15 @@
 package deploycheck
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -28,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgebridge/edgebridge/internal/dev/devstack"
+	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -535,7 +532,7 @@ func TestNodeBrokerTakesNoPasswordInClear(t *testing.T) {
 		}
 	})
 
-	bin, err := mosquittoPath()
+	bin, err := devstack.MosquittoPath()
 	if err != nil {
 		t.Skip("mosquitto not installed (apt-get install mosquitto): the config is not started")
 	}
@@ -568,7 +565,7 @@ func TestNodeBrokerTakesNoPasswordInClear(t *testing.T) {
 // port, with a certificate for serverName from a new CA and a password
 // file holding user. It returns the listener's address, the CA, and what
 // mosquitto writes (it logs to stdout).
-func startShippedMosquitto(t *testing.T, bin string, files map[string]string, serverName, user, password string) (string, *x509.CertPool, *lockedBuffer) {
+func startShippedMosquitto(t *testing.T, bin string, files map[string]string, serverName, user, password string) (string, *x509.CertPool, *testkit.Buffer) {
 	t.Helper()
 	dir := t.TempDir()
 	for _, sub := range []string{"config", "secret", "tls", "data"} {
@@ -585,17 +582,17 @@ func startShippedMosquitto(t *testing.T, bin string, files map[string]string, se
 	if err := os.WriteFile(filepath.Join(dir, "secret", "passwd"), []byte(mosquittoPasswd(t, user, password)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr, err := freeAddr()
+	port, err := devstack.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, port, _ := net.SplitHostPort(addr)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	conf := files["mosquitto.conf"]
 	_, ls := parseMosquittoConf(conf)
 	if len(ls) != 1 {
 		t.Fatalf("the shipped mosquitto.conf has %d listeners; this test moves one", len(ls))
 	}
-	conf = regexp.MustCompile(`(?m)^listener .*$`).ReplaceAllString(conf, "listener "+port+" 127.0.0.1")
+	conf = regexp.MustCompile(`(?m)^listener .*$`).ReplaceAllString(conf, "listener "+strconv.Itoa(port)+" 127.0.0.1")
 	conf = strings.ReplaceAll(conf, "/mosquitto/", dir+"/")
 	if u, err := osuser.Current(); err == nil {
 		conf += "\nuser " + u.Username + "\n" // as root mosquitto would switch to "mosquitto"
@@ -604,30 +601,22 @@ func startShippedMosquitto(t *testing.T, bin string, files map[string]string, se
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := &lockedBuffer{} // read while mosquitto still writes to it
+	out := &testkit.Buffer{} // read while mosquitto still writes to it
 	cmd := exec.Command(bin, "-c", path)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{}) // closed once cmd has exited and waitErr is set
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			conn.Close()
-			break
-		}
+	if err := devstack.WaitListening(addr, 10*time.Second, exited); err != nil {
 		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("mosquitto refused the config: %v\n%s", err, out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto not listening after 10s:\n%s", out.String())
+		case <-exited:
+			t.Fatalf("mosquitto refused the config: %v\n%s", waitErr, out.String())
+		default:
+			t.Fatalf("mosquitto not listening: %v\n%s", err, out.String())
 		}
 	}
 	return addr, roots, out
@@ -638,49 +627,17 @@ func startShippedMosquitto(t *testing.T, bin string, files map[string]string, se
 // which it returns.
 func writeServerCert(t *testing.T, dir, name string) *x509.CertPool {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "deploycheck CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for file, b := range map[string]*pem.Block{"tls.crt": {Type: "CERTIFICATE", Bytes: der}, "tls.key": {Type: "PRIVATE KEY", Bytes: pk}} {
-		if err := os.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(b), 0o600); err != nil {
+	p := testkit.NewPKI(t, name)
+	for file, from := range map[string]string{"tls.crt": p.ServerCertFile, "tls.key": p.ServerKeyFile} {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, file), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca)
-	return roots
+	return p.CAPool
 }
 
 // mosquittoPasswd returns a password file line in mosquitto 2's format:

@@ -239,7 +239,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	r := b.running()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if code, _, err := b.get("/healthz"); err == nil && code == http.StatusOK {
+		if code, _, err := b.Get("/healthz"); err == nil && code == http.StatusOK {
 			return nil
 		}
 		select {
@@ -264,14 +264,14 @@ func (b *Bridge) WaitReady(ctx context.Context) error {
 		exited = r.exited
 	}
 	for {
-		if code, _, err := b.get("/readyz"); err == nil && code == http.StatusOK {
+		if code, _, err := b.Get("/readyz"); err == nil && code == http.StatusOK {
 			return nil
 		}
 		select {
 		case <-exited:
 			return fmt.Errorf("edgebridge exited before ready: %v", r.err)
 		case <-ctx.Done():
-			_, body, _ := b.get("/readyz")
+			_, body, _ := b.Get("/readyz")
 			return fmt.Errorf("edgebridge not ready: %v: %s", ctx.Err(), body)
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -349,7 +349,7 @@ func (b *Bridge) wait(timeout time.Duration) (exited bool, err error) {
 
 // Scrape reads /metrics and sums every series by metric name.
 func (b *Bridge) Scrape() (map[string]float64, error) {
-	code, body, err := b.get("/metrics")
+	code, body, err := b.Get("/metrics")
 	if err != nil {
 		return nil, err
 	}
@@ -381,7 +381,9 @@ func (b *Bridge) Scrape() (map[string]float64, error) {
 	return out, sc.Err()
 }
 
-func (b *Bridge) get(path string) (int, string, error) {
+// Get sends GET path to its http.listen and returns the status and the
+// body: a probe, /metrics for a test that parses it itself.
+func (b *Bridge) Get(path string) (int, string, error) {
 	c := http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get("http://" + b.Metrics + path)
 	if err != nil {

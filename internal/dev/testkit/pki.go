@@ -23,8 +23,8 @@ type PKI struct {
 	CAFile string // ca.pem
 	CAPool *x509.CertPool
 
-	// The server's certificate is for 127.0.0.1 (an IP SAN), for server
-	// authentication.
+	// The server's certificate is for 127.0.0.1 (an IP SAN) and the DNS
+	// names given to NewPKI, for server authentication.
 	ServerCertFile, ServerKeyFile string // server.pem, server.key
 	Server                        tls.Certificate
 
@@ -36,8 +36,10 @@ type PKI struct {
 	OtherKeyFile string
 }
 
-// NewPKI writes a new PKI into a directory of t.TempDir().
-func NewPKI(t testing.TB) *PKI {
+// NewPKI writes a new PKI into a directory of t.TempDir(). The server's
+// certificate is also for serverNames: the name a client checks when it
+// dials a broker by a name of the deployment rather than 127.0.0.1.
+func NewPKI(t testing.TB, serverNames ...string) *PKI {
 	t.Helper()
 	p := &PKI{Dir: t.TempDir()}
 	key := func() *ecdsa.PrivateKey {
@@ -79,12 +81,12 @@ func NewPKI(t testing.TB) *PKI {
 	p.CAPool = x509.NewCertPool()
 	p.CAPool.AddCert(ca)
 	p.CAFile = write("ca.pem", "CERTIFICATE", caDER)
-	leaf := func(name, cn string, serial int64, usage x509.ExtKeyUsage, ips []net.IP) (certFile, keyFile string, pair tls.Certificate) {
+	leaf := func(name, cn string, serial int64, usage x509.ExtKeyUsage, ips []net.IP, dns []string) (certFile, keyFile string, pair tls.Certificate) {
 		k := key()
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips, KeyUsage: x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips, DNSNames: dns, KeyUsage: x509.KeyUsageDigitalSignature,
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
 		if err != nil {
@@ -96,8 +98,8 @@ func NewPKI(t testing.TB) *PKI {
 		}
 		return certFile, keyFile, pair
 	}
-	p.ServerCertFile, p.ServerKeyFile, p.Server = leaf("server", "127.0.0.1", 2, x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)})
-	p.ClientCertFile, p.ClientKeyFile, p.Client = leaf("client", "node-1", 3, x509.ExtKeyUsageClientAuth, nil)
+	p.ServerCertFile, p.ServerKeyFile, p.Server = leaf("server", "127.0.0.1", 2, x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)}, serverNames)
+	p.ClientCertFile, p.ClientKeyFile, p.Client = leaf("client", "node-1", 3, x509.ExtKeyUsageClientAuth, nil, nil)
 	p.OtherKeyFile = writeKey("other.key", key())
 	return p
 }
