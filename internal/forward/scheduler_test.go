@@ -158,6 +158,20 @@ func (x *schedFixture) wantUnpark(from uint64) time.Time {
 	return next
 }
 
+// parkedOnMetadata checks that a topic whose metadata Kafka answered with
+// kerr is parked for reason, skipped from its first record, counted in the
+// gauge, and tried again after bo.
+func parkedOnMetadata(t *testing.T, reason string, kerrErr *kerr.Error, bo time.Duration) {
+	x := newSchedFixture(t)
+	f := x.rec(schedTopic, 0)
+	x.s.parkTopicMetadata(schedTopic, f.seq, reason, kerrErr, x.now)
+	tp := x.wantTopic(topicParked)
+	within(t, "retry time", tp.retryAt, x.now.Add(bo/2), x.now.Add(bo))
+	if g := testkit.Value(t, x.m.topics.WithLabelValues(reason)); tp.skippedFrom != f.seq || g != 1 {
+		t.Fatalf("skipped from %d, %s gauge %v", tp.skippedFrom, reason, g)
+	}
+}
+
 func within(t *testing.T, what string, got, lo, hi time.Time) {
 	t.Helper()
 	if got.Before(lo) || got.After(hi) {
@@ -523,25 +537,9 @@ var schedulerRows = []struct {
 		}
 		x.wantLog("kafka refuses a topic")
 	}},
-	{"T2", func(t *testing.T) {
-		x := newSchedFixture(t)
-		f := x.rec(schedTopic, 0)
-		x.s.parkTopicMetadata(schedTopic, f.seq, "metadata", kerr.LeaderNotAvailable, x.now)
-		tp := x.wantTopic(topicParked)
-		within(t, "retry time", tp.retryAt, x.now.Add(schedBackoff/2), x.now.Add(schedBackoff))
-		if tp.skippedFrom != f.seq || testkit.Value(t, x.m.topics.WithLabelValues("metadata")) != 1 {
-			t.Fatalf("skipped from %d, metadata gauge %v", tp.skippedFrom, testkit.Value(t, x.m.topics.WithLabelValues("metadata")))
-		}
-	}},
+	{"T2", func(t *testing.T) { parkedOnMetadata(t, "metadata", kerr.LeaderNotAvailable, schedBackoff) }},
 	{"T3", func(t *testing.T) {
-		x := newSchedFixture(t)
-		f := x.rec(schedTopic, 0)
-		x.s.parkTopicMetadata(schedTopic, f.seq, "topic_authorization_failed", kerr.TopicAuthorizationFailed, x.now)
-		tp := x.wantTopic(topicParked)
-		within(t, "retry time", tp.retryAt, x.now.Add(schedTopicBo/2), x.now.Add(schedTopicBo))
-		if tp.skippedFrom != f.seq || testkit.Value(t, x.m.topics.WithLabelValues("topic_authorization_failed")) != 1 {
-			t.Fatalf("skipped from %d, gauge %v", tp.skippedFrom, testkit.Value(t, x.m.topics.WithLabelValues("topic_authorization_failed")))
-		}
+		parkedOnMetadata(t, "topic_authorization_failed", kerr.TopicAuthorizationFailed, schedTopicBo)
 	}},
 	{"T4", func(t *testing.T) {
 		x, f := parkedTopic(t)

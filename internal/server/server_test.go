@@ -38,6 +38,28 @@ func newTestServer(t *testing.T, cfg Config, live, ready []Check) *Server {
 	return s
 }
 
+// answers fails the test unless path answers code with a body holding
+// every one of want.
+func answers(t *testing.T, s *Server, path string, code int, want ...string) {
+	t.Helper()
+	got, body := get(t, s, path)
+	ok := got == code
+	for _, w := range want {
+		ok = ok && strings.Contains(body, w)
+	}
+	if !ok {
+		t.Errorf("%s = %d %q, want %d with %q", path, got, body, code, want)
+	}
+}
+
+// answersOK fails the test unless path answers 200 "ok".
+func answersOK(t *testing.T, s *Server, path string) {
+	t.Helper()
+	if code, body := get(t, s, path); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("%s = %d %q, want 200 ok", path, code, body)
+	}
+}
+
 func get(t *testing.T, s *Server, path string) (int, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
@@ -84,16 +106,10 @@ func TestHealthzIgnoresReadiness(t *testing.T) {
 	ready := []Check{{Name: "mqtt", Fn: func(context.Context) error { return errors.New("session down") }}}
 	s := newTestServer(t, Config{}, live, ready)
 
-	if code, body := get(t, s, "/healthz"); code != http.StatusOK || body != "ok\n" {
-		t.Errorf("/healthz with mqtt down = %d %q, want 200 ok", code, body)
-	}
-	if code, body := get(t, s, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "[-] mqtt: session down") {
-		t.Errorf("/readyz = %d %q, want 503 naming mqtt", code, body)
-	}
+	answersOK(t, s, "/healthz") // with mqtt down
+	answers(t, s, "/readyz", http.StatusServiceUnavailable, "[-] mqtt: session down")
 	loopDead.Store(true)
-	if code, body := get(t, s, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "forward loop exited") {
-		t.Errorf("/healthz with a dead loop = %d %q, want 503", code, body)
-	}
+	answers(t, s, "/healthz", http.StatusServiceUnavailable, "forward loop exited")
 }
 
 func TestReadyz(t *testing.T) {
@@ -108,25 +124,14 @@ func TestReadyz(t *testing.T) {
 		}},
 	}
 	s := newTestServer(t, Config{}, nil, ready)
-	if code, body := get(t, s, "/readyz"); code != http.StatusOK || body != "ok\n" {
-		t.Errorf("/readyz = %d %q", code, body)
-	}
-	if code, body := get(t, s, "/readyz?verbose"); code != http.StatusOK || !strings.Contains(body, "[+] buffer ok") {
-		t.Errorf("/readyz?verbose = %d %q", code, body)
-	}
+	answersOK(t, s, "/readyz")
+	answers(t, s, "/readyz?verbose", http.StatusOK, "[+] buffer ok")
 	bufferFull.Store(true)
-	code, body := get(t, s, "/readyz")
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, "[-] buffer: full") || !strings.Contains(body, "[+] mqtt ok") {
-		t.Errorf("/readyz with full buffer = %d %q", code, body)
-	}
+	answers(t, s, "/readyz", http.StatusServiceUnavailable, "[-] buffer: full", "[+] mqtt ok")
 	bufferFull.Store(false)
 	s.SetStopping()
-	if code, body := get(t, s, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "shutting down") {
-		t.Errorf("/readyz while stopping = %d %q", code, body)
-	}
-	if code, _ := get(t, s, "/healthz"); code != http.StatusOK {
-		t.Errorf("/healthz while stopping = %d, want 200", code)
-	}
+	answers(t, s, "/readyz", http.StatusServiceUnavailable, "shutting down")
+	answers(t, s, "/healthz", http.StatusOK) // while stopping
 }
 
 // A check that hangs is cut off by CheckTimeout instead of hanging the probe.
