@@ -4,10 +4,14 @@ package chaos
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,12 +46,28 @@ func table() string {
 	var b strings.Builder
 	b.WriteString("| # | Scenario | Messages | Lost | Duplicates | Drain rate | Peak RSS | Duration | Notes |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---|\n")
-	for _, r := range rows {
+	// In scenario order (1, 2, 3a, 3b, ...), whichever file ran first.
+	sorted := slices.Clone(rows)
+	slices.SortStableFunc(sorted, func(a, b row) int {
+		return cmp.Compare(scenarioNumber(a.Scenario), scenarioNumber(b.Scenario))
+	})
+	for _, r := range sorted {
 		num, name, _ := strings.Cut(r.Scenario, " ")
 		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %s | %s | %s | %s |\n", num, name, r.Messages, r.Lost,
 			r.Duplicates, r.Drain, mib(r.PeakRSS), r.Duration.Round(time.Second), r.Notes)
 	}
 	return b.String()
+}
+
+// scenarioNumber is the number a scenario name starts with ("3b blackhole"
+// is 3); a name without one sorts last.
+func scenarioNumber(scenario string) int {
+	num, _, _ := strings.Cut(scenario, " ")
+	n, err := strconv.Atoi(strings.TrimRight(num, "abcdefghijklmnopqrstuvwxyz"))
+	if err != nil {
+		return math.MaxInt
+	}
+	return n
 }
 
 func mib(b int64) string {
