@@ -36,8 +36,9 @@ func parse(data []byte, opts Options) (*Config, error) {
 	return cfg, nil
 }
 
-// decodeFile decodes data over the defaults. A key written with a zero
-// value ("keepalive: 0s") means the default as well.
+// decodeFile decodes data, then fills every field left zero from the
+// defaults: a key not written and a key written with a zero value
+// ("keepalive: 0s") both mean the default.
 func decodeFile(data []byte, opts Options) (file, error) {
 	if len(data) > maxFileBytes {
 		return file{}, &Error{File: opts.File, Msg: fmt.Sprintf("%d bytes is above the maximum %s of a config file", len(data), ByteSize(maxFileBytes)), Err: ErrInvalid}
@@ -47,7 +48,7 @@ func decodeFile(data []byte, opts Options) (file, error) {
 		// yaml.v3 says "yaml: line N: ...".
 		return file{}, &Error{File: opts.File, Msg: err.Error(), Err: ErrInvalid}
 	}
-	f := defaultFile()
+	var f file
 	d := &decoder{file: opts.File, lookupEnv: opts.LookupEnv, root: reflect.TypeOf(f)}
 	if err := d.decode(&root, reflect.ValueOf(&f).Elem(), ""); err != nil {
 		return file{}, err
@@ -59,19 +60,9 @@ func decodeFile(data []byte, opts Options) (file, error) {
 type problems struct {
 	file string
 	errs []error
-	seen map[string]bool // "key\x00message" of the errors so far
 }
 
-func (p *problems) add(e *Error) {
-	id := e.Error()
-	if p.seen == nil {
-		p.seen = map[string]bool{}
-	}
-	if !p.seen[id] {
-		p.seen[id] = true
-		p.errs = append(p.errs, e)
-	}
-}
+func (p *problems) add(e *Error) { p.errs = append(p.errs, e) }
 
 // invalid records a problem parse itself found.
 func (p *problems) invalid(key, format string, args ...any) {
@@ -169,7 +160,6 @@ func buildMQTT(f file, p *problems) mqtt.Config {
 func buildBuffer(f file, p *problems) buffer.Config {
 	var c buffer.Config
 	copyByName(reflect.ValueOf(&c).Elem(), reflect.ValueOf(f.Buffer), "buffer", p.invalid)
-	c = c.WithDefaults()
 	p.component(c.Validate(), nil)
 	for _, n := range []struct {
 		key    string

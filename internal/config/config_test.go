@@ -141,6 +141,45 @@ log:
   format: text
 `
 
+// A key written with a zero value means its default, for the daemon's own
+// keys as for the components'.
+func TestZeroValuesMeanTheDefault(t *testing.T) {
+	cfg, err := Parse([]byte(`shutdown_timeout: 0s
+buffer:
+  dir: ""
+  max_bytes: 0
+http:
+  listen: ""
+log:
+  level: ""
+  format: ""
+mqtt:
+  keepalive: 0s
+kafka:
+  brokers: ["127.0.0.1:9092"]
+  linger: 0s
+routes:
+  - filter: devices/+/telemetry
+    kafka_topic: iot.telemetry
+`), opts(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := Parse([]byte(minimal), opts(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ShutdownTimeout != DefaultShutdownTimeout || cfg.Buffer.Dir != DefaultBufferDir || cfg.HTTP.Listen != DefaultHTTPListen {
+		t.Errorf("shutdown_timeout %s, buffer.dir %q, http.listen %q: want the defaults", cfg.ShutdownTimeout, cfg.Buffer.Dir, cfg.HTTP.Listen)
+	}
+	if cfg.Log.Level != slog.LevelInfo || cfg.Log.Format != DefaultLogFormat {
+		t.Errorf("log = %+v, want the defaults", cfg.Log)
+	}
+	if cfg.Buffer.MaxBytes != def.Buffer.MaxBytes || cfg.MQTT.KeepAlive != def.MQTT.KeepAlive || cfg.Forward.Linger != def.Forward.Linger {
+		t.Errorf("buffer.max_bytes %d, mqtt.keepalive %s, kafka.linger %s: want the defaults", cfg.Buffer.MaxBytes, cfg.MQTT.KeepAlive, cfg.Forward.Linger)
+	}
+}
+
 func TestValues(t *testing.T) {
 	o := withSecretFile(t, map[string]string{"STATE": "/data", "KAFKA_PW": "kpw"})
 	dir := o.Dir
