@@ -97,16 +97,16 @@ func (p *Producer) makeDurable(ctx context.Context, batch []*flight, seqs []uint
 			dls = append(dls, deadLetter{f: f, reason: reason})
 		}
 	}
-	acked = len(seqs) == 0 || p.retry(ctx, "ack", func() error { return p.src.Ack(ctx, seqs) })
+	acked = len(seqs) == 0 || p.ackRetry.Do(ctx, func(ctx context.Context) error { return p.src.Ack(ctx, seqs) }) == nil
 	for i := range dls {
 		d := &dls[i]
-		d.done = p.retry(ctx, "dead_letter", func() error {
+		d.done = p.deadLetterRetry.Do(ctx, func(ctx context.Context) error {
 			err := p.src.DeadLetter(ctx, d.f.seq, d.reason)
 			if errors.Is(err, buffer.ErrNotFound) {
 				return nil // dropped by the buffer meanwhile (drop_oldest, max_age)
 			}
 			return err
-		})
+		}) == nil
 	}
 	return acked, dls
 }
@@ -138,10 +138,9 @@ func (p *Producer) logDeadLetter(f *flight, reason string, now time.Time) {
 		"topic", f.rec.Topic, "seq", f.seq, "reason", reason, "err", f.err)
 }
 
-// retry runs op until it succeeds or ctx ends, with backoff; it logs the
-// first failure, at Error, and the recovery, not every try. It reports
-// whether op succeeded.
-func (p *Producer) retry(ctx context.Context, what string, op func() error) bool {
-	o := retry.Op{Policy: p.bo, Log: p.log, Level: slog.LevelError, What: "buffer operation", Attrs: []any{"op", what}}
-	return o.Do(ctx, func(context.Context) error { return op() }) == nil
+// bufferRetry retries a Source operation (what: "ack", "dead_letter") until
+// it succeeds or ctx ends, with backoff; it logs the first failure, at
+// Error, and the recovery, not every try. Built once, in New.
+func (p *Producer) bufferRetry(what string) retry.Op {
+	return retry.Op{Policy: p.bo, Log: p.log, Level: slog.LevelError, What: "buffer operation", Attrs: []any{"op", what}}
 }

@@ -49,22 +49,24 @@ var errNoTopic = errors.New("record has no topic")
 // its own; the scheduler's, kafkaState's and the partitioner's are leaves,
 // never held together (scheduler.go).
 type Producer struct {
-	cfg     Config
-	log     *slog.Logger
-	src     Source
-	cl      *kgo.Client
-	m       *metrics
-	bo      retry.Policy // of client requests, reads, Source operations, partition look-ups
-	renew   retry.Policy // of new clients after a refused producer ID (renewClient)
-	sched   *scheduler
-	kst     *kafkaState
-	part    *partitioner
-	results chan *flight // promises -> ack loop; room for the whole window
-	ran     atomic.Bool
-	opts    []kgo.Opt // of every client, but its hooks (newClient)
-	reg     prometheus.Registerer
-	live    atomic.Pointer[kgo.Client] // cl, for the hooks
-	queued  queueWatch
+	cfg   Config
+	log   *slog.Logger
+	src   Source
+	cl    *kgo.Client
+	m     *metrics
+	bo    retry.Policy // of client requests, reads, Source operations, partition look-ups
+	renew retry.Policy // of new clients after a refused producer ID (renewClient)
+
+	ackRetry, deadLetterRetry retry.Op // of Source.Ack and Source.DeadLetter (makeDurable)
+	sched                     *scheduler
+	kst                       *kafkaState
+	part                      *partitioner
+	results                   chan *flight // promises -> ack loop; room for the whole window
+	ran                       atomic.Bool
+	opts                      []kgo.Opt // of every client, but its hooks (newClient)
+	reg                       prometheus.Registerer
+	live                      atomic.Pointer[kgo.Client] // cl, for the hooks
+	queued                    queueWatch
 	// refusedPID: settle saw a record refused a producer ID. franz-go keeps
 	// that error for the client's life; only a new client asks again.
 	refusedPID atomic.Bool
@@ -149,6 +151,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, src Source) (_
 		absent:   make(map[string]time.Time),
 		dlLogged: make(map[string]time.Time),
 	}
+	p.ackRetry, p.deadLetterRetry = p.bufferRetry("ack"), p.bufferRetry("dead_letter")
 	p.kst = &kafkaState{log: log, m: m, buffered: func() int64 { return p.live.Load().BufferedProduceRecords() + p.sched.waiting.Load() }, resumed: p.sched.poke}
 
 	opts := []kgo.Opt{

@@ -8,6 +8,7 @@ package retry
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -86,8 +87,10 @@ type Op struct {
 
 // Do calls f until it returns nil, it returns a permanent error, or ctx is
 // done, waiting Policy.Delay between tries. f is always called once, even
-// when ctx is done already: only the retries stop with ctx. It returns nil
-// on success, else the last error f returned.
+// when ctx is done already: only the retries stop with ctx. An error that is
+// ctx's own (f stopped because ctx ended) ends Do at once, neither logged
+// nor passed to Failed. It returns nil on success, else the last error f
+// returned.
 func (o Op) Do(ctx context.Context, f func(context.Context) error) error {
 	var (
 		first time.Time
@@ -105,6 +108,9 @@ func (o Op) Do(ctx context.Context, f func(context.Context) error) error {
 			return nil
 		}
 		last = err
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return err // f gave up with ctx: no failure of its own to log or count
+		}
 		if o.Failed != nil {
 			o.Failed(err)
 		}

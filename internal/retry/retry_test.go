@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -177,5 +178,27 @@ func TestDoFirstFailureLevel(t *testing.T) {
 		if !strings.Contains(line, "ack failed, retrying") || !strings.Contains(line, tc.want) {
 			t.Errorf("Level %v: first line %q, want the failure at %s", tc.level, line, tc.want)
 		}
+	}
+}
+
+// f that stops because ctx ended has not failed: Do returns at once, with
+// no failure line (a normal shutdown logs nothing at Error) and no Failed.
+func TestDoEndsQuietlyOnTheContextsOwnError(t *testing.T) {
+	var buf bytes.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	failed := 0
+	calls := 0
+	err := Op{
+		Policy: Policy{Initial: time.Hour, Max: time.Hour},
+		Log:    slog.New(slog.NewTextHandler(&buf, nil)),
+		What:   "ack",
+		Failed: func(error) { failed++ },
+	}.Do(ctx, func(ctx context.Context) error {
+		calls++
+		cancel()
+		return fmt.Errorf("ack: %w", ctx.Err())
+	})
+	if !errors.Is(err, context.Canceled) || calls != 1 || failed != 0 || buf.Len() != 0 {
+		t.Fatalf("err %v, %d calls, %d failed, log %q; want context.Canceled, 1, 0 and no log", err, calls, failed, buf.String())
 	}
 }
