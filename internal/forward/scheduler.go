@@ -473,8 +473,10 @@ func (s *scheduler) settled(batch []*flight, acked bool, dls []deadLetter, stopp
 	defer s.mu.Unlock()
 	resume := false
 	failed := false // a lane or topic now waits for a time the reader must know
+	kafkaAcked := false
 	di := 0
 	for _, f := range batch {
+		kafkaAcked = kafkaAcked || f.err == nil
 		delete(s.inflight, f.seq)
 		if s.rereading && (f.err == nil && acked || di < len(dls) && dls[di].f == f && dls[di].done) {
 			s.gone[f.seq] = struct{}{}
@@ -506,6 +508,9 @@ func (s *scheduler) settled(batch []*flight, acked bool, dls []deadLetter, stopp
 			failed = true
 		}
 		resume = resume || (l.state != laneOpen && s.resumable(l, now))
+	}
+	if kafkaAcked {
+		s.m.lastSuccess.Set(float64(now.UnixMilli()) / 1e3)
 	}
 	s.windowChanged()
 	s.poke()

@@ -662,3 +662,23 @@ func BenchmarkScheduler(b *testing.B) {
 		}
 	}
 }
+
+// edgebridge_forward_last_success_timestamp_seconds is the time of the
+// last batch in which Kafka acknowledged a record; a failed batch leaves it.
+func TestLastSuccessTimestamp(t *testing.T) {
+	x := newSchedFixture(t)
+	fs := x.produce(schedTopic, 0, 2)
+	if got := testkit.Value(t, x.m.lastSuccess); got != 0 {
+		t.Fatalf("last success %v before any ack, want 0", got)
+	}
+	x.ack(fs[0])
+	want := float64(x.now.UnixMilli()) / 1e3
+	if got := testkit.Value(t, x.m.lastSuccess); got != want {
+		t.Fatalf("last success %v after an ack at %v", got, want)
+	}
+	x.now = x.now.Add(time.Minute)
+	x.fail(kerr.NotLeaderForPartition, fs[1])
+	if got := testkit.Value(t, x.m.lastSuccess); got != want {
+		t.Fatalf("last success %v after a failure, want it kept at %v", got, want)
+	}
+}
