@@ -330,6 +330,10 @@ func TestClosedSinkStopsRun(t *testing.T) {
 	if _, acks := spy.snapshot(); len(acks) != 0 {
 		t.Errorf("%d PUBACKs sent for records never committed", len(acks))
 	}
+	// A sink closed for good is no failed commit: nothing was retried.
+	if got := testkit.Value(t, sub.m.commitErrors); got != 0 {
+		t.Errorf("edgebridge_mqtt_commit_errors_total = %v for a closed sink, want 0", got)
+	}
 	if sub.Ready() {
 		t.Error("Ready() after Run returned")
 	}

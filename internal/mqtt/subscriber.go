@@ -685,13 +685,16 @@ func (s *Subscriber) commit(ctx context.Context, handoff <-chan *batch, acks cha
 // ctx is done.
 func (s *Subscriber) appendRetry(ctx context.Context, b *batch) error {
 	s.m.batchSize.Observe(float64(len(b.recs)))
+	// A shutdown or an error no retry fixes ends the retries, and is no
+	// failed commit to count.
+	stop := func(err error) bool { return ctx.Err() != nil || permanent(err) }
 	op := retry.Op{
 		Policy:    appendPolicy,
 		Log:       s.log,
 		What:      "sink append",
-		Permanent: func(err error) bool { return ctx.Err() != nil || permanent(err) },
+		Permanent: stop,
 		Failed: func(err error) {
-			if ctx.Err() == nil && !permanent(err) {
+			if !stop(err) {
 				s.m.commitErrors.Inc()
 			}
 		},
