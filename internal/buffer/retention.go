@@ -129,7 +129,12 @@ func (q *Queue) expireSegment(s *segment, cutoff time.Time, budget *int) (more b
 	if err != nil {
 		return false, err
 	}
-	q.recovered()
+	// A write that succeeded proves the storage works again only when no
+	// commit waits: waiting appends and acks may still fail on the head,
+	// and their own commit reports the recovery.
+	if len(q.appends) == 0 && len(q.acks) == 0 {
+		q.recovered()
+	}
 	q.dropped(DropMaxAge, n)
 	*budget -= len(dels)
 	return wholeOld && *budget > 0, nil

@@ -3,8 +3,11 @@ package buffer
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgebridge/edgebridge/internal/dev/testkit"
 )
@@ -73,5 +76,46 @@ func TestRollThenDrainOnly(t *testing.T) {
 	}
 	if st := q.Stats(); st.Segments != 1 || st.Records != 0 {
 		t.Fatalf("after drain: %+v", st)
+	}
+}
+
+// A max_age expiry that succeeds on an older segment says nothing of the
+// head: while appends to a failing head wait, it must not report the
+// buffer's writes recovered (/readyz green, the failure logged anew at
+// the next try).
+func TestExpiryDoesNotClearAFailingHead(t *testing.T) {
+	cfg := Config{Dir: t.TempDir(), MinFreeDisk: -1, MaxAge: time.Second, SegmentBytes: minSegmentBytes}
+	log, logs := testkit.CaptureLogs(t)
+	reg := prometheus.NewRegistry()
+	q, err := Open(cfg, log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	start := time.Now()
+	old := appendN(t, q, "dev", 0, 50)
+	// Newer records in the same segment, so that its expiry deletes
+	// records one by one instead of removing the file; then a roll.
+	testkit.WaitFor(t, "half of max_age to pass", func() bool { return time.Since(start) > cfg.MaxAge/2 })
+	for i := 100; q.Stats().Segments < 2; i += 100 {
+		appendN(t, q, "dev", i, 100)
+	}
+	h := q.head().path
+	restore := failWritesIf(t, func(p string) bool { return p == h })
+	done := make(chan error, 1)
+	go func() { done <- q.Append(context.Background(), recs("dev", 1_000_000, 10)) }()
+	testkit.WaitFor(t, "failed commits", func() bool { return testkit.MetricValue(t, reg, "edgebridge_buffer_commit_errors_total") >= 2 })
+	testkit.WaitFor(t, "the oldest records to expire", func() bool {
+		return testkit.MetricValue(t, reg, "edgebridge_buffer_dropped_records_total", "reason", DropMaxAge) >= float64(len(old))
+	})
+	if strings.Contains(logs.String(), "buffer writes recovered") {
+		t.Error("an expiry in an older segment reported writes recovered while the head fails")
+	}
+	if q.Writable() == nil {
+		t.Error("Writable() = nil while appends to the head fail")
+	}
+	restore()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
