@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -428,13 +427,3 @@ const (
 	mAcked    = "edgebridge_mqtt_acked_total"
 	mDropped  = "edgebridge_buffer_dropped_records_total"
 )
-
-func httpGet(hostport, path string) (int, error) {
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + hostport + path)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}

@@ -78,7 +78,7 @@ func TestS3Blackhole(t *testing.T) {
 		e.waitFor("edgebridge_kafka_up to drop to 0 (timeouts firing)", 60*time.Second, func() bool { return e.gauge(mKafkaUp) == 0 })
 		detected := time.Since(t0)
 		retry.Sleep(e.ctx, hold-time.Since(t0))
-		if code, _ := httpGet(e.br.Metrics, "/healthz"); code != http.StatusOK {
+		if code, _, _ := e.br.Get("/healthz"); code != http.StatusOK {
 			t.Errorf("/healthz = %d during the blackhole: a Kafka outage must not fail liveness", code)
 		}
 		buffered := e.gauge(mBuffered)
