@@ -86,7 +86,7 @@ func New(cfg Config, log *slog.Logger, g prometheus.Gatherer, live, ready []Chec
 		cfg.CheckTimeout = 2 * time.Second
 	}
 	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 5 * time.Second
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -154,6 +154,10 @@ func (s *Server) PprofAddr() net.Addr {
 // SetStopping makes /readyz fail from now on, so Kubernetes stops sending
 // work while the daemon shuts down; /metrics and /healthz keep answering.
 func (s *Server) SetStopping() { s.stopping.Store(true) }
+
+// DefaultShutdownTimeout is Config.ShutdownTimeout's default: how long
+// Run waits for open requests when it stops.
+const DefaultShutdownTimeout = 5 * time.Second
 
 // Run serves until ctx is done, then waits up to Config.ShutdownTimeout for
 // open requests and returns. It returns an error only if serving failed.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgebridge/edgebridge/internal/dev/devstack"
+	"github.com/edgebridge/edgebridge/internal/server"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -152,9 +153,9 @@ func TestDaemonSetMatchesConfig(t *testing.T) {
 	}
 	// shutdown_timeout bounds the whole shutdown, mqtt.drain_timeout
 	// included; after it the bridge only closes the buffer and the HTTP
-	// server, which waits for open requests (internal/server's
-	// Config.ShutdownTimeout, 5s, not in the file).
-	const afterShutdown = 5 * time.Second
+	// server, which waits for open requests (server.DefaultShutdownTimeout,
+	// not in the file).
+	const afterShutdown = server.DefaultShutdownTimeout
 	shutdown := dur(f.ShutdownTimeout)
 	grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
 	if grace <= shutdown+afterShutdown {
