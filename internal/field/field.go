@@ -107,15 +107,6 @@ func Walk(err error, fn func(error)) {
 	fn(err)
 }
 
-// Key returns the key of the *Error in err's chain, "" when there is none.
-func Key(err error) string {
-	var fe *Error
-	if errors.As(err, &fe) {
-		return fe.Key
-	}
-	return ""
-}
-
 // NodeID checks node_id, the name of the edge node that mqtt puts in every
 // envelope and in its client id, and forward in every record's headers: at
 // most 253 printable ASCII characters (a Kubernetes node name fits), without

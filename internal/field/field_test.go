@@ -25,7 +25,10 @@ func TestListWalkKey(t *testing.T) {
 		if !errors.Is(e, errSentinel) {
 			t.Errorf("%v does not match the sentinel", e)
 		}
-		keys = append(keys, Key(e))
+		var fe *Error
+		if errors.As(e, &fe) {
+			keys = append(keys, fe.Key)
+		}
 		texts = append(texts, e.Error())
 	})
 	if got := strings.Join(keys, " "); got != "thing.size routes[0].filter thing.ca_file" {
