@@ -73,7 +73,7 @@ func (q *Queue) startCheck(unclean bool) {
 				// Not tx.Check: on a read-only file it loads the freelist
 				// racing bbolt's other read transactions. Records'
 				// checksums are checked when they are read.
-				_, err = scan(s.db, false, false)
+				_, err = scan(s.db, false)
 			}
 			q.mu.RUnlock()
 			if err != nil && isDamage(err) {

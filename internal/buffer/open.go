@@ -231,7 +231,7 @@ func (q *Queue) checkFile(path string, forced bool) (scanResult, error) {
 		return scanResult{}, err
 	}
 	defer db.Close()
-	return scan(db, true, true)
+	return scan(db, true)
 }
 
 // openVerified opens a file checkFile passed for use, with the counts it found.

@@ -58,14 +58,12 @@ type Queue struct {
 	halfDone []*request // appends whose records are committed, not yet their dead letters
 	acks     []*request
 	ops      []*request // dead letter, requeue, corrupt drops: one at a time
-	retryAt  time.Time  // after a failed commit, when to try again
-	retries  int        // commits failed in a row
+	retry    backoff    // of failed commits
 	// The same for a failed operation, which does not hold back commits.
-	opRetryAt time.Time
-	opRetries int
-	dropLog   dropLog
-	high      bool // above highWater of max_bytes
-	commits   uint64
+	opRetry backoff
+	dropLog dropLog
+	high    bool // above highWater of max_bytes
+	commits uint64
 
 	// readMax is the highest sequence Read has returned: records up to it
 	// may be in flight to Kafka, and drop_oldest spares them if it can.

@@ -223,9 +223,9 @@ type scanResult struct {
 	last    uint64 // highest record sequence, 0 if none
 }
 
-// scan walks every record, verifying its checksum when verifyRecords, and
-// then runs bbolt's consistency check when check. Open's full check sets
-// both; any error then means the file must be quarantined.
+// scan walks every record and, when full, verifies each checksum and then
+// runs bbolt's consistency check. Open's check is full: any error then
+// means the file must be quarantined.
 //
 // The walk over the records comes first and runs on this goroutine: it
 // touches every page of the tree, so a damaged page panics here, where
@@ -234,11 +234,11 @@ type scanResult struct {
 // goroutines of their own, where a panic would kill the process. db should
 // be opened read-only, which rebuilds no freelist.
 //
-// With neither, what remains proves every page of the tree can be read,
+// Not full, what remains proves every page of the tree can be read,
 // which is what a file about to be opened for writing needs (see
 // Queue.upgrade). A record that rotted is dropped when it is read and needs
 // no quarantine of its file.
-func scan(db *bolt.DB, verifyRecords, check bool) (res scanResult, err error) {
+func scan(db *bolt.DB, full bool) (res scanResult, err error) {
 	err = withFaults(func() error {
 		return db.View(func(tx *bolt.Tx) error {
 			if m := tx.Bucket(bucketMeta); m != nil {
@@ -252,7 +252,7 @@ func scan(db *bolt.DB, verifyRecords, check bool) (res scanResult, err error) {
 						return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
 					}
 					seq := binary.BigEndian.Uint64(k)
-					if verifyRecords {
+					if full {
 						if err := verify(seq, v); err != nil {
 							return err
 						}
@@ -266,7 +266,7 @@ func scan(db *bolt.DB, verifyRecords, check bool) (res scanResult, err error) {
 					return err
 				}
 			}
-			if !check {
+			if !full {
 				return nil
 			}
 			// Drain the whole channel: Check's goroutine blocks on

@@ -99,7 +99,7 @@ func (q *Queue) observeCommit(start time.Time) {
 // goroutine of its own, where a fault on a damaged page would be fatal.
 // Writer goroutine only.
 func (q *Queue) upgrade(s *segment) error {
-	if _, err := scan(s.db, false, false); err != nil {
+	if _, err := scan(s.db, false); err != nil {
 		if isDamage(err) {
 			q.damage(s, err)
 		}

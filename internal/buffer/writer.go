@@ -155,11 +155,11 @@ func (q *Queue) releaseResident() {
 // nextWake returns how long the writer may sleep when it has work it could
 // not do: after a failed commit, or while appends wait for disk space.
 func (q *Queue) nextWake() (time.Duration, bool) {
-	if !q.retryAt.IsZero() {
-		return max(time.Until(q.retryAt), time.Millisecond), true
+	if !q.retry.at.IsZero() {
+		return max(time.Until(q.retry.at), time.Millisecond), true
 	}
-	if !q.opRetryAt.IsZero() {
-		return max(time.Until(q.opRetryAt), time.Millisecond), true
+	if !q.opRetry.at.IsZero() {
+		return max(time.Until(q.opRetry.at), time.Millisecond), true
 	}
 	if len(q.appends) > 0 {
 		// Free disk can come back without anything telling us.
@@ -220,7 +220,7 @@ func (q *Queue) failAll() {
 func (q *Queue) cycle() bool {
 	q.dropCancelled()
 	now := time.Now()
-	if now.Before(q.retryAt) {
+	if now.Before(q.retry.at) {
 		return false
 	}
 	more, err := q.commitWaiting(now)
@@ -301,12 +301,24 @@ func (q *Queue) finishCommit(admitted []*request) (more bool, err error) {
 	return acked && len(q.appends) > 0, nil
 }
 
+// backoff is when the writer tries a failed write again.
+type backoff struct {
+	at time.Time // zero: nothing failed
+	n  int       // failures in a row
+}
+
+// fail books a failure at now and reports whether it is the first in a row.
+func (b *backoff) fail(now time.Time) (first bool) {
+	b.n++
+	b.at = now.Add(writeRetry.Delay(b.n))
+	return b.n == 1
+}
+
 // failed records a failed write: the transaction was rolled back, nothing
 // of it is visible, and everything waiting is retried after a backoff.
 func (q *Queue) failed(err error, now time.Time) {
 	q.m.commitErrs.Inc()
-	q.retries++
-	q.retryAt = now.Add(writeRetry.Delay(q.retries))
+	q.retry.fail(now)
 	q.mu.Lock()
 	first := q.writeErr == nil
 	q.writeErr = err
@@ -317,7 +329,7 @@ func (q *Queue) failed(err error, now time.Time) {
 }
 
 func (q *Queue) recovered() {
-	q.retryAt, q.retries = time.Time{}, 0
+	q.retry = backoff{}
 	q.mu.Lock()
 	was := q.writeErr
 	q.writeErr = nil
@@ -332,7 +344,7 @@ func (q *Queue) recovered() {
 // backoff of its own, and never holds back appends and acks: an operation
 // that cannot succeed must not stop every later commit.
 func (q *Queue) runOps(now time.Time) {
-	if now.Before(q.opRetryAt) {
+	if now.Before(q.opRetry.at) {
 		return
 	}
 	for len(q.ops) > 0 {
@@ -340,16 +352,14 @@ func (q *Queue) runOps(now time.Time) {
 		err := q.runOp(r, now)
 		if isStorageErr(err) {
 			q.m.commitErrs.Inc()
-			q.opRetries++
-			q.opRetryAt = now.Add(writeRetry.Delay(q.opRetries))
-			if q.opRetries == 1 {
+			if q.opRetry.fail(now) {
 				q.log.Error("buffer operation failed: retrying it, appends and acks go on", "err", err)
 			}
 			return
 		}
 		r.done <- err
 		q.ops = q.ops[1:]
-		q.opRetryAt, q.opRetries = time.Time{}, 0
+		q.opRetry = backoff{}
 	}
 }
 
